@@ -1,0 +1,1 @@
+//! The wshub server (work in progress).
