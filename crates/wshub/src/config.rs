@@ -1,0 +1,270 @@
+//! [`HubConfig`]: every limit and timing of the hub, each default written on its field.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+/// What to do when a message is sent to a connection whose send queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// Close the connection with 1013 (try again later). The default: a client that cannot
+    /// keep up is better off reconnecting and recovering than silently missing messages.
+    #[default]
+    Close,
+    /// Drop the message being sent and keep the queued ones.
+    DropNewest,
+    /// Drop the oldest queued message to make room for the new one.
+    DropOldest,
+}
+
+/// A user function deciding whether an `Origin` is allowed. It receives the `Origin` header
+/// value and the request's `Host` header value (if any).
+pub type OriginCheck = Arc<dyn Fn(&str, Option<&str>) -> bool + Send + Sync>;
+
+/// Which browser origins may open a WebSocket (the `Origin` header, RFC 6454).
+///
+/// Requests without an `Origin` header come from non-browser clients and are always allowed;
+/// an origin check protects browser users against cross-site WebSocket hijacking.
+#[derive(Clone)]
+pub enum OriginPolicy {
+    /// The origin's host must equal the request's `Host`, or the origin must be in the list
+    /// (exact matches such as `https://app.example.com`, or `*` for any). The default, with
+    /// an empty list.
+    SameOrigin {
+        /// Origins allowed besides the same origin.
+        allowed: Vec<String>,
+    },
+    /// Every origin is allowed.
+    Any,
+    /// A user function decides.
+    Custom(OriginCheck),
+}
+
+impl Default for OriginPolicy {
+    fn default() -> Self {
+        OriginPolicy::SameOrigin {
+            allowed: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for OriginPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OriginPolicy::SameOrigin { allowed } => f
+                .debug_struct("SameOrigin")
+                .field("allowed", allowed)
+                .finish(),
+            OriginPolicy::Any => f.write_str("Any"),
+            OriginPolicy::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+impl OriginPolicy {
+    /// Whether a request with this `Origin` and `Host` may connect.
+    pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
+        match self {
+            OriginPolicy::Any => true,
+            OriginPolicy::Custom(check) => check(origin, host),
+            OriginPolicy::SameOrigin { allowed } => {
+                if allowed
+                    .iter()
+                    .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+                {
+                    return true;
+                }
+                // The origin is "scheme://host[:port]"; compare its authority with Host.
+                let authority = origin
+                    .split_once("://")
+                    .map_or(origin, |(_, rest)| rest)
+                    .trim_end_matches('/');
+                host.is_some_and(|host| authority.eq_ignore_ascii_case(host))
+            }
+        }
+    }
+}
+
+/// The hub's limits and timings. `HubConfig::default()` is a sound production setting.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// The path the hub's route is mounted on by [`Hub::router`](crate::Hub::router).
+    /// Default `/ws`.
+    pub path: String,
+    /// The most connections open at once; further upgrade requests get 503 with
+    /// `Retry-After`. Default 100 000.
+    pub max_connections: usize,
+    /// How often the server pings each connection. Default 30 s.
+    pub ping_interval: Duration,
+    /// How long the server waits for any frame (normally the pong) after a ping before it
+    /// drops the connection. Default 60 s.
+    pub pong_wait: Duration,
+    /// How long a write to a connection may stall before the connection is dropped; also
+    /// how long the server waits for the peer's reply to a close frame. Default 10 s.
+    pub write_wait: Duration,
+    /// The kernel receive buffer of each socket (`SO_RCVBUF`); `None` keeps the system's
+    /// default and its auto-tuning. Default `None`.
+    pub read_buffer_bytes: Option<usize>,
+    /// The kernel send buffer of each socket (`SO_SNDBUF`); `None` keeps the system's
+    /// default and its auto-tuning. Default `None`.
+    pub write_buffer_bytes: Option<usize>,
+    /// The most bytes moved from a connection's send queue into one vectored write.
+    /// Default 64 KiB.
+    pub write_batch_bytes: usize,
+    /// The largest message a peer may send; a larger one closes the connection with 1009.
+    /// Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// The longest a client may take to send its HTTP upgrade request (enforced by the
+    /// stand-alone [`Server`](crate::Server)), and the longest the auth hook may take.
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+    /// How many messages may wait in each connection's send queue beyond the write in
+    /// progress. Default 256.
+    pub send_queue_capacity: usize,
+    /// What happens when a send queue is full. Default [`OverflowPolicy::Close`] (1013).
+    pub overflow_policy: OverflowPolicy,
+    /// Which `Origin`s may connect. Default: the same origin only.
+    pub origin_policy: OriginPolicy,
+    /// How many received messages may wait for an async handler to `recv` them before the
+    /// server stops reading from that socket. Default 64.
+    pub inbox_capacity: usize,
+    /// Whether each connection keeps its request headers (for
+    /// [`Connection::headers`](crate::Connection::headers)). Default `true`; turn it off to
+    /// save memory per connection when nobody reads them.
+    pub keep_headers: bool,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            path: "/ws".to_owned(),
+            max_connections: 100_000,
+            ping_interval: Duration::from_secs(30),
+            pong_wait: Duration::from_secs(60),
+            write_wait: Duration::from_secs(10),
+            read_buffer_bytes: None,
+            write_buffer_bytes: None,
+            write_batch_bytes: 64 * 1024,
+            max_message_bytes: 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            send_queue_capacity: 256,
+            overflow_policy: OverflowPolicy::Close,
+            origin_policy: OriginPolicy::default(),
+            inbox_capacity: 64,
+            keep_headers: true,
+        }
+    }
+}
+
+impl HubConfig {
+    /// Sets [`path`](Self::path).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+    /// Sets [`max_connections`](Self::max_connections).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// Sets [`ping_interval`](Self::ping_interval).
+    pub fn ping_interval(mut self, d: Duration) -> Self {
+        self.ping_interval = d;
+        self
+    }
+    /// Sets [`pong_wait`](Self::pong_wait).
+    pub fn pong_wait(mut self, d: Duration) -> Self {
+        self.pong_wait = d;
+        self
+    }
+    /// Sets [`write_wait`](Self::write_wait).
+    pub fn write_wait(mut self, d: Duration) -> Self {
+        self.write_wait = d;
+        self
+    }
+    /// Sets [`read_buffer_bytes`](Self::read_buffer_bytes).
+    pub fn read_buffer_bytes(mut self, n: usize) -> Self {
+        self.read_buffer_bytes = Some(n);
+        self
+    }
+    /// Sets [`write_buffer_bytes`](Self::write_buffer_bytes).
+    pub fn write_buffer_bytes(mut self, n: usize) -> Self {
+        self.write_buffer_bytes = Some(n);
+        self
+    }
+    /// Sets [`write_batch_bytes`](Self::write_batch_bytes).
+    pub fn write_batch_bytes(mut self, n: usize) -> Self {
+        self.write_batch_bytes = n;
+        self
+    }
+    /// Sets [`max_message_bytes`](Self::max_message_bytes).
+    pub fn max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n;
+        self
+    }
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+    /// Sets [`send_queue_capacity`](Self::send_queue_capacity).
+    pub fn send_queue_capacity(mut self, n: usize) -> Self {
+        self.send_queue_capacity = n;
+        self
+    }
+    /// Sets [`overflow_policy`](Self::overflow_policy).
+    pub fn overflow_policy(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow_policy = policy;
+        self
+    }
+    /// Sets [`origin_policy`](Self::origin_policy).
+    pub fn origin_policy(mut self, policy: OriginPolicy) -> Self {
+        self.origin_policy = policy;
+        self
+    }
+    /// Allows these origins besides the same origin ([`OriginPolicy::SameOrigin`]).
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.origin_policy = OriginPolicy::SameOrigin {
+            allowed: origins.into_iter().map(Into::into).collect(),
+        };
+        self
+    }
+    /// Sets [`inbox_capacity`](Self::inbox_capacity).
+    pub fn inbox_capacity(mut self, n: usize) -> Self {
+        self.inbox_capacity = n;
+        self
+    }
+    /// Sets [`keep_headers`](Self::keep_headers).
+    pub fn keep_headers(mut self, keep: bool) -> Self {
+        self.keep_headers = keep;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_origin_compares_the_authority_with_host() {
+        let policy = OriginPolicy::default();
+        assert!(policy.allows("http://localhost:8080", Some("localhost:8080")));
+        assert!(policy.allows("https://LOCALHOST:8080/", Some("localhost:8080")));
+        assert!(!policy.allows("http://evil.example", Some("localhost:8080")));
+        assert!(!policy.allows("http://localhost:8080", None));
+    }
+
+    #[test]
+    fn allow_list_and_wildcard() {
+        let policy = HubConfig::default()
+            .allowed_origins(["https://app.example.com"])
+            .origin_policy;
+        assert!(policy.allows("https://app.example.com", Some("api.example.com")));
+        assert!(!policy.allows("https://other.example.com", Some("api.example.com")));
+        let any = HubConfig::default().allowed_origins(["*"]).origin_policy;
+        assert!(any.allows("https://whatever", None));
+    }
+}

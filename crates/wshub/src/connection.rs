@@ -1,0 +1,335 @@
+//! One peer: its id, what we know about it, and the handle used to talk to it.
+
+use std::{
+    any::Any,
+    fmt,
+    net::SocketAddr,
+    str::FromStr,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use http::HeaderMap;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::{
+    CloseCode, Error, Hub, Message,
+    outbound::{CloseRequest, PushOutcome, SendQueue},
+};
+
+/// A connection id, unique across every hub (and every node of a cluster) and never reused.
+///
+/// It pairs a random 48-bit prefix drawn once per [`Hub`](crate::Hub) with a counter, and
+/// reads as `<12 hex digits>-<counter in hex>`, e.g. `3fa2c91b0e7d-2a`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId {
+    node: u64,
+    seq: u64,
+}
+
+impl ConnectionId {
+    pub(crate) const fn new(node: u64, seq: u64) -> Self {
+        Self { node, seq }
+    }
+
+    /// The random prefix shared by every connection of one hub.
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// The per-hub sequence number.
+    pub fn sequence(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:012x}-{:x}", self.node, self.seq)
+    }
+}
+
+/// The error of parsing a [`ConnectionId`] from text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a connection id")]
+pub struct InvalidConnectionId;
+
+impl FromStr for ConnectionId {
+    type Err = InvalidConnectionId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (node, seq) = s.split_once('-').ok_or(InvalidConnectionId)?;
+        if node.len() != 12 || seq.is_empty() || seq.len() > 16 {
+            return Err(InvalidConnectionId);
+        }
+        let node = u64::from_str_radix(node, 16).map_err(|_| InvalidConnectionId)?;
+        let seq = u64::from_str_radix(seq, 16).map_err(|_| InvalidConnectionId)?;
+        Ok(Self { node, seq })
+    }
+}
+
+impl Serialize for ConnectionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Who a connection belongs to, as returned by the auth hook.
+#[derive(Clone)]
+pub struct Identity {
+    user: String,
+    data: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Identity {
+    /// An identity for this user id.
+    pub fn new(user: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            data: None,
+        }
+    }
+
+    /// Attaches application data (token claims, permissions) to read back with
+    /// [`data`](Self::data).
+    pub fn with_data<T: Any + Send + Sync>(mut self, data: T) -> Self {
+        self.data = Some(Arc::new(data));
+        self
+    }
+
+    /// The user id.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The attached data, if it is of type `T`.
+    pub fn data<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.data.as_deref().and_then(|d| d.downcast_ref())
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("user", &self.user)
+            .field("data", &self.data.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
+/// What the hub knows about a connection from its handshake.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    pub(crate) id: ConnectionId,
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) connected_at: SystemTime,
+    pub(crate) started: Instant,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) identity: Option<Identity>,
+}
+
+/// The state a connection shares between its task, the hub and every [`Connection`] handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) info: ConnectionInfo,
+    pub(crate) queue: SendQueue,
+    /// Rooms this connection is in; changed only under the hub's room lock.
+    pub(crate) rooms: Mutex<Vec<Arc<str>>>,
+    /// Set when the connection has been unregistered; changed only under the room lock.
+    pub(crate) gone: AtomicBool,
+    /// Received messages waiting for the async handler, when the hub has one.
+    pub(crate) inbox: Option<tokio::sync::Mutex<mpsc::Receiver<Message>>>,
+    /// The hub this connection belongs to. A strong handle: the hub's map points back
+    /// here only until the connection ends and unregisters, so no cycle outlives it.
+    pub(crate) hub: Hub,
+}
+
+impl Shared {
+    pub(crate) fn rooms(&self) -> MutexGuard<'_, Vec<Arc<str>>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A handle to one WebSocket connection. Cheap to clone; every clone talks to the same peer.
+///
+/// Sending never waits: messages go into the connection's bounded send queue and its own
+/// task writes them (see [`HubConfig::send_queue_capacity`](crate::HubConfig)).
+#[derive(Clone)]
+pub struct Connection {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.shared.info.id)
+            .field("remote_addr", &self.shared.info.remote_addr)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// The hub this connection belongs to.
+    pub fn hub(&self) -> &Hub {
+        &self.shared.hub
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.shared.info.id
+    }
+
+    /// Everything known from the handshake.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.shared.info
+    }
+
+    /// The peer's address (`None` only when the server could not tell).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.shared.info.remote_addr
+    }
+
+    /// When the connection was accepted (wall clock).
+    pub fn connected_at(&self) -> SystemTime {
+        self.shared.info.connected_at
+    }
+
+    /// How long the connection has been open.
+    pub fn uptime(&self) -> Duration {
+        self.shared.info.started.elapsed()
+    }
+
+    /// The `User-Agent` of the upgrade request.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.shared.info.user_agent.as_deref()
+    }
+
+    /// The headers of the upgrade request (empty when
+    /// [`HubConfig::keep_headers`](crate::HubConfig::keep_headers) is off).
+    pub fn headers(&self) -> &HeaderMap {
+        &self.shared.info.headers
+    }
+
+    /// The identity the auth hook returned, if the hub has one.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.shared.info.identity.as_ref()
+    }
+
+    /// Queues a message for this peer without waiting.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionClosed`] if the connection is closing, [`Error::SendQueueFull`] if
+    /// the queue was full (what then happens to the message and the connection follows the
+    /// overflow policy).
+    pub fn send(&self, message: Message) -> Result<(), Error> {
+        let outcome = self.shared.queue.push(message);
+        self.shared.hub.inner.count_push(outcome);
+        match outcome {
+            PushOutcome::Queued | PushOutcome::QueuedDroppingOldest => Ok(()),
+            PushOutcome::DroppedNewest | PushOutcome::Overflowed { .. } => {
+                Err(Error::SendQueueFull)
+            }
+            PushOutcome::Closed => Err(Error::ConnectionClosed),
+        }
+    }
+
+    /// Queues a text message.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_text(&self, text: impl Into<String>) -> Result<(), Error> {
+        self.send(Message::text(text))
+    }
+
+    /// Queues a binary message.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_binary(&self, bytes: impl Into<bytes::Bytes>) -> Result<(), Error> {
+        self.send(Message::binary(bytes))
+    }
+
+    /// Queues `value` serialized as a JSON text message.
+    ///
+    /// # Errors
+    /// [`Error::Json`], or as [`send`](Self::send).
+    pub fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        self.send(Message::json(value)?)
+    }
+
+    /// Receives the next message from the peer, or `None` once the connection has ended.
+    ///
+    /// Only connections of a hub built with an async handler
+    /// ([`HubBuilder::handler`](crate::HubBuilder::handler)) have an inbox; on others this
+    /// returns `None` at once and messages go to the `on_message` callback. Cancel-safe.
+    pub async fn recv(&self) -> Option<Message> {
+        let inbox = self.shared.inbox.as_ref()?;
+        inbox.lock().await.recv().await
+    }
+
+    /// Closes the connection with this code and reason after sending what is queued.
+    /// The reason is cut to the 123 bytes a close frame can carry. Closing twice does nothing.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        self.shared.queue.close(CloseRequest {
+            code,
+            reason: reason.to_owned(),
+            discard_pending: false,
+        });
+    }
+
+    /// Whether the connection is closing or closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.gone.load(Ordering::Acquire) || self.shared.queue.is_closing()
+    }
+
+    /// How many messages wait in the send queue.
+    pub fn queued(&self) -> usize {
+        self.shared.queue.len()
+    }
+
+    /// Adds this connection to a room. Returns false if it was already a member.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionClosed`] once the connection has ended.
+    pub fn join(&self, room: &str) -> Result<bool, Error> {
+        self.shared.hub.inner.join(&self.shared, room)
+    }
+
+    /// Removes this connection from a room. Returns false if it was not a member.
+    pub fn leave(&self, room: &str) -> bool {
+        self.shared.hub.inner.leave(&self.shared, room)
+    }
+
+    /// The rooms this connection is in.
+    pub fn rooms(&self) -> Vec<String> {
+        self.shared.rooms().iter().map(|r| r.to_string()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_text() {
+        let id = ConnectionId::new(0x3fa2_c91b_0e7d, 42);
+        assert_eq!(id.to_string(), "3fa2c91b0e7d-2a");
+        assert_eq!("3fa2c91b0e7d-2a".parse::<ConnectionId>(), Ok(id));
+        for bad in ["", "-", "3fa2c91b0e7d", "3fa2c91b0e7d-", "xyz-1", "3fa2c91b0e7d-zz"] {
+            assert!(bad.parse::<ConnectionId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn identity_carries_typed_data() {
+        let identity = Identity::new("alice").with_data(7_u32);
+        assert_eq!(identity.user(), "alice");
+        assert_eq!(identity.data::<u32>(), Some(&7));
+        assert_eq!(identity.data::<String>(), None);
+    }
+}

@@ -1,0 +1,319 @@
+//! The one task per connection: it moves queued messages to the socket, frames from the
+//! socket to the callbacks or the handler's inbox, and keeps the heartbeat.
+//!
+//! A single hand-written poll loop, rather than separate reader and writer tasks, because
+//! the WebSocket stream is one object that reads and writes (a ping read queues a pong
+//! write), and one task per connection is the leanest in memory and wake-ups.
+
+use std::{
+    collections::VecDeque,
+    future::poll_fn,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use tokio::time::Sleep;
+use tokio_util::sync::PollSender;
+
+use crate::{
+    CloseCode, Connection, Disconnect, Error, Message,
+    heartbeat::{Beat, Heartbeat},
+    hub::HubInner,
+    outbound::Taken,
+    stats::Counters,
+    transport::{Incoming, Transport},
+};
+
+/// How many rounds one poll may run before yielding to other tasks.
+const MAX_ROUNDS_PER_POLL: usize = 32;
+
+/// What is being written.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    messages: u64,
+    bytes: u64,
+}
+
+pub(crate) struct Driver {
+    conn: Connection,
+    hub: Arc<HubInner>,
+    transport: Transport,
+    batch: VecDeque<Message>,
+    in_flight: Option<InFlight>,
+    heartbeat: Heartbeat,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Instant,
+    inbox: Option<PollSender<Message>>,
+    /// A received message waiting for room in the handler's inbox; reading pauses meanwhile.
+    parked: Option<Message>,
+    /// Our close frame is queued; nothing else will be sent.
+    close_sent: bool,
+    /// The peer's close frame arrived, or the transport is answering a protocol error.
+    peer_closing: bool,
+    outcome: Disconnect,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        conn: Connection,
+        hub: Arc<HubInner>,
+        transport: Transport,
+        inbox: Option<tokio::sync::mpsc::Sender<Message>>,
+    ) -> Self {
+        let now = Instant::now();
+        let heartbeat = Heartbeat::new(&hub.config, now);
+        let timer_at = heartbeat.next_deadline();
+        Self {
+            conn,
+            hub,
+            transport,
+            batch: VecDeque::new(),
+            in_flight: None,
+            heartbeat,
+            timer: Box::pin(tokio::time::sleep_until(timer_at.into())),
+            timer_at,
+            inbox: inbox.map(PollSender::new),
+            parked: None,
+            close_sent: false,
+            peer_closing: false,
+            outcome: Disconnect {
+                code: None,
+                reason: String::new(),
+                error: None,
+                initiated_by_server: false,
+            },
+        }
+    }
+
+    /// Runs the connection to its end and says why it ended.
+    pub(crate) async fn run(mut self) -> Disconnect {
+        poll_fn(|cx| self.poll_drive(cx)).await
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        for _ in 0..MAX_ROUNDS_PER_POLL {
+            let mut progress = false;
+            let now = Instant::now();
+
+            // Outbound: take more from the queue only once the previous batch is written,
+            // so the queue's capacity is what bounds a slow peer.
+            if self.in_flight.is_none() && !self.close_sent && !self.peer_closing {
+                match self.conn.shared.queue.poll_take(
+                    cx,
+                    &mut self.batch,
+                    self.hub.config.write_batch_bytes,
+                ) {
+                    Poll::Ready(Taken::Messages) => {
+                        let mut flight = InFlight {
+                            messages: 0,
+                            bytes: 0,
+                        };
+                        let mut batch = std::mem::take(&mut self.batch);
+                        for message in batch.drain(..) {
+                            flight.messages += 1;
+                            flight.bytes += message.len() as u64;
+                            if let Err(e) = self.transport.queue(message) {
+                                return Poll::Ready(self.fail(e));
+                            }
+                        }
+                        // Keep the emptied buffer and its capacity for the next batch.
+                        self.batch = batch;
+                        self.start_write(flight, now);
+                        progress = true;
+                    }
+                    Poll::Ready(Taken::Close(request)) => {
+                        if let Err(e) = self.transport.queue_close(request.code, &request.reason) {
+                            return Poll::Ready(self.fail(e));
+                        }
+                        self.close_sent = true;
+                        self.outcome.code = Some(request.code);
+                        self.outcome.reason = request.reason;
+                        self.outcome.initiated_by_server = true;
+                        if request.discard_pending {
+                            // Only an overflowing send queue discards what is pending.
+                            self.report_error(Error::SendQueueFull);
+                        }
+                        self.heartbeat.closing(now);
+                        self.start_write(InFlight { messages: 0, bytes: 0 }, now);
+                        progress = true;
+                    }
+                    Poll::Ready(Taken::Abort) => return Poll::Ready(self.finish()),
+                    Poll::Pending => {}
+                }
+            }
+
+            if let Some(flight) = self.in_flight {
+                match self.transport.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let counters = &self.hub.counters;
+                        Counters::add(&counters.messages_out, flight.messages);
+                        Counters::add(&counters.bytes_out, flight.bytes);
+                        self.in_flight = None;
+                        self.heartbeat.write_finished();
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(self.fail(e)),
+                    Poll::Pending => {}
+                }
+            }
+
+            // Inbound: read only while the handler keeps up.
+            if let Some(message) = self.parked.take() {
+                self.deliver(cx, message);
+                progress |= self.parked.is_none();
+            }
+            if self.parked.is_none() {
+                match self.transport.poll_next(cx) {
+                    Poll::Ready(Some(Ok(incoming))) => {
+                        self.heartbeat.heard();
+                        self.receive(cx, incoming, now);
+                        progress = true;
+                    }
+                    Poll::Ready(Some(Err(Error::Io(e)))) => return Poll::Ready(self.fail(Error::Io(e))),
+                    Poll::Ready(Some(Err(e))) => {
+                        // The transport has queued the close frame that answers the
+                        // violation (1002, 1007 or 1009); keep polling so it is flushed.
+                        self.outcome.code = e.close_code();
+                        self.outcome.initiated_by_server = true;
+                        self.peer_closing = true;
+                        self.heartbeat.closing(now);
+                        self.report_error(e);
+                        progress = true;
+                    }
+                    Poll::Ready(None) => return Poll::Ready(self.finish()),
+                    Poll::Pending => {}
+                }
+            }
+
+            // Timers.
+            match self.heartbeat.check(now) {
+                Beat::Idle => {}
+                Beat::Ping => {
+                    if let Err(e) = self.transport.queue_ping() {
+                        return Poll::Ready(self.fail(e));
+                    }
+                    let flight = self.in_flight.unwrap_or(InFlight {
+                        messages: 0,
+                        bytes: 0,
+                    });
+                    self.start_write(flight, now);
+                    progress = true;
+                }
+                Beat::PongTimeout => return Poll::Ready(self.fail(Error::PongTimeout)),
+                Beat::WriteTimeout => return Poll::Ready(self.fail(Error::WriteTimeout)),
+                Beat::CloseTimeout => return Poll::Ready(self.finish()),
+            }
+            let deadline = self.heartbeat.next_deadline();
+            if deadline != self.timer_at {
+                self.timer.as_mut().reset(deadline.into());
+                self.timer_at = deadline;
+            }
+            if self.timer.as_mut().poll(cx).is_ready() {
+                progress = true;
+            }
+
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Plenty of work: let other connections run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn start_write(&mut self, flight: InFlight, now: Instant) {
+        self.in_flight = Some(flight);
+        self.heartbeat.write_started(now);
+    }
+
+    fn receive(&mut self, cx: &mut Context<'_>, incoming: Incoming, now: Instant) {
+        match incoming {
+            Incoming::Message(message) => {
+                if self.close_sent || self.peer_closing {
+                    // RFC 6455 §5.5.1: after a close frame, data is no longer processed.
+                    return;
+                }
+                let counters = &self.hub.counters;
+                Counters::add(&counters.messages_in, 1);
+                Counters::add(&counters.bytes_in, message.len() as u64);
+                if let Some(on_message) = &self.hub.callbacks.on_message {
+                    let message = if self.inbox.is_some() {
+                        message.clone()
+                    } else {
+                        on_message(&self.conn, message);
+                        return;
+                    };
+                    on_message(&self.conn, message);
+                }
+                self.deliver(cx, message);
+            }
+            Incoming::Ping | Incoming::Pong => {}
+            Incoming::Close(close) => {
+                if !self.close_sent {
+                    // The peer started the close; the transport queues the echo.
+                    self.outcome.code = close.as_ref().and_then(|(code, _)| CloseCode::new(*code));
+                    self.outcome.reason = close.map(|(_, reason)| reason).unwrap_or_default();
+                    self.outcome.initiated_by_server = false;
+                }
+                self.peer_closing = true;
+                self.heartbeat.closing(now);
+            }
+        }
+    }
+
+    /// Hands a message to the async handler's inbox, parking it while the inbox is full.
+    fn deliver(&mut self, cx: &mut Context<'_>, message: Message) {
+        let Some(inbox) = &mut self.inbox else {
+            return;
+        };
+        match inbox.poll_reserve(cx) {
+            Poll::Ready(Ok(())) => {
+                // Cannot fail after a successful reserve, except when the handler is gone.
+                let _ = inbox.send_item(message);
+            }
+            // The handler has returned; the connection is closing anyway.
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending => self.parked = Some(message),
+        }
+    }
+
+    fn report_error(&mut self, error: Error) {
+        tracing::debug!(conn_id = %self.conn.id(), %error, "connection error");
+        if let Some(on_error) = &self.hub.callbacks.on_error {
+            on_error(&self.conn, &error);
+        }
+        if self.outcome.error.is_none() {
+            self.outcome.error = Some(error);
+        }
+    }
+
+    fn fail(&mut self, error: Error) -> Disconnect {
+        self.report_error(error);
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Disconnect {
+        if self.outcome.code.is_none()
+            && self.outcome.error.is_none()
+            && !self.close_sent
+            && !self.peer_closing
+        {
+            self.outcome.error = Some(Error::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed without a close frame",
+            )));
+        }
+        std::mem::replace(
+            &mut self.outcome,
+            Disconnect {
+                code: None,
+                reason: String::new(),
+                error: None,
+                initiated_by_server: false,
+            },
+        )
+    }
+}

@@ -1,0 +1,187 @@
+//! [`Server`]: a hub served on its own listener, for programs that do not use axum.
+//!
+//! It owns the accept loop so that it can bound the time a client takes to send its
+//! request headers (a slow-loris guard) and stop accepting before the hub shuts down.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, body::Body, extract::ConnectInfo, http::Request};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    net::{TcpListener, ToSocketAddrs},
+    task::JoinHandle,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower_service::Service;
+
+use crate::{Error, Hub};
+
+/// A hub listening on an address by itself.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), wshub::Error> {
+/// use std::time::Duration;
+/// use wshub::{Hub, Server};
+///
+/// let hub = Hub::builder()
+///     .on_message(|conn, msg| {
+///         conn.hub().broadcast(msg);
+///     })
+///     .build();
+/// let server = Server::start("127.0.0.1:8080", hub).await?;
+/// println!("listening on ws://{}/ws", server.local_addr());
+/// tokio::signal::ctrl_c().await?;
+/// server.stop(Duration::from_secs(5)).await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    hub: Hub,
+    local_addr: SocketAddr,
+    running: Arc<AtomicBool>,
+    stop: CancellationToken,
+    accept_loop: Mutex<Option<JoinHandle<()>>>,
+    http_connections: TaskTracker,
+}
+
+impl Server {
+    /// Binds `addr` and serves the hub at its configured path
+    /// ([`HubConfig::path`](crate::HubConfig::path)).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the address cannot be bound.
+    pub async fn start(addr: impl ToSocketAddrs, hub: Hub) -> Result<Self, Error> {
+        let router = hub.router();
+        Self::start_with_router(addr, hub, router).await
+    }
+
+    /// Binds `addr` and serves `router`, which should include the hub's route (for
+    /// example `hub.router().route("/", get(page))`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the address cannot be bound.
+    pub async fn start_with_router(
+        addr: impl ToSocketAddrs,
+        hub: Hub,
+        router: Router,
+    ) -> Result<Self, Error> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let running = Arc::new(AtomicBool::new(true));
+        let stop = CancellationToken::new();
+        let http_connections = TaskTracker::new();
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            router,
+            hub.config().handshake_timeout,
+            stop.clone(),
+            http_connections.clone(),
+        ));
+        tracing::info!(%local_addr, path = %hub.config().path, "wshub server listening");
+        Ok(Self {
+            hub,
+            local_addr,
+            running,
+            stop,
+            accept_loop: Mutex::new(Some(accept_loop)),
+            http_connections,
+        })
+    }
+
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The hub being served.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Whether the server still accepts connections.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting, then shuts the hub down gracefully (see [`Hub::shutdown`]): every
+    /// connection gets what is queued for it and a close frame with 1001, within `deadline`.
+    pub async fn stop(&self, deadline: Duration) {
+        if !self.running.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        self.stop.cancel();
+        let accept_loop = self
+            .accept_loop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(accept_loop) = accept_loop {
+            let _ = accept_loop.await;
+        }
+        self.hub.shutdown(deadline).await;
+        self.http_connections.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.http_connections.wait()).await;
+        tracing::info!("wshub server stopped");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+    http_connections: TaskTracker,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors or a connection reset before accept: keep
+                    // serving, but do not spin while the condition lasts.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let stop = stop.clone();
+        http_connections.spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let mut router = router.clone();
+                async move {
+                    let response = router.call(request.map(Body::new)).await;
+                    Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %peer, "http connection ended");
+                    }
+                }
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
+                }
+            }
+        });
+    }
+}
