@@ -41,7 +41,7 @@ pub(crate) async fn run(run: &Run, args: &ConnectArgs, mut report: Report) -> Re
     );
     report.put_quiet("concurrency", run.common.connect_concurrency);
     if let (Some(before), Some(after)) = (before, after) {
-        let cpu = after.cpu.saturating_sub(before.cpu).as_secs_f64();
+        let cpu = crate::server_process::cpu_between(&before, &after).as_secs_f64();
         let per = if dial.connected == 0 {
             0.0
         } else {

@@ -26,6 +26,7 @@ use crate::Run;
 use crate::dial::Socket;
 use crate::histogram::Histogram;
 use crate::report::Report;
+use crate::server_process::{ServerProcess, cpu_between};
 
 /// Options of the `fanout` scenario.
 #[derive(Debug, Args)]
@@ -170,6 +171,7 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let server_before = run.server.map(|s| s.sample()).transpose()?;
+    let own_before = ServerProcess::current().sample()?;
     let first_send = origin.elapsed();
     let send_start = Instant::now();
     for seq in 0..args.messages {
@@ -208,6 +210,7 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
         }
     }
     let server_after = run.server.map(|s| s.sample()).transpose()?;
+    let own_cpu = cpu_between(&own_before, &ServerProcess::current().sample()?);
     let _ = stop_tx.send(true);
     let closed_before_stop = tally.closed.load(Ordering::Relaxed);
 
@@ -269,8 +272,15 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
         format!("{rate:.0}"),
     );
     report.put_latencies("latency", "latency", &tally.latency);
+    // Near `duration_s`, the load generator's core was the limit, not the server.
+    report.put(
+        "loadgen_cpu_s",
+        own_cpu.as_secs_f64(),
+        "load generator CPU (send+drain)",
+        format!("{:.3} s", own_cpu.as_secs_f64()),
+    );
     if let (Some(before), Some(after)) = (server_before, server_after) {
-        let cpu = after.cpu.saturating_sub(before.cpu).as_secs_f64();
+        let cpu = cpu_between(&before, &after).as_secs_f64();
         let per = if received == 0 {
             0.0
         } else {

@@ -110,14 +110,14 @@ pub(crate) async fn run(run: &Run, args: &IdleArgs, mut report: Report) -> Resul
             "server RSS per connection",
             format!("{per:.0} B ({:.2} KiB)", per / 1024.0),
         );
-        let connect_cpu = settled.cpu.saturating_sub(before.cpu).as_secs_f64();
+        let connect_cpu = crate::server_process::cpu_between(&before, &settled).as_secs_f64();
         report.put(
             "server_connect_cpu_s",
             connect_cpu,
             "server CPU connect+settle",
             format!("{connect_cpu:.2} s"),
         );
-        let idle_cpu = after.cpu.saturating_sub(settled.cpu).as_secs_f64();
+        let idle_cpu = crate::server_process::cpu_between(&settled, &after).as_secs_f64();
         report.put(
             "server_idle_cpu_s",
             idle_cpu,

@@ -145,15 +145,12 @@ fn main() -> Result<()> {
             Scenario::Connect(args) => connect::run(&run, &args, report).await,
         }
     })?;
-    let own_cpu = ServerProcess::current()
-        .sample()?
-        .cpu
-        .saturating_sub(own.cpu);
+    let own_cpu = server_process::cpu_between(&own, &ServerProcess::current().sample()?);
     let mut report = report;
     report.put(
-        "loadgen_cpu_s",
+        "loadgen_total_cpu_s",
         own_cpu.as_secs_f64(),
-        "load generator CPU",
+        "load generator CPU, whole run",
         format!("{:.2} s", own_cpu.as_secs_f64()),
     );
     if run.common.json {

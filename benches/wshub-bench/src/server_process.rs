@@ -21,8 +21,11 @@ pub(crate) struct ServerProcess {
 /// One reading of a process's counters.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
-    /// User plus system CPU time consumed so far, at 10 ms resolution.
+    /// User plus system CPU time consumed so far, from `/proc/PID/stat`, at 10 ms resolution.
     pub(crate) cpu: Duration,
+    /// On-CPU time of the threads alive now, from `/proc/PID/task/*/schedstat`, in
+    /// nanoseconds; `None` when the kernel does not provide schedstat.
+    pub(crate) cpu_precise: Option<Duration>,
     /// Resident set size (`VmRSS`).
     pub(crate) rss_bytes: u64,
 }
@@ -48,8 +51,18 @@ impl ServerProcess {
     pub(crate) fn sample(&self) -> Result<Sample> {
         Ok(Sample {
             cpu: self.cpu()?,
+            cpu_precise: self.cpu_precise(),
             rss_bytes: self.rss_bytes()?,
         })
+    }
+
+    fn cpu_precise(&self) -> Option<Duration> {
+        let mut total = 0u64;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()? {
+            let schedstat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            total += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(Duration::from_nanos(total))
     }
 
     fn cpu(&self) -> Result<Duration> {
@@ -76,5 +89,22 @@ impl ServerProcess {
             }
         }
         bail!("no VmRSS in /proc/{}/status", self.pid)
+    }
+}
+
+/// CPU time spent between two samples of one process.
+///
+/// Prefers the nanosecond schedstat sum, which makes short runs measurable; but a thread that
+/// exited between the samples takes its time out of that sum, so when it falls more than two
+/// ticks below the 10 ms `stat` figure, the `stat` figure is used.
+pub(crate) fn cpu_between(before: &Sample, after: &Sample) -> Duration {
+    let coarse = after.cpu.saturating_sub(before.cpu);
+    match (before.cpu_precise, after.cpu_precise) {
+        (Some(b), Some(a))
+            if a >= b && a.saturating_sub(b) + Duration::from_millis(20) >= coarse =>
+        {
+            a.saturating_sub(b)
+        }
+        _ => coarse,
     }
 }
