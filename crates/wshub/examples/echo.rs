@@ -30,7 +30,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = axum::Router::new().fallback_service(hub.route());
 
     let server = Server::start_with_router(addr, hub, app).await?;
-    println!("echo: ws://{}/ (any path); Ctrl-C to stop", server.local_addr());
+    println!(
+        "echo: ws://{}/ (any path); Ctrl-C to stop",
+        server.local_addr()
+    );
     tokio::signal::ctrl_c().await?;
     server.stop(Duration::from_secs(5)).await;
     Ok(())

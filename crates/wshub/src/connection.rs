@@ -320,7 +320,14 @@ mod tests {
         let id = ConnectionId::new(0x3fa2_c91b_0e7d, 42);
         assert_eq!(id.to_string(), "3fa2c91b0e7d-2a");
         assert_eq!("3fa2c91b0e7d-2a".parse::<ConnectionId>(), Ok(id));
-        for bad in ["", "-", "3fa2c91b0e7d", "3fa2c91b0e7d-", "xyz-1", "3fa2c91b0e7d-zz"] {
+        for bad in [
+            "",
+            "-",
+            "3fa2c91b0e7d",
+            "3fa2c91b0e7d-",
+            "xyz-1",
+            "3fa2c91b0e7d-zz",
+        ] {
             assert!(bad.parse::<ConnectionId>().is_err(), "{bad}");
         }
     }

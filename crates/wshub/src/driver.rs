@@ -100,11 +100,13 @@ impl Driver {
 
             // Outbound: take more from the queue only once the previous batch is written,
             // so the queue's capacity is what bounds a slow peer.
-            if self.in_flight.is_none() && !self.close_sent && !self.peer_closing {
+            let ready_to_send = self.in_flight.is_none() && !self.close_sent && !self.peer_closing;
+            {
                 match self.conn.shared.queue.poll_take(
                     cx,
                     &mut self.batch,
                     self.hub.config.write_batch_bytes,
+                    ready_to_send,
                 ) {
                     Poll::Ready(Taken::Messages) => {
                         let mut flight = InFlight {
@@ -137,7 +139,13 @@ impl Driver {
                             self.report_error(Error::SendQueueFull);
                         }
                         self.heartbeat.closing(now);
-                        self.start_write(InFlight { messages: 0, bytes: 0 }, now);
+                        self.start_write(
+                            InFlight {
+                                messages: 0,
+                                bytes: 0,
+                            },
+                            now,
+                        );
                         progress = true;
                     }
                     Poll::Ready(Taken::Abort) => return Poll::Ready(self.finish()),
@@ -172,7 +180,9 @@ impl Driver {
                         self.receive(cx, incoming, now);
                         progress = true;
                     }
-                    Poll::Ready(Some(Err(Error::Io(e)))) => return Poll::Ready(self.fail(Error::Io(e))),
+                    Poll::Ready(Some(Err(Error::Io(e)))) => {
+                        return Poll::Ready(self.fail(Error::Io(e)));
+                    }
                     Poll::Ready(Some(Err(e))) => {
                         // The transport has queued the close frame that answers the
                         // violation (1002, 1007 or 1009); keep polling so it is flushed.

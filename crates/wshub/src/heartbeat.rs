@@ -151,7 +151,11 @@ mod tests {
         assert_eq!(hb.check(t0 + Duration::from_secs(5)), Beat::WriteTimeout);
         hb.write_finished();
         hb.closing(t0 + Duration::from_secs(6));
-        assert_eq!(hb.check(t0 + Duration::from_secs(10)), Beat::Idle, "no pings while closing");
+        assert_eq!(
+            hb.check(t0 + Duration::from_secs(10)),
+            Beat::Idle,
+            "no pings while closing"
+        );
         assert_eq!(hb.check(t0 + Duration::from_secs(11)), Beat::CloseTimeout);
     }
 }

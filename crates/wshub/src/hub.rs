@@ -23,8 +23,8 @@ use futures_util::future::BoxFuture;
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    CloseCode, Connection, ConnectionId, Disconnect, Error, HandshakeRequest, HubConfig,
-    Identity, Message, Rejection, Stats,
+    CloseCode, Connection, ConnectionId, Disconnect, Error, HandshakeRequest, HubConfig, Identity,
+    Message, Rejection, Stats,
     connection::Shared,
     outbound::{CloseRequest, PushOutcome},
     stats::Counters,
@@ -360,9 +360,10 @@ impl Hub {
 
     /// The ids of a room's members (empty for an unknown room).
     pub fn room_members(&self, room: &str) -> Vec<ConnectionId> {
-        self.inner.read_rooms().get(room).map_or_else(Vec::new, |r| {
-            r.members.iter().map(|m| m.info.id).collect()
-        })
+        self.inner
+            .read_rooms()
+            .get(room)
+            .map_or_else(Vec::new, |r| r.members.iter().map(|m| m.info.id).collect())
     }
 
     /// How many members a room has.
@@ -405,9 +406,9 @@ impl Hub {
     /// Sends a message to every member of a room. Returns how many it was queued for.
     pub fn broadcast_to_room(&self, room: &str, message: Message) -> usize {
         let rooms = self.inner.read_rooms();
-        rooms.get(room).map_or(0, |r| {
-            self.inner.fan_out(r.members.iter(), &message, None)
-        })
+        rooms
+            .get(room)
+            .map_or(0, |r| self.inner.fan_out(r.members.iter(), &message, None))
     }
 
     /// Sends a message to every member of a room but one.

@@ -175,18 +175,24 @@ impl SendQueue {
 
     /// Moves queued messages into `batch` (which must be empty), up to about `max_bytes`
     /// (always at least one message), or reports a close or abort once nothing is left
-    /// before it. Registers the waker when there is nothing to take.
+    /// before it. With `ready_to_send` false (a write is still in progress, or the
+    /// connection is closing) it only watches for an abort. Registers the waker when there
+    /// is nothing to take.
     pub(crate) fn poll_take(
         &self,
         cx: &mut Context<'_>,
         batch: &mut VecDeque<Message>,
         max_bytes: usize,
+        ready_to_send: bool,
     ) -> Poll<Taken> {
         let mut state = self.lock();
         if state.abort {
             return Poll::Ready(Taken::Abort);
         }
-        if !state.messages.is_empty() {
+        if !ready_to_send {
+            // Pushes wake the task needlessly while it is busy; that is cheap and rare,
+            // and an abort must not go unnoticed.
+        } else if !state.messages.is_empty() {
             let total: usize = state.messages.iter().map(Message::len).sum();
             if total <= max_bytes {
                 // Swap the buffers: no copying, and both keep their capacity for reuse.
@@ -205,7 +211,8 @@ impl SendQueue {
             }
             return Poll::Ready(Taken::Messages);
         }
-        if let Some(request) = &state.close
+        if ready_to_send
+            && let Some(request) = &state.close
             && !state.close_taken
         {
             let request = request.clone();
@@ -227,7 +234,7 @@ mod tests {
     use super::*;
 
     fn take(queue: &SendQueue, batch: &mut VecDeque<Message>) -> Poll<Taken> {
-        queue.poll_take(&mut Context::from_waker(Waker::noop()), batch, 1024)
+        queue.poll_take(&mut Context::from_waker(Waker::noop()), batch, 1024, true)
     }
 
     #[test]

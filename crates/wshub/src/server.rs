@@ -157,16 +157,19 @@ async fn accept_loop(
         let router = router.clone();
         let stop = stop.clone();
         http_connections.spawn(async move {
-            let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                let mut router = router.clone();
-                async move {
-                    let response = router.call(request.map(Body::new)).await;
-                    Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
-                }
-            });
+            let service =
+                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    let mut router = router.clone();
+                    async move {
+                        let response = router.call(request.map(Body::new)).await;
+                        Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
+                    }
+                });
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
             let connection = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();

@@ -147,7 +147,10 @@ impl Transport {
 
     /// Polls for the next frame. After an error, keep polling: the transport flushes the
     /// close frame that answers it, then returns `None`.
-    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, Error>>> {
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Incoming, Error>>> {
         let frame = match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
             None => return Poll::Ready(None),
             Some(Err(e)) => return Poll::Ready(Some(Err(convert_error(e)))),
@@ -218,10 +221,9 @@ fn convert_error(error: tokio_websockets::Error) -> Error {
     match error {
         tokio_websockets::Error::Io(e) => Error::Io(e),
         tokio_websockets::Error::AlreadyClosed => Error::ConnectionClosed,
-        tokio_websockets::Error::PayloadTooLong { len, max_len } => Error::MessageTooLarge {
-            len,
-            max: max_len,
-        },
+        tokio_websockets::Error::PayloadTooLong { len, max_len } => {
+            Error::MessageTooLarge { len, max: max_len }
+        }
         tokio_websockets::Error::Protocol(ProtocolError::InvalidUtf8) => Error::InvalidUtf8,
         tokio_websockets::Error::Protocol(e) => Error::Protocol(e.to_string()),
         other => Error::Protocol(other.to_string()),

@@ -23,13 +23,12 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::{
-    CloseCode, Connection, ConnectionInfo, Identity,
+    CloseCode, Connection, ConnectionInfo, Hub, Identity,
+    connection::Shared,
     driver::Driver,
     hub::{Admission, HubInner},
     outbound::SendQueue,
-    connection::Shared,
     transport::{Io, Transport},
-    Hub,
 };
 
 /// The parts of an upgrade request the auth hook sees.
@@ -60,9 +59,7 @@ impl HandshakeRequest {
     pub fn bearer_token(&self) -> Option<&str> {
         let value = self.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     }
 }
 
@@ -148,7 +145,10 @@ impl IntoResponse for Rejection {
         match status {
             // RFC 6455 §4.4: tell the client which version we speak.
             StatusCode::UPGRADE_REQUIRED => {
-                headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+                headers.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -409,7 +409,6 @@ async fn serve(
     }
 }
 
-
 fn tune_socket(stream: &TcpStream, recv: Option<usize>, send: Option<usize>) {
     // Real-time messages should leave at once; batching is done by the send queue.
     let _ = stream.set_nodelay(true);
@@ -442,7 +441,10 @@ mod tests {
     #[test]
     fn query_params_and_bearer_tokens() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc.def"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc.def"),
+        );
         let request = HandshakeRequest {
             uri: "/ws?room=a%20b&token=x%2By".parse().expect("uri"),
             headers,

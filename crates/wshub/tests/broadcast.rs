@@ -30,10 +30,7 @@ async fn every_client_gets_every_message_in_each_senders_order() {
     eventually("all registered", || hub.connection_count() == CLIENTS).await;
 
     let mut senders: Vec<_> = clients.drain(..SENDERS).collect();
-    let readers: Vec<_> = clients
-        .into_iter()
-        .chain(std::iter::empty())
-        .collect();
+    let readers: Vec<_> = clients.into_iter().chain(std::iter::empty()).collect();
     // Senders also receive everything; read them after sending.
     let send_tasks: Vec<_> = senders
         .iter_mut()
@@ -134,9 +131,10 @@ async fn rooms_are_isolated_and_all_but_sender_skips_the_sender() {
     }
 
     // Leaving and disconnecting empty the rooms.
-    let b_id = hub.room_members("red").into_iter().find(|id| {
-        hub.connection(*id).is_some_and(|c| c.rooms() == ["red"])
-    });
+    let b_id = hub
+        .room_members("red")
+        .into_iter()
+        .find(|id| hub.connection(*id).is_some_and(|c| c.rooms() == ["red"]));
     assert!(b_id.is_some());
     close(&mut c).await;
     eventually("blue emptied", || hub.room_size("blue") == 0).await;
@@ -172,6 +170,8 @@ async fn send_to_one_connection_by_id() {
     assert_eq!(next_text(&mut a).await, r#"{"n":1}"#);
     hub.broadcast(Message::binary(vec![1_u8, 2, 3]));
     let next = within("binary", a.next()).await;
-    assert!(matches!(next, Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) if b[..] == [1, 2, 3]));
+    assert!(
+        matches!(next, Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) if b[..] == [1, 2, 3])
+    );
     stop(server).await;
 }

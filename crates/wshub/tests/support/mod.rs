@@ -63,7 +63,9 @@ pub async fn connect_with_headers(
     }
     match within("connect", connect_async(request)).await {
         Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
         Err(other) => panic!("unexpected connect error: {other}"),
     }
 }

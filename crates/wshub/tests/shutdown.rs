@@ -1,0 +1,104 @@
+//! Graceful shutdown: stop accepting, flush what is queued, close with 1001, bounded by a
+//! deadline.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use support::*;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use wshub::{Hub, Message};
+
+#[tokio::test]
+async fn every_client_gets_what_was_queued_then_1001() {
+    let hub = Hub::default();
+    let server = start_server(hub.clone()).await;
+    let addr = server.local_addr();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(connect(addr).await);
+    }
+    eventually("registered", || hub.connection_count() == 20).await;
+    assert!(server.is_running());
+
+    for i in 0..100 {
+        hub.broadcast(Message::text(format!("m{i}")));
+    }
+    // Clients read concurrently with the shutdown, as real ones do.
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let code = loop {
+                    match within("read", ws.next()).await {
+                        Some(Ok(WsMessage::Text(t))) => got.push(t.to_string()),
+                        Some(Ok(WsMessage::Close(frame))) => {
+                            break frame.map(|f| u16::from(f.code));
+                        }
+                        Some(Ok(_)) => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                };
+                // Finish the close handshake.
+                while let Some(Ok(_)) = within("drain", ws.next()).await {}
+                (got, code)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    within("stop", server.stop(Duration::from_secs(5))).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "clients that answer the close let shutdown finish early"
+    );
+    assert!(!server.is_running());
+    for reader in readers {
+        let (got, code) = within("reader", reader).await.expect("reader");
+        assert_eq!(code, Some(1001));
+        let expected: Vec<_> = (0..100).map(|i| format!("m{i}")).collect();
+        assert_eq!(got, expected);
+    }
+    assert_eq!(hub.connection_count(), 0);
+
+    // Nothing is accepted any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_is_bounded_by_its_deadline_and_refuses_new_upgrades() {
+    let hub = Hub::default();
+    // An axum app of the user's: the hub mounted in it, served by axum.
+    let app = hub.router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // A client that never reads, so it never answers the close frame.
+    let _deaf = connect(addr).await;
+    eventually("registered", || hub.connection_count() == 1).await;
+    let started = Instant::now();
+    let shutdown = tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.shutdown(Duration::from_millis(300)).await }
+    });
+    eventually("shutting down", || hub.is_shutting_down()).await;
+    assert_eq!(
+        connect_with_headers(addr, "/ws", &[]).await.err(),
+        Some(503)
+    );
+    within("shutdown", shutdown).await.expect("shutdown");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250),
+        "returned before the deadline: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "deadline not enforced: {took:?}"
+    );
+    assert_eq!(hub.connection_count(), 0);
+}
