@@ -305,7 +305,8 @@ impl Connection {
         self.shared.hub.inner.leave(&self.shared, room)
     }
 
-    /// The rooms this connection is in.
+    /// The rooms this connection is in; once it has ended (in the disconnect callback),
+    /// the rooms it was in when it ended.
     pub fn rooms(&self) -> Vec<String> {
         self.shared.rooms().iter().map(|r| r.to_string()).collect()
     }

@@ -176,9 +176,10 @@ impl HubInner {
         {
             let mut rooms = self.write_rooms();
             shared.gone.store(true, Ordering::Release);
-            let joined = std::mem::take(&mut *shared.rooms());
-            for name in joined {
-                remove_member(&mut rooms, &name, shared.info.id);
+            // The connection keeps its room list, so the disconnect callback can tell
+            // which rooms it left (presence); `gone` stops it from joining more.
+            for name in shared.rooms().iter() {
+                remove_member(&mut rooms, name, shared.info.id);
             }
         }
         self.write_connections().remove(&shared.info.id);

@@ -67,6 +67,9 @@ struct State {
     abort: bool,
     /// The connection's task, when it is waiting for something to send.
     waker: Option<Waker>,
+    /// The connection's task while it is busy writing or closing: woken only by an abort,
+    /// so that pushes during a slow write do not wake it for nothing.
+    abort_waker: Option<Waker>,
 }
 
 /// One connection's outgoing messages.
@@ -151,13 +154,13 @@ impl SendQueue {
 
     /// Ends the connection at once, dropping whatever is queued.
     pub(crate) fn abort(&self) {
-        let waker = {
+        let (waker, abort_waker) = {
             let mut state = self.lock();
             state.abort = true;
             state.messages = VecDeque::new();
-            state.waker.take()
+            (state.waker.take(), state.abort_waker.take())
         };
-        if let Some(waker) = waker {
+        for waker in [waker, abort_waker].into_iter().flatten() {
             waker.wake();
         }
     }
@@ -190,9 +193,10 @@ impl SendQueue {
             return Poll::Ready(Taken::Abort);
         }
         if !ready_to_send {
-            // Pushes wake the task needlessly while it is busy; that is cheap and rare,
-            // and an abort must not go unnoticed.
-        } else if !state.messages.is_empty() {
+            register(&mut state.abort_waker, cx);
+            return Poll::Pending;
+        }
+        if !state.messages.is_empty() {
             let total: usize = state.messages.iter().map(Message::len).sum();
             if total <= max_bytes {
                 // Swap the buffers: no copying, and both keep their capacity for reuse.
@@ -211,19 +215,22 @@ impl SendQueue {
             }
             return Poll::Ready(Taken::Messages);
         }
-        if ready_to_send
-            && let Some(request) = &state.close
+        if let Some(request) = &state.close
             && !state.close_taken
         {
             let request = request.clone();
             state.close_taken = true;
             return Poll::Ready(Taken::Close(request));
         }
-        match &state.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.waker = Some(cx.waker().clone()),
-        }
+        register(&mut state.waker, cx);
         Poll::Pending
+    }
+}
+
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
     }
 }
 

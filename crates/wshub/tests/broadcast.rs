@@ -70,6 +70,14 @@ async fn every_client_gets_every_message_in_each_senders_order() {
     })
     .await;
     assert_eq!(stats.dropped_messages, 0);
+    // Each message is "s:i": 3 or 4 bytes; sum them as the server counted them.
+    let bytes_per_round: u64 = (0..SENDERS)
+        .flat_map(|s| (0..PER_SENDER).map(move |i| format!("{s}:{i}").len() as u64))
+        .sum();
+    assert_eq!(stats.bytes_in, bytes_per_round);
+    assert_eq!(hub.stats().bytes_out, bytes_per_round * CLIENTS as u64);
+    assert_eq!(stats.total_connections, CLIENTS as u64);
+    assert_eq!(stats.rejected_handshakes, 0);
     drop(clients);
     stop(server).await;
 }

@@ -93,3 +93,36 @@ async fn a_peer_that_stops_answering_pings_is_dropped_within_the_pong_wait() {
     assert_eq!(hub.connection_count(), 1, "the healthy client stays");
     stop(server).await;
 }
+
+#[tokio::test]
+async fn a_write_stalled_past_the_write_wait_drops_the_connection() {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&errors);
+    let hub = Hub::builder()
+        .config(
+            HubConfig::default()
+                .write_wait(Duration::from_millis(300))
+                .write_buffer_bytes(8 * 1024)
+                // A queue too deep to overflow: only the write wait can end it.
+                .send_queue_capacity(100_000),
+        )
+        .on_disconnect(move |_, disconnect| {
+            let is_write_timeout = matches!(disconnect.error, Some(Error::WriteTimeout));
+            seen.lock().expect("lock").push(is_write_timeout);
+        })
+        .build();
+    let server = start_server(hub.clone()).await;
+    // Raw peer: answers nothing and reads nothing, so the server's writes stall.
+    let _stalled = silent_peer(server.local_addr()).await;
+    eventually("registered", || hub.connection_count() == 1).await;
+    let payload = "w".repeat(64 * 1024);
+    for _ in 0..200 {
+        hub.broadcast(wshub::Message::text(payload.clone()));
+    }
+    let start = Instant::now();
+    eventually("stalled peer dropped", || hub.connection_count() == 0).await;
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(*errors.lock().expect("lock"), [true]);
+    assert_eq!(hub.stats().slow_consumer_disconnects, 0);
+    stop(server).await;
+}
