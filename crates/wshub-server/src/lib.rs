@@ -37,7 +37,10 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod assets;
 pub mod clock;
 pub mod history;
+pub mod logging;
 pub mod rate_limit;
+pub mod settings;
 pub mod token;

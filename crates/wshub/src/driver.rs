@@ -35,6 +35,17 @@ const MAX_ROUNDS_PER_POLL: usize = 32;
 struct InFlight {
     messages: u64,
     bytes: u64,
+    /// When the oldest message of the write was made.
+    oldest: Option<Instant>,
+}
+
+impl InFlight {
+    /// A write of control frames only.
+    const EMPTY: Self = Self {
+        messages: 0,
+        bytes: 0,
+        oldest: None,
+    };
 }
 
 pub(crate) struct Driver {
@@ -112,6 +123,7 @@ impl Driver {
                         let mut flight = InFlight {
                             messages: 0,
                             bytes: 0,
+                            oldest: self.batch.front().map(Message::created),
                         };
                         let mut batch = std::mem::take(&mut self.batch);
                         for message in batch.drain(..) {
@@ -139,13 +151,7 @@ impl Driver {
                             self.report_error(Error::SendQueueFull);
                         }
                         self.heartbeat.closing(now);
-                        self.start_write(
-                            InFlight {
-                                messages: 0,
-                                bytes: 0,
-                            },
-                            now,
-                        );
+                        self.start_write(InFlight::EMPTY, now);
                         progress = true;
                     }
                     Poll::Ready(Taken::Abort) => return Poll::Ready(self.finish()),
@@ -159,6 +165,11 @@ impl Driver {
                         let counters = &self.hub.counters;
                         Counters::add(&counters.messages_out, flight.messages);
                         Counters::add(&counters.bytes_out, flight.bytes);
+                        if let Some(oldest) = flight.oldest {
+                            let waited = Instant::now().saturating_duration_since(oldest);
+                            let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+                            counters.record_latency(micros, flight.messages);
+                        }
                         self.in_flight = None;
                         self.heartbeat.write_finished();
                         progress = true;
@@ -205,10 +216,7 @@ impl Driver {
                     if let Err(e) = self.transport.queue_ping() {
                         return Poll::Ready(self.fail(e));
                     }
-                    let flight = self.in_flight.unwrap_or(InFlight {
-                        messages: 0,
-                        bytes: 0,
-                    });
+                    let flight = self.in_flight.unwrap_or(InFlight::EMPTY);
                     self.start_write(flight, now);
                     progress = true;
                 }

@@ -35,7 +35,7 @@ pub use error::Error;
 pub use hub::{Hub, HubBuilder};
 pub use message::{Message, MessageKind};
 pub use server::Server;
-pub use stats::Stats;
+pub use stats::{LATENCY_BUCKET_BOUNDS_MICROS, LatencyHistogram, Stats};
 pub use upgrade::{HandshakeRequest, Rejection};
 
 impl Hub {

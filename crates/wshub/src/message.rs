@@ -1,5 +1,7 @@
 //! The unit of data exchanged with a peer: a text or binary WebSocket message.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -18,11 +20,24 @@ pub enum MessageKind {
 ///
 /// The payload is reference-counted [`Bytes`]: cloning a message, or broadcasting it to any
 /// number of connections, shares one buffer and copies nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// A message also remembers when it was made, so that the hub can measure how long it
+/// waited before it was written ([`Stats::write_latency`](crate::Stats::write_latency)).
+#[derive(Clone, Debug)]
 pub struct Message {
     kind: MessageKind,
     payload: Bytes,
+    created: Instant,
 }
+
+/// Messages are equal when their kind and payload are.
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.payload == other.payload
+    }
+}
+
+impl Eq for Message {}
 
 impl Message {
     /// A text message. Takes ownership of the string without copying it.
@@ -30,6 +45,7 @@ impl Message {
         Self {
             kind: MessageKind::Text,
             payload: Bytes::from(text.into()),
+            created: Instant::now(),
         }
     }
 
@@ -38,6 +54,7 @@ impl Message {
         Self {
             kind: MessageKind::Text,
             payload: Bytes::from_static(text.as_bytes()),
+            created: Instant::now(),
         }
     }
 
@@ -53,6 +70,7 @@ impl Message {
         Ok(Self {
             kind: MessageKind::Text,
             payload,
+            created: Instant::now(),
         })
     }
 
@@ -61,6 +79,7 @@ impl Message {
         Self {
             kind: MessageKind::Binary,
             payload: bytes.into(),
+            created: Instant::now(),
         }
     }
 
@@ -73,12 +92,22 @@ impl Message {
         Ok(Self {
             kind: MessageKind::Text,
             payload: Bytes::from(encoded),
+            created: Instant::now(),
         })
     }
 
     /// Builds a message from parts the transport has already validated.
     pub(crate) fn from_validated(kind: MessageKind, payload: Bytes) -> Self {
-        Self { kind, payload }
+        Self {
+            kind,
+            payload,
+            created: Instant::now(),
+        }
+    }
+
+    /// When the message was made.
+    pub fn created(&self) -> Instant {
+        self.created
     }
 
     /// Text or binary.

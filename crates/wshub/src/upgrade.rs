@@ -164,10 +164,14 @@ pub(crate) async fn upgrade(hub: Hub, request: Request<Body>) -> Response {
     match accept(&hub, request).await {
         Ok(response) => response,
         Err(rejection) => {
-            hub.inner
-                .counters
-                .rejected_handshakes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let counters = &hub.inner.counters;
+            let counter = match rejection.status {
+                StatusCode::SERVICE_UNAVAILABLE => &counters.rejected_unavailable,
+                StatusCode::FORBIDDEN => &counters.rejected_forbidden,
+                StatusCode::UNAUTHORIZED => &counters.rejected_unauthorized,
+                _ => &counters.rejected_bad_request,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(status = %rejection.status, code = %rejection.code, message = %rejection.message, "upgrade rejected");
             rejection.into_response()
         }

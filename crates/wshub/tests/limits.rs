@@ -79,6 +79,7 @@ async fn malformed_upgrades_get_400_and_wrong_versions_426() {
     );
 
     assert_eq!(hub.stats().rejected_handshakes, 3);
+    assert_eq!(hub.stats().rejected_bad_request, 3);
     assert_eq!(hub.connection_count(), 0);
     stop(server).await;
 }
@@ -152,6 +153,7 @@ async fn origins_are_checked() {
     );
     // No Origin header: not a browser, allowed.
     assert!(connect_with_headers(addr, "/ws", &[]).await.is_ok());
+    assert_eq!(hub.stats().rejected_forbidden, 1);
     stop(server).await;
 }
 
@@ -200,6 +202,7 @@ async fn the_auth_hook_rejects_with_401_and_its_identity_reaches_the_handler() {
     send_text(&mut bob, "echo").await;
     assert_eq!(next_text(&mut bob).await, "echo");
     assert_eq!(hub.stats().rejected_handshakes, 2);
+    assert_eq!(hub.stats().rejected_unauthorized, 2);
     stop(server).await;
 }
 

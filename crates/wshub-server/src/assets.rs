@@ -1,0 +1,35 @@
+//! The browser files the server serves, compiled into the binary so that it runs from any
+//! directory with no files beside it.
+//!
+//! - [`DEMO_HTML`] at `/websocket`: a chat page (name, room, members, messages, connection
+//!   state and live server figures) built on the browser client.
+//! - [`CLIENT_JS`] at `/client.js`: the browser client, an ES module with no build step
+//!   (`import { WshubClient } from "/client.js"`).
+//!
+//! Both live in `crates/wshub-server/assets/`, with the client's tests under
+//! `assets/tests/` (`node --test crates/wshub-server/assets/tests/`).
+
+/// The demo chat page; serve it as `text/html; charset=utf-8`.
+pub const DEMO_HTML: &str = include_str!("../assets/demo.html");
+
+/// The browser client; serve it as `text/javascript; charset=utf-8` (a module script must
+/// have a JavaScript MIME type, or browsers refuse to run it).
+pub const CLIENT_JS: &str = include_str!("../assets/client.js");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_imports_the_client_it_is_served_with() {
+        assert!(DEMO_HTML.contains(r#"from "/client.js""#));
+        assert!(CLIENT_JS.contains("export class WshubClient"));
+    }
+
+    #[test]
+    fn the_page_loads_nothing_from_elsewhere() {
+        for needle in ["http://", "https://", "//cdn", "@import"] {
+            assert!(!DEMO_HTML.contains(needle), "demo.html contains {needle}");
+        }
+    }
+}

@@ -1,0 +1,615 @@
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use super::*;
+
+/// A config file in the temporary directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("wshub-settings-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let args = std::iter::once("wshub").chain(args.iter().copied());
+    Settings::load_from(args, |name| env.get(name).cloned())
+}
+
+fn invalid(result: Result<Settings, SettingsError>) -> (&'static str, SettingSource, String) {
+    match result {
+        Err(error @ SettingsError::InvalidValue { .. }) => {
+            let message = error.to_string();
+            let SettingsError::InvalidValue { setting, from, .. } = error else {
+                unreachable!()
+            };
+            (setting, from, message)
+        }
+        other => panic!("expected an invalid value, got {other:?}"),
+    }
+}
+
+#[test]
+fn defaults_without_any_source() {
+    let settings = load(&[], &[]).unwrap();
+    assert_eq!(settings, Settings::default());
+    assert_eq!(settings.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(settings.path, "/ws");
+    assert_eq!(settings.max_connections, 100_000);
+    assert_eq!(settings.ping_interval, Duration::from_secs(25));
+    assert_eq!(settings.pong_wait, Duration::from_secs(60));
+    assert_eq!(settings.write_wait, Duration::from_secs(10));
+    assert_eq!(settings.max_message_bytes, 65536);
+    assert!(settings.allowed_origins.is_empty());
+    assert_eq!(settings.jwt_secret, None);
+    assert_eq!(settings.api_key, None);
+    assert_eq!(settings.history_size, 100);
+    assert_eq!(settings.history_ttl, Duration::from_secs(300));
+    assert!(settings.presence_events);
+    assert_eq!(
+        settings.rate_limit,
+        Some(RateLimit {
+            per_second: 50.0,
+            burst: 100
+        })
+    );
+    assert_eq!(settings.max_rooms_per_connection, 100);
+    assert_eq!(settings.config_file, None);
+    assert_eq!(settings.log_level, "info");
+    assert_eq!(settings.log_format, LogFormat::Text);
+}
+
+#[test]
+fn every_setting_from_each_source() {
+    let file = TempFile::new(
+        "every",
+        r#"
+listen = "0.0.0.0:9000"
+path = "/live"
+max_connections = 10
+ping_interval = "1s"
+pong_wait = "2s"
+write_wait = "3s"
+max_message_size = "1MiB"
+allowed_origins = ["https://a.example", "https://b.example"]
+jwt_secret = "file-secret"
+api_key = "file-key"
+history_size = 7
+history_ttl = "1h"
+presence_events = false
+rate_limit = "5/10"
+max_rooms_per_connection = 3
+log_level = "debug"
+log_format = "json"
+"#,
+    );
+    let expected = Settings {
+        listen: "0.0.0.0:9000".parse().unwrap(),
+        path: "/live".to_owned(),
+        max_connections: 10,
+        ping_interval: Duration::from_secs(1),
+        pong_wait: Duration::from_secs(2),
+        write_wait: Duration::from_secs(3),
+        max_message_bytes: 1 << 20,
+        allowed_origins: vec![
+            "https://a.example".to_owned(),
+            "https://b.example".to_owned(),
+        ],
+        jwt_secret: Some("file-secret".to_owned()),
+        api_key: Some("file-key".to_owned()),
+        history_size: 7,
+        history_ttl: Duration::from_secs(3600),
+        presence_events: false,
+        rate_limit: Some(RateLimit {
+            per_second: 5.0,
+            burst: 10,
+        }),
+        max_rooms_per_connection: 3,
+        config_file: Some(file.path().to_owned()),
+        log_level: "debug".to_owned(),
+        log_format: LogFormat::Json,
+    };
+    assert_eq!(load(&["--config", &file.arg()], &[]).unwrap(), expected);
+
+    // The same values as environment variables and as flags.
+    let values: Vec<(&Spec, &str)> = vec![
+        (&LISTEN, "0.0.0.0:9000"),
+        (&PATH, "/live"),
+        (&MAX_CONNECTIONS, "10"),
+        (&PING_INTERVAL, "1s"),
+        (&PONG_WAIT, "2s"),
+        (&WRITE_WAIT, "3s"),
+        (&MAX_MESSAGE_SIZE, "1MiB"),
+        (&ALLOWED_ORIGINS, "https://a.example, https://b.example"),
+        (&JWT_SECRET, "file-secret"),
+        (&API_KEY, "file-key"),
+        (&HISTORY_SIZE, "7"),
+        (&HISTORY_TTL, "1h"),
+        (&PRESENCE_EVENTS, "false"),
+        (&RATE_LIMIT, "5/10"),
+        (&MAX_ROOMS_PER_CONNECTION, "3"),
+        (&LOG_LEVEL, "debug"),
+        (&LOG_FORMAT, "json"),
+    ];
+    let without_file = Settings {
+        config_file: None,
+        ..expected
+    };
+    let env: Vec<(&str, &str)> = values.iter().map(|(spec, v)| (spec.env, *v)).collect();
+    assert_eq!(load(&[], &env).unwrap(), without_file);
+    let flags: Vec<String> = values
+        .iter()
+        .flat_map(|(spec, v)| [format!("--{}", spec.flag), (*v).to_owned()])
+        .collect();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    assert_eq!(load(&flags, &[]).unwrap(), without_file);
+}
+
+#[test]
+fn precedence_is_default_then_file_then_env_then_flag() {
+    let file = TempFile::new(
+        "precedence",
+        "ping_interval = \"1s\"\npong_wait = \"2s\"\nwrite_wait = \"3s\"\n",
+    );
+    let settings = load(
+        &["--config", &file.arg(), "--write-wait", "30s"],
+        &[("WSHUB_PONG_WAIT", "20s"), ("WSHUB_WRITE_WAIT", "20s")],
+    )
+    .unwrap();
+    // Only the file: the file wins over the default.
+    assert_eq!(settings.ping_interval, Duration::from_secs(1));
+    // File and env: env wins.
+    assert_eq!(settings.pong_wait, Duration::from_secs(20));
+    // File, env and flag: the flag wins.
+    assert_eq!(settings.write_wait, Duration::from_secs(30));
+    // Nobody: the default.
+    assert_eq!(settings.history_ttl, Duration::from_secs(300));
+}
+
+#[test]
+fn the_config_file_can_be_named_by_env_and_the_flag_wins() {
+    let from_env = TempFile::new("by-env", "history_size = 1\n");
+    let from_flag = TempFile::new("by-flag", "history_size = 2\n");
+    let settings = load(&[], &[("WSHUB_CONFIG", &from_env.arg())]).unwrap();
+    assert_eq!(settings.history_size, 1);
+    assert_eq!(settings.config_file.as_deref(), Some(from_env.path()));
+    let settings = load(
+        &["-c", &from_flag.arg()],
+        &[("WSHUB_CONFIG", &from_env.arg())],
+    )
+    .unwrap();
+    assert_eq!(settings.history_size, 2);
+}
+
+#[test]
+fn presence_events_flag_alone_means_true() {
+    let settings = load(&["--presence-events"], &[("WSHUB_PRESENCE_EVENTS", "no")]).unwrap();
+    assert!(settings.presence_events);
+    let settings = load(&["--presence-events=false"], &[]).unwrap();
+    assert!(!settings.presence_events);
+}
+
+#[test]
+fn rate_limit_can_be_turned_off() {
+    for off in ["0", "off", "OFF"] {
+        let settings = load(&["--rate-limit", off], &[]).unwrap();
+        assert_eq!(settings.rate_limit, None);
+        assert_eq!(settings.rate_limit_config(), None);
+    }
+    let file = TempFile::new("rate-off", "rate_limit = 0\n");
+    assert_eq!(load(&["-c", &file.arg()], &[]).unwrap().rate_limit, None);
+}
+
+/// One bad value per setting, with a word its message must contain.
+const BAD_VALUES: &[(&Spec, &str, &str)] = &[
+    (&LISTEN, "localhost:8080", "IP address"),
+    (&LISTEN, "127.0.0.1", "port"),
+    (&PATH, "ws", "starting with /"),
+    (&PATH, "/a b", "may not contain"),
+    (&PATH, "/{room}", "may not contain"),
+    (&PATH, "/healthz", "taken"),
+    (&PATH, "/api/publish", "taken"),
+    (&MAX_CONNECTIONS, "0", "at least 1"),
+    (&MAX_CONNECTIONS, "-1", "whole number"),
+    (&MAX_CONNECTIONS, "lots", "whole number"),
+    (&PING_INTERVAL, "25", "no unit"),
+    (&PING_INTERVAL, "0s", "longer than zero"),
+    (&PONG_WAIT, "1x", "unknown unit"),
+    (&WRITE_WAIT, "soon", "duration"),
+    (&MAX_MESSAGE_SIZE, "64k", "unknown unit"),
+    (&MAX_MESSAGE_SIZE, "0", "at least 1 byte"),
+    (&MAX_MESSAGE_SIZE, "99999999999999999999GiB", "size"),
+    (&ALLOWED_ORIGINS, "example.com", "not an origin"),
+    (&ALLOWED_ORIGINS, "https://a.example/path", "not an origin"),
+    (&JWT_SECRET, "", "empty"),
+    (&API_KEY, "", "empty"),
+    (&HISTORY_SIZE, "many", "whole number"),
+    (&HISTORY_TTL, "5 minutes", "unit"),
+    (&PRESENCE_EVENTS, "maybe", "true or false"),
+    (&RATE_LIMIT, "fast", "RATE/BURST"),
+    (&RATE_LIMIT, "50/0", "burst"),
+    (&RATE_LIMIT, "-5/10", "positive"),
+    (&RATE_LIMIT, "inf/10", "positive"),
+    (&MAX_ROOMS_PER_CONNECTION, "0", "at least 1"),
+    (&LOG_LEVEL, "", "level"),
+    (&LOG_LEVEL, "info,=x=", "filter"),
+    (&LOG_FORMAT, "yaml", "text or json"),
+];
+
+#[test]
+fn a_bad_flag_names_the_setting_and_the_flag() {
+    for (spec, value, reason) in BAD_VALUES {
+        let flag = format!("--{}={value}", spec.flag);
+        let (setting, from, message) = invalid(load(&[&flag], &[]));
+        assert_eq!(setting, spec.flag, "{message}");
+        assert_eq!(from, SettingSource::Flag { flag: spec.flag }, "{message}");
+        assert!(message.contains(&format!("--{}", spec.flag)), "{message}");
+        assert!(
+            message.contains(&format!("flag --{}", spec.flag)),
+            "{message}"
+        );
+        assert!(message.contains(reason), "{message} should say {reason:?}");
+    }
+}
+
+#[test]
+fn a_bad_env_var_names_the_setting_and_the_variable() {
+    for (spec, value, reason) in BAD_VALUES {
+        let (setting, from, message) = invalid(load(&[], &[(spec.env, value)]));
+        assert_eq!(setting, spec.flag, "{message}");
+        assert_eq!(from, SettingSource::Env { var: spec.env }, "{message}");
+        assert!(message.contains(spec.env), "{message}");
+        assert!(message.contains(reason), "{message} should say {reason:?}");
+    }
+}
+
+#[test]
+fn a_bad_file_value_names_the_setting_the_file_and_the_key() {
+    for (i, (spec, value, reason)) in BAD_VALUES.iter().enumerate() {
+        let file = TempFile::new(
+            &format!("bad-{i}"),
+            &format!("{} = {}\n", spec.key, toml::Value::from(*value)),
+        );
+        let (setting, from, message) = invalid(load(&["-c", &file.arg()], &[]));
+        assert_eq!(setting, spec.flag, "{message}");
+        assert_eq!(
+            from,
+            SettingSource::File {
+                path: file.path().to_owned(),
+                key: spec.key
+            },
+            "{message}"
+        );
+        assert!(message.contains(&file.arg()), "{message}");
+        assert!(message.contains(spec.key), "{message}");
+        assert!(message.contains(reason), "{message} should say {reason:?}");
+    }
+}
+
+#[test]
+fn a_file_value_of_the_wrong_type_is_named() {
+    let file = TempFile::new("wrong-type", "[listen]\nport = 1\n");
+    let (setting, from, message) = invalid(load(&["-c", &file.arg()], &[]));
+    assert_eq!(setting, "listen");
+    assert!(matches!(from, SettingSource::File { key: "listen", .. }));
+    assert!(message.contains("expected a string"), "{message}");
+}
+
+#[test]
+fn a_higher_source_hides_a_bad_lower_one() {
+    // A bad value is only an error where it is used.
+    let settings = load(
+        &["--listen", "127.0.0.1:1"],
+        &[("WSHUB_LISTEN", "nonsense")],
+    )
+    .unwrap();
+    assert_eq!(settings.listen.port(), 1);
+}
+
+#[test]
+fn secrets_are_never_repeated() {
+    let file = TempFile::new("secret", "jwt_secret = [\"top-secret\"]\n");
+    let error = load(&["-c", &file.arg()], &[]).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("--jwt-secret"), "{message}");
+    assert!(!message.contains("top-secret"), "{message}");
+    assert!(message.contains("<hidden>"), "{message}");
+
+    let settings = load(
+        &[],
+        &[
+            ("WSHUB_JWT_SECRET", "jwt-value"),
+            ("WSHUB_API_KEY", "key-value"),
+        ],
+    )
+    .unwrap();
+    let debug = format!("{settings:?}");
+    assert!(
+        !debug.contains("jwt-value") && !debug.contains("key-value"),
+        "{debug}"
+    );
+    assert!(debug.contains("<redacted>"), "{debug}");
+}
+
+#[test]
+fn config_file_problems_name_the_file() {
+    let missing = std::env::temp_dir().join("wshub-settings-no-such-file.toml");
+    let error = load(&[], &[("WSHUB_CONFIG", missing.to_str().unwrap())]).unwrap_err();
+    assert!(matches!(error, SettingsError::ReadConfig { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("wshub-settings-no-such-file.toml"),
+        "{message}"
+    );
+    assert!(message.contains("WSHUB_CONFIG"), "{message}");
+
+    let file = TempFile::new("not-toml", "listen = \n");
+    let error = load(&["-c", &file.arg()], &[]).unwrap_err();
+    assert!(
+        matches!(error, SettingsError::ParseConfig { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains(&file.arg()), "{error}");
+
+    let file = TempFile::new("typo", "ping_intervall = \"1s\"\n");
+    let error = load(&["-c", &file.arg()], &[]).unwrap_err();
+    assert!(
+        matches!(error, SettingsError::UnknownConfigKey { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("ping_intervall") && message.contains("ping_interval,"),
+        "{message}"
+    );
+
+    let file = TempFile::new("nested-config", "config = \"other.toml\"\n");
+    let error = load(&["-c", &file.arg()], &[]).unwrap_err();
+    assert!(
+        matches!(error, SettingsError::UnknownConfigKey { .. }),
+        "{error}"
+    );
+
+    let error = load(&[], &[("WSHUB_CONFIG", "")]).unwrap_err();
+    let (setting, from, _) = invalid(Err(error));
+    assert_eq!(setting, "config");
+    assert_eq!(
+        from,
+        SettingSource::Env {
+            var: "WSHUB_CONFIG"
+        }
+    );
+}
+
+#[test]
+fn unknown_flags_and_help_are_command_line_errors() {
+    let error = load(&["--no-such-flag"], &[]).unwrap_err();
+    let SettingsError::CommandLine(error) = error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(error.kind(), ErrorKind::UnknownArgument);
+    let error = load(&["--help"], &[]).unwrap_err();
+    let SettingsError::CommandLine(error) = error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(error.kind(), ErrorKind::DisplayHelp);
+}
+
+#[test]
+fn help_documents_every_flag_its_variable_and_its_default() {
+    let help = Settings::command().render_long_help().to_string();
+    assert!(help.contains("Usage: wshub"), "{help}");
+    for spec in SPECS {
+        assert!(
+            help.contains(&format!("--{}", spec.flag)),
+            "{} in {help}",
+            spec.flag
+        );
+        assert!(help.contains(spec.env), "{} in {help}", spec.env);
+        if let Some(default) = spec.default {
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "{default} in {help}"
+            );
+        }
+    }
+    Settings::command().debug_assert();
+}
+
+#[test]
+fn every_spec_is_named_consistently() {
+    for spec in SPECS {
+        assert_eq!(spec.key, spec.flag.replace('-', "_"));
+        assert_eq!(spec.env, format!("WSHUB_{}", spec.key.to_uppercase()));
+    }
+}
+
+#[test]
+fn durations() {
+    let ok = [
+        ("500ms", Duration::from_millis(500)),
+        ("30s", Duration::from_secs(30)),
+        ("5m", Duration::from_secs(300)),
+        ("1h", Duration::from_secs(3600)),
+        ("1h30m", Duration::from_secs(5400)),
+        ("1m30s", Duration::from_secs(90)),
+        ("2s500ms", Duration::from_millis(2500)),
+        (" 10s ", Duration::from_secs(10)),
+        ("8760h", Duration::from_secs(365 * 24 * 3600)),
+    ];
+    for (text, expected) in ok {
+        assert_eq!(parse_duration(text), Ok(expected), "{text}");
+    }
+    for bad in [
+        "",
+        "10",
+        "s",
+        "1.5s",
+        "-1s",
+        "1 s",
+        "10sec",
+        "1d",
+        "0ms",
+        "8761h",
+        "99999999999999999999s",
+        "18446744073709551615h",
+    ] {
+        assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+    }
+}
+
+#[test]
+fn sizes() {
+    let ok = [
+        ("65536", 65536),
+        ("64KiB", 65536),
+        ("64kib", 65536),
+        ("64 KiB", 65536),
+        ("1MiB", 1 << 20),
+        ("1GiB", 1 << 30),
+        ("100KB", 100_000),
+        ("1MB", 1_000_000),
+        ("1GB", 1_000_000_000),
+        ("10B", 10),
+    ];
+    for (text, expected) in ok {
+        assert_eq!(parse_size(text), Ok(expected), "{text}");
+    }
+    for bad in [
+        "",
+        "KiB",
+        "64k",
+        "1.5MiB",
+        "-1",
+        "0",
+        "0KiB",
+        "64 KiB extra",
+    ] {
+        assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+    }
+}
+
+#[test]
+fn rate_limits() {
+    let limit = |per_second, burst| Ok(Some(RateLimit { per_second, burst }));
+    assert_eq!(parse_rate_limit("50/100"), limit(50.0, 100));
+    assert_eq!(parse_rate_limit(" 0.5 / 3 "), limit(0.5, 3));
+    assert_eq!(parse_rate_limit("20"), limit(20.0, 20));
+    assert_eq!(parse_rate_limit("2.5"), limit(2.5, 3));
+    assert_eq!(parse_rate_limit("off"), Ok(None));
+    assert_eq!(parse_rate_limit("0"), Ok(None));
+    for bad in [
+        "", "/", "50/", "/100", "0/10", "50/-1", "NaN/1", "1e10/1", "50/100/1",
+    ] {
+        assert!(parse_rate_limit(bad).is_err(), "{bad:?} should be refused");
+    }
+}
+
+#[test]
+fn origins_are_trimmed_and_checked() {
+    assert_eq!(
+        parse_origins(" https://a.example/ , ,http://localhost:3000,*"),
+        Ok(vec![
+            "https://a.example".to_owned(),
+            "http://localhost:3000".to_owned(),
+            "*".to_owned()
+        ])
+    );
+    assert_eq!(parse_origins(""), Ok(vec![]));
+}
+
+#[test]
+fn library_configs_follow_the_settings() {
+    let settings = load(
+        &[
+            "--path=/live",
+            "--max-connections=5",
+            "--ping-interval=1s",
+            "--pong-wait=2s",
+            "--write-wait=3s",
+            "--max-message-size=1KiB",
+            "--allowed-origins=https://app.example",
+            "--history-size=9",
+            "--history-ttl=1m",
+            "--rate-limit=2/4",
+        ],
+        &[],
+    )
+    .unwrap();
+    let hub = settings.hub_config();
+    assert_eq!(hub.path, "/live");
+    assert_eq!(hub.max_connections, 5);
+    assert_eq!(hub.ping_interval, Duration::from_secs(1));
+    assert_eq!(hub.pong_wait, Duration::from_secs(2));
+    assert_eq!(hub.write_wait, Duration::from_secs(3));
+    assert_eq!(hub.max_message_bytes, 1024);
+    assert!(
+        hub.origin_policy
+            .allows("https://app.example", Some("localhost:8080"))
+    );
+    assert!(
+        !hub.origin_policy
+            .allows("https://evil.example", Some("localhost:8080"))
+    );
+    assert!(
+        hub.origin_policy
+            .allows("http://localhost:8080", Some("localhost:8080"))
+    );
+
+    let history = settings.history_config();
+    assert_eq!(history.max_messages, 9);
+    assert_eq!(history.ttl, Duration::from_secs(60));
+    assert_eq!(history.meta_ttl, HistoryConfig::default().meta_ttl);
+
+    let rate = settings.rate_limit_config().unwrap();
+    assert_eq!(rate.per_second, 2.0);
+    assert_eq!(rate.burst, 4);
+    assert_eq!(
+        rate.max_rejections,
+        RateLimitConfig::default().max_rejections
+    );
+}
+
+#[test]
+fn warnings_name_what_is_open_or_disabled() {
+    let warnings = Settings::default().warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("API"), "{warnings:?}");
+
+    let open = load(&["--listen=0.0.0.0:8080", "--api-key=k"], &[]).unwrap();
+    let warnings = open.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("JWT secret"), "{warnings:?}");
+
+    let short = load(&["--jwt-secret=short", "--api-key=k"], &[]).unwrap();
+    assert!(short.warnings()[0].contains("32 bytes"));
+
+    let fine = load(
+        &[
+            "--jwt-secret=0123456789abcdef0123456789abcdef",
+            "--api-key=k",
+        ],
+        &[],
+    )
+    .unwrap();
+    assert!(fine.warnings().is_empty());
+}
