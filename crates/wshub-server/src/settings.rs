@@ -287,206 +287,173 @@ pub struct Spec {
     pub secret: bool,
 }
 
-macro_rules! spec {
-    ($name:ident, $flag:literal, $env:literal, $key:literal, $default:expr, $value_name:literal,
-     $secret:literal, $help:literal) => {
-        const $name: Spec = Spec {
-            flag: $flag,
-            env: $env,
-            key: $key,
-            default: $default,
-            value_name: $value_name,
-            help: $help,
-            secret: $secret,
-        };
-    };
-}
-
-spec!(
-    LISTEN,
-    "listen",
-    "WSHUB_LISTEN",
-    "listen",
-    Some("127.0.0.1:8080"),
-    "ADDR",
-    false,
-    "Address and port to listen on, e.g. 0.0.0.0:8080 or [::]:8080."
-);
-spec!(
-    PATH,
-    "path",
-    "WSHUB_PATH",
-    "path",
-    Some("/ws"),
-    "PATH",
-    false,
-    "URL path of the WebSocket endpoint."
-);
-spec!(
-    MAX_CONNECTIONS,
-    "max-connections",
-    "WSHUB_MAX_CONNECTIONS",
-    "max_connections",
-    Some("100000"),
-    "N",
-    false,
-    "Most connections open at once; more are refused with 503 and Retry-After."
-);
-spec!(
-    PING_INTERVAL,
-    "ping-interval",
-    "WSHUB_PING_INTERVAL",
-    "ping_interval",
-    Some("25s"),
-    "DURATION",
-    false,
-    "How often the server pings each connection (announced in the welcome frame)."
-);
-spec!(
-    PONG_WAIT,
-    "pong-wait",
-    "WSHUB_PONG_WAIT",
-    "pong_wait",
-    Some("60s"),
-    "DURATION",
-    false,
-    "How long to wait for a frame after a ping before dropping the connection."
-);
-spec!(
-    WRITE_WAIT,
-    "write-wait",
-    "WSHUB_WRITE_WAIT",
-    "write_wait",
-    Some("10s"),
-    "DURATION",
-    false,
-    "How long a write may stall before the connection is dropped."
-);
-spec!(
-    MAX_MESSAGE_SIZE,
-    "max-message-size",
-    "WSHUB_MAX_MESSAGE_SIZE",
-    "max_message_size",
-    Some("64KiB"),
-    "SIZE",
-    false,
-    "Largest message a client may send; a larger one closes the connection with 1009. \
-     Bytes, or with a unit: 64KiB, 1MiB, 100KB, 1MB."
-);
-spec!(
-    ALLOWED_ORIGINS,
-    "allowed-origins",
-    "WSHUB_ALLOWED_ORIGINS",
-    "allowed_origins",
-    None,
-    "ORIGINS",
-    false,
-    "Comma-separated browser origins allowed besides the same origin, e.g. \
-     https://app.example.com,http://localhost:3000; * allows any. Default: same origin only."
-);
-spec!(
-    JWT_SECRET,
-    "jwt-secret",
-    "WSHUB_JWT_SECRET",
-    "jwt_secret",
-    None,
-    "SECRET",
-    true,
-    "HS256 secret of client tokens; with it every connection needs a valid token, without \
-     it connections are anonymous. Prefer the environment variable: flags show in `ps`."
-);
-spec!(
-    API_KEY,
-    "api-key",
-    "WSHUB_API_KEY",
-    "api_key",
-    None,
-    "KEY",
-    true,
-    "Key of the HTTP API (Authorization: Bearer <KEY>); without it the API answers 401 to \
-     every request. Prefer the environment variable: flags show in `ps`."
-);
-spec!(
-    HISTORY_SIZE,
-    "history-size",
-    "WSHUB_HISTORY_SIZE",
-    "history_size",
-    Some("100"),
-    "N",
-    false,
-    "Messages kept per room for recovery and history; 0 keeps none."
-);
-spec!(
-    HISTORY_TTL,
-    "history-ttl",
-    "WSHUB_HISTORY_TTL",
-    "history_ttl",
-    Some("300s"),
-    "DURATION",
-    false,
-    "How long a message is kept in a room's history."
-);
-spec!(
-    PRESENCE_EVENTS,
-    "presence-events",
-    "WSHUB_PRESENCE_EVENTS",
-    "presence_events",
-    Some("true"),
-    "BOOL",
-    false,
-    "Send join and leave events to room members: true or false."
-);
-spec!(
-    RATE_LIMIT,
-    "rate-limit",
-    "WSHUB_RATE_LIMIT",
-    "rate_limit",
-    Some("50/100"),
-    "RATE[/BURST]",
-    false,
-    "Commands per second per connection and burst, e.g. 50/100 (50 per second, 100 at \
-     once); 0 or off turns the limit off."
-);
-spec!(
-    MAX_ROOMS_PER_CONNECTION,
-    "max-rooms-per-connection",
-    "WSHUB_MAX_ROOMS_PER_CONNECTION",
-    "max_rooms_per_connection",
-    Some("100"),
-    "N",
-    false,
-    "Most rooms one connection may be subscribed to at once."
-);
-spec!(
-    CONFIG,
-    "config",
-    "WSHUB_CONFIG",
-    "config",
-    None,
-    "FILE",
-    false,
-    "TOML file of settings, keyed like the flags with _ for - (ping_interval = \"30s\")."
-);
-spec!(
-    LOG_LEVEL,
-    "log-level",
-    "WSHUB_LOG_LEVEL",
-    "log_level",
-    Some("info"),
-    "FILTER",
-    false,
-    "Log level or tracing filter directives, e.g. debug or info,wshub=debug."
-);
-spec!(
-    LOG_FORMAT,
-    "log-format",
-    "WSHUB_LOG_FORMAT",
-    "log_format",
-    Some("text"),
-    "FORMAT",
-    false,
-    "Log format: text or json (one object per line)."
-);
+const LISTEN: Spec = Spec {
+    flag: "listen",
+    env: "WSHUB_LISTEN",
+    key: "listen",
+    default: Some("127.0.0.1:8080"),
+    value_name: "ADDR",
+    secret: false,
+    help: "Address and port to listen on, e.g. 0.0.0.0:8080 or [::]:8080.",
+};
+const PATH: Spec = Spec {
+    flag: "path",
+    env: "WSHUB_PATH",
+    key: "path",
+    default: Some("/ws"),
+    value_name: "PATH",
+    secret: false,
+    help: "URL path of the WebSocket endpoint.",
+};
+const MAX_CONNECTIONS: Spec = Spec {
+    flag: "max-connections",
+    env: "WSHUB_MAX_CONNECTIONS",
+    key: "max_connections",
+    default: Some("100000"),
+    value_name: "N",
+    secret: false,
+    help: "Most connections open at once; more are refused with 503 and Retry-After.",
+};
+const PING_INTERVAL: Spec = Spec {
+    flag: "ping-interval",
+    env: "WSHUB_PING_INTERVAL",
+    key: "ping_interval",
+    default: Some("25s"),
+    value_name: "DURATION",
+    secret: false,
+    help: "How often the server pings each connection (announced in the welcome frame).",
+};
+const PONG_WAIT: Spec = Spec {
+    flag: "pong-wait",
+    env: "WSHUB_PONG_WAIT",
+    key: "pong_wait",
+    default: Some("60s"),
+    value_name: "DURATION",
+    secret: false,
+    help: "How long to wait for a frame after a ping before dropping the connection.",
+};
+const WRITE_WAIT: Spec = Spec {
+    flag: "write-wait",
+    env: "WSHUB_WRITE_WAIT",
+    key: "write_wait",
+    default: Some("10s"),
+    value_name: "DURATION",
+    secret: false,
+    help: "How long a write may stall before the connection is dropped.",
+};
+const MAX_MESSAGE_SIZE: Spec = Spec {
+    flag: "max-message-size",
+    env: "WSHUB_MAX_MESSAGE_SIZE",
+    key: "max_message_size",
+    default: Some("64KiB"),
+    value_name: "SIZE",
+    secret: false,
+    help: "Largest message a client may send; a larger one closes the connection with 1009. \
+         Bytes, or with a unit: 64KiB, 1MiB, 100KB, 1MB.",
+};
+const ALLOWED_ORIGINS: Spec = Spec {
+    flag: "allowed-origins",
+    env: "WSHUB_ALLOWED_ORIGINS",
+    key: "allowed_origins",
+    default: None,
+    value_name: "ORIGINS",
+    secret: false,
+    help: "Comma-separated browser origins allowed besides the same origin, e.g. \
+         https://app.example.com,http://localhost:3000; * allows any. Default: same origin only.",
+};
+const JWT_SECRET: Spec = Spec {
+    flag: "jwt-secret",
+    env: "WSHUB_JWT_SECRET",
+    key: "jwt_secret",
+    default: None,
+    value_name: "SECRET",
+    secret: true,
+    help: "HS256 secret of client tokens; with it every connection needs a valid token, without \
+         it connections are anonymous. Prefer the environment variable: flags show in `ps`.",
+};
+const API_KEY: Spec = Spec {
+    flag: "api-key",
+    env: "WSHUB_API_KEY",
+    key: "api_key",
+    default: None,
+    value_name: "KEY",
+    secret: true,
+    help: "Key of the HTTP API (Authorization: Bearer <KEY>); without it the API answers 401 to \
+         every request. Prefer the environment variable: flags show in `ps`.",
+};
+const HISTORY_SIZE: Spec = Spec {
+    flag: "history-size",
+    env: "WSHUB_HISTORY_SIZE",
+    key: "history_size",
+    default: Some("100"),
+    value_name: "N",
+    secret: false,
+    help: "Messages kept per room for recovery and history; 0 keeps none.",
+};
+const HISTORY_TTL: Spec = Spec {
+    flag: "history-ttl",
+    env: "WSHUB_HISTORY_TTL",
+    key: "history_ttl",
+    default: Some("300s"),
+    value_name: "DURATION",
+    secret: false,
+    help: "How long a message is kept in a room's history.",
+};
+const PRESENCE_EVENTS: Spec = Spec {
+    flag: "presence-events",
+    env: "WSHUB_PRESENCE_EVENTS",
+    key: "presence_events",
+    default: Some("true"),
+    value_name: "BOOL",
+    secret: false,
+    help: "Send join and leave events to room members: true or false.",
+};
+const RATE_LIMIT: Spec = Spec {
+    flag: "rate-limit",
+    env: "WSHUB_RATE_LIMIT",
+    key: "rate_limit",
+    default: Some("50/100"),
+    value_name: "RATE[/BURST]",
+    secret: false,
+    help: "Commands per second per connection and burst, e.g. 50/100 (50 per second, 100 at \
+         once); 0 or off turns the limit off.",
+};
+const MAX_ROOMS_PER_CONNECTION: Spec = Spec {
+    flag: "max-rooms-per-connection",
+    env: "WSHUB_MAX_ROOMS_PER_CONNECTION",
+    key: "max_rooms_per_connection",
+    default: Some("100"),
+    value_name: "N",
+    secret: false,
+    help: "Most rooms one connection may be subscribed to at once.",
+};
+const CONFIG: Spec = Spec {
+    flag: "config",
+    env: "WSHUB_CONFIG",
+    key: "config",
+    default: None,
+    value_name: "FILE",
+    secret: false,
+    help: "TOML file of settings, keyed like the flags with _ for - (ping_interval = \"30s\").",
+};
+const LOG_LEVEL: Spec = Spec {
+    flag: "log-level",
+    env: "WSHUB_LOG_LEVEL",
+    key: "log_level",
+    default: Some("info"),
+    value_name: "FILTER",
+    secret: false,
+    help: "Log level or tracing filter directives, e.g. debug or info,wshub=debug.",
+};
+const LOG_FORMAT: Spec = Spec {
+    flag: "log-format",
+    env: "WSHUB_LOG_FORMAT",
+    key: "log_format",
+    default: Some("text"),
+    value_name: "FORMAT",
+    secret: false,
+    help: "Log format: text or json (one object per line).",
+};
 
 /// Every setting, in `--help` order.
 pub const SPECS: &[Spec] = &[
@@ -961,7 +928,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Some(Duration::from_secs(number)),
             "m" => number.checked_mul(60).map(Duration::from_secs),
             "h" => number.checked_mul(3600).map(Duration::from_secs),
-            "" => return Err(format!("{s:?} has no unit; {EXPECTED}")),
+            "" => return Err(format!("missing a unit; {EXPECTED}")),
             _ => return Err(format!("unknown unit {unit:?}; {EXPECTED}")),
         };
         total = part

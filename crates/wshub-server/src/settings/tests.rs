@@ -231,7 +231,7 @@ const BAD_VALUES: &[(&Spec, &str, &str)] = &[
     (&MAX_CONNECTIONS, "0", "at least 1"),
     (&MAX_CONNECTIONS, "-1", "whole number"),
     (&MAX_CONNECTIONS, "lots", "whole number"),
-    (&PING_INTERVAL, "25", "no unit"),
+    (&PING_INTERVAL, "25", "missing a unit"),
     (&PING_INTERVAL, "0s", "longer than zero"),
     (&PONG_WAIT, "1x", "unknown unit"),
     (&WRITE_WAIT, "soon", "duration"),
