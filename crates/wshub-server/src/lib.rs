@@ -1,5 +1,7 @@
-//! The wshub server's own logic: what the stand-alone `wshub` binary adds on top of the
-//! `wshub` library. So far, the parts that need no network, each testable on its own:
+//! The wshub server: what the stand-alone `wshub` binary adds on top of the `wshub`
+//! library, the JSON protocol of PROTOCOL.md, the HTTP API, history, tokens, presence,
+//! metrics and the demo page. `main.rs` only wires these together; [`app::serve`] runs the
+//! whole server in-process (the tests do). The history at its heart:
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,6 +31,13 @@
 //!
 //! # Layout
 //!
+//! - [`app`]: the server assembled: the hub with its auth hook and handler, every route.
+//! - [`session`]: one WebSocket connection speaking the protocol, command by command.
+//! - `api`: the HTTP API for backends, behind the API key.
+//! - [`state`]: what connections and handlers share, and publish and presence.
+//! - [`metrics`]: the server's counters and `/metrics` in Prometheus text format.
+//! - [`settings`]: flags, environment and TOML file; [`logging`]; [`assets`] (demo page,
+//!   browser client).
 //! - [`history`]: per-room history with gap-free offsets and epochs, bounded by count and
 //!   age, and the room lock that makes subscribe-with-recovery atomic with publishes.
 //! - [`token`]: HS256 JWT verification and the permissions its claims grant.
@@ -37,10 +46,15 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub(crate) mod api;
+pub mod app;
 pub mod assets;
 pub mod clock;
 pub mod history;
 pub mod logging;
+pub mod metrics;
 pub mod rate_limit;
+pub mod session;
 pub mod settings;
+pub mod state;
 pub mod token;

@@ -1,0 +1,281 @@
+//! The HTTP API for backends (PROTOCOL.md, "HTTP API for backends"): publish, broadcast,
+//! send, disconnect, rooms, presence and history, behind `Authorization: Bearer <api key>`.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::de::DeserializeOwned;
+use wshub::{CloseCode, Hub};
+use wshub_protocol::{
+    ErrorCode, RoomName, encode,
+    http::{
+        BroadcastRequest, DisconnectRequest, ErrorBody, HistoryParams, PresenceResponse,
+        PublishRequest, PublishResponse, RoomSummary, RoomsResponse, SendRequest,
+    },
+};
+
+use crate::{
+    session::parse_connection_id,
+    state::{ServerState, text},
+};
+
+/// What the API handlers share.
+#[derive(Clone, Debug)]
+pub(crate) struct Api {
+    pub(crate) hub: Hub,
+    pub(crate) state: Arc<ServerState>,
+}
+
+/// The `/api/...` routes.
+pub(crate) fn routes(api: Api) -> Router {
+    Router::new()
+        .route("/api/publish", post(publish))
+        .route("/api/broadcast", post(broadcast))
+        .route("/api/send", post(send))
+        .route("/api/disconnect", post(disconnect))
+        .route("/api/rooms", get(rooms))
+        .route("/api/rooms/{room}/presence", get(presence))
+        .route("/api/rooms/{room}/history", get(history))
+        .with_state(api)
+}
+
+/// An API failure: a 4xx/5xx status with `{"error": code, "message": ...}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody::new(code, message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+fn json_response(body: bytes::Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Checks `Authorization: Bearer <api key>` in constant time with respect to the key.
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "missing or wrong API key",
+        )
+    };
+    let Some(expected) = api.state.options.api_key.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "the HTTP API is disabled: the server has no API key",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(unauthorized)?;
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(unauthorized())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Parses a JSON body whatever its content type; a bad one is a 400 `bad_request`.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!("invalid request body: {error}"),
+        )
+    })
+}
+
+fn room_from_path(room: &str) -> Result<RoomName, ApiError> {
+    RoomName::parse(room).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            error.to_string(),
+        )
+    })
+}
+
+fn internal() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        "internal error",
+    )
+}
+
+async fn publish(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers)?;
+    let request: PublishRequest = parse(&body)?;
+    let position = api
+        .state
+        .publish(&api.hub, &request.room, request.data.as_raw(), None);
+    Ok(axum::Json(PublishResponse {
+        room: request.room,
+        offset: position.offset,
+        epoch: position.epoch,
+    })
+    .into_response())
+}
+
+async fn broadcast(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers)?;
+    let request: BroadcastRequest = parse(&body)?;
+    let message = text(encode::broadcast(None, request.data.as_raw())).ok_or_else(internal)?;
+    api.hub.broadcast(message);
+    Ok(json_response(bytes::Bytes::from_static(b"{}")))
+}
+
+async fn send(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers)?;
+    let request: SendRequest = parse(&body)?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no connection {}", request.to),
+        )
+    };
+    let to = parse_connection_id(&request.to).map_err(|_| not_found())?;
+    let message = text(encode::direct(None, request.data.as_raw())).ok_or_else(internal)?;
+    match api.hub.send_to(to, message) {
+        Ok(()) => Ok(json_response(bytes::Bytes::from_static(b"{}"))),
+        Err(wshub::Error::NotFound(_)) => Err(not_found()),
+        // The connection exists but is closing or overflowing: it will not get it.
+        Err(error) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::LimitExceeded,
+            error.to_string(),
+        )),
+    }
+}
+
+async fn disconnect(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers)?;
+    let request: DisconnectRequest = parse(&body)?;
+    let conn = parse_connection_id(&request.client)
+        .ok()
+        .and_then(|id| api.hub.connection(id))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                format!("no connection {}", request.client),
+            )
+        })?;
+    conn.close(CloseCode::NORMAL, "disconnected by server");
+    Ok(json_response(bytes::Bytes::from_static(b"{}")))
+}
+
+async fn rooms(State(api): State<Api>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&api, &headers)?;
+    let mut rooms: Vec<RoomSummary> = api
+        .hub
+        .rooms()
+        .into_iter()
+        .filter_map(|room| {
+            let clients = api.hub.room_size(&room);
+            RoomName::parse(&room)
+                .ok()
+                .map(|room| RoomSummary { room, clients })
+        })
+        .collect();
+    rooms.sort_by(|a, b| a.room.as_str().cmp(b.room.as_str()));
+    Ok(axum::Json(RoomsResponse { rooms }).into_response())
+}
+
+async fn presence(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers)?;
+    let room = room_from_path(&room)?;
+    let clients = api.state.presence(&api.hub, &room);
+    Ok(axum::Json(PresenceResponse { room, clients }).into_response())
+}
+
+async fn history(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    query: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers)?;
+    let room = room_from_path(&room)?;
+    let Query(params) = query.map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            error.body_text(),
+        )
+    })?;
+    let history = &api.state.history;
+    let limit = history.clamp_limit(params.limit);
+    let body = match params.since(&history.position(&room).epoch) {
+        Some(since) => {
+            let recovery = history.since(&room, &since, limit);
+            encode::history_response(
+                &room,
+                &recovery.epoch,
+                Some(recovery.recovered),
+                &recovery.messages,
+            )
+        }
+        None => {
+            let page = history.latest(&room, limit);
+            encode::history_response(&room, &page.position.epoch, None, &page.messages)
+        }
+    };
+    Ok(json_response(body))
+}

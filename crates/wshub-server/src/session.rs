@@ -1,0 +1,289 @@
+//! One WebSocket connection speaking the JSON protocol (PROTOCOL.md): the welcome frame,
+//! then each command in, its reply out, until the connection ends or its token expires.
+
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use wshub::{CloseCode, Connection, ConnectionId, Message};
+use wshub_protocol::{Claims, Command, ErrorCode, ProtocolError, RoomName, encode};
+
+use crate::{
+    metrics::OutKind,
+    rate_limit::{Decision, RateLimiter},
+    state::{ServerState, text, user_of},
+    token,
+};
+
+/// Serves one connection until it ends: the async handler of the server's hub.
+pub async fn run(state: Arc<ServerState>, conn: Connection) {
+    let claims = conn
+        .identity()
+        .and_then(|identity| identity.data::<Claims>())
+        .cloned();
+    let mut session = Session {
+        limiter: state
+            .options
+            .rate_limit
+            .map(|config| RateLimiter::new(&config, Instant::now())),
+        state,
+        conn,
+        claims,
+    };
+    session.reply(encode::welcome(
+        &session.conn.id().to_string(),
+        user_of(&session.conn),
+        session.state.options.hub.ping_interval,
+    ));
+
+    // A token's `exp` ends the connection with 1008 when it passes (PROTOCOL.md, Tokens).
+    let expiry = session
+        .claims
+        .as_ref()
+        .and_then(Claims::expires_at)
+        .map(|at| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+    let expired = async {
+        match expiry {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            message = session.conn.recv() => match message {
+                Some(message) => session.handle(message),
+                None => break,
+            },
+            () = &mut expired, if !closing => {
+                session.conn.close(CloseCode::POLICY_VIOLATION, "token expired");
+                // Keep reading until the close handshake ends the connection.
+                closing = true;
+            }
+        }
+    }
+}
+
+struct Session {
+    state: Arc<ServerState>,
+    conn: Connection,
+    claims: Option<Claims>,
+    limiter: Option<RateLimiter>,
+}
+
+/// A command's failure: the error code and message for its `error` frame.
+type Failure = (ErrorCode, String);
+
+impl Session {
+    fn reply(&self, frame: Bytes) {
+        if let Some(message) = text(frame)
+            && self.conn.send(message).is_ok()
+        {
+            self.state.counters.record_out(OutKind::Reply, 1);
+        }
+    }
+
+    fn handle(&mut self, message: Message) {
+        let Some(text) = message.as_text() else {
+            // PROTOCOL.md, Transport: a binary frame on this endpoint closes with 1003.
+            self.conn.close(
+                CloseCode::UNSUPPORTED_DATA,
+                "binary frames are not accepted; send JSON text",
+            );
+            return;
+        };
+        let command = match Command::decode(text) {
+            Ok(command) => command,
+            Err(error) => {
+                self.state.counters.record_command("invalid");
+                self.reply(error.to_frame());
+                return;
+            }
+        };
+        self.state.counters.record_command(command.type_name());
+        if let Some(limiter) = &mut self.limiter {
+            match limiter.check(Instant::now()) {
+                Decision::Allow => {}
+                decision => {
+                    self.state.counters.record_rate_limited();
+                    self.reply(
+                        ProtocolError::new(
+                            command.id().cloned(),
+                            ErrorCode::RateLimited,
+                            "too many commands; slow down",
+                        )
+                        .to_frame(),
+                    );
+                    if decision == Decision::Close {
+                        self.conn
+                            .close(CloseCode::POLICY_VIOLATION, "sustained rate-limit abuse");
+                    }
+                    return;
+                }
+            }
+        }
+        let id = command.id().cloned();
+        match self.execute(command) {
+            Ok(Some(reply)) => self.reply(reply),
+            Ok(None) => {}
+            Err((code, message)) => self.reply(encode::error(id.as_ref(), code, &message)),
+        }
+    }
+
+    /// Runs one command; returns its reply (when it has an id) or its failure.
+    fn execute(&mut self, command: Command) -> Result<Option<Bytes>, Failure> {
+        let hub = self.conn.hub().clone();
+        let state = Arc::clone(&self.state);
+        match command {
+            Command::Subscribe(cmd) => {
+                self.check_subscribe(&cmd.room)?;
+                let in_room = self.conn.rooms().iter().any(|r| r == cmd.room.as_str());
+                if !in_room && self.conn.rooms().len() >= state.options.max_rooms_per_connection {
+                    return Err((
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "a connection may be in at most {} rooms",
+                            state.options.max_rooms_per_connection
+                        ),
+                    ));
+                }
+                let conn = &self.conn;
+                let joined = state.history.with_room(&cmd.room, |history| {
+                    // Under the room's lock: no publish can slip between the replay and
+                    // the join, so there is no gap and no duplicate.
+                    let (position, recovered, replay) = match &cmd.since {
+                        Some(since) => {
+                            let recovery = history.since(since, usize::MAX);
+                            let position = wshub_protocol::StreamPosition::new(
+                                recovery.epoch,
+                                recovery.offset,
+                            );
+                            (position, Some(recovery.recovered), recovery.messages)
+                        }
+                        None => (history.position(), None, Vec::new()),
+                    };
+                    let joined = conn.join(cmd.room.as_str());
+                    if let Some(id) = &cmd.id {
+                        self.reply(encode::ok_subscribe(id, &cmd.room, &position, recovered));
+                    }
+                    for frame in replay {
+                        self.reply(frame);
+                    }
+                    joined
+                });
+                match joined {
+                    Ok(true) => state.presence_event(&hub, &cmd.room, &self.conn, true),
+                    Ok(false) => {}
+                    Err(_) => return Ok(None),
+                }
+                Ok(None)
+            }
+            Command::Unsubscribe(cmd) => {
+                if self.conn.leave(cmd.room.as_str()) {
+                    state.presence_event(&hub, &cmd.room, &self.conn, false);
+                }
+                Ok(cmd.id.map(|id| encode::ok_room(&id, &cmd.room)))
+            }
+            Command::Publish(cmd) => {
+                if !token::may_publish(self.claims.as_ref(), cmd.room.as_str()) {
+                    return Err(forbidden(&cmd.room, "publish to"));
+                }
+                let position =
+                    state.publish(&hub, &cmd.room, cmd.data.as_raw(), Some(self.conn.id()));
+                Ok(cmd
+                    .id
+                    .map(|id| encode::ok_publish(&id, &cmd.room, position.offset)))
+            }
+            Command::Send(cmd) => {
+                let to = parse_connection_id(&cmd.to)?;
+                let frame = encode::direct(Some(&self.conn.id().to_string()), cmd.data.as_raw());
+                let message = text(frame).ok_or_else(internal)?;
+                hub.send_to(to, message).map_err(|error| match error {
+                    wshub::Error::NotFound(_) => not_found(&cmd.to),
+                    other => (ErrorCode::Internal, other.to_string()),
+                })?;
+                state.counters.record_out(OutKind::Direct, 1);
+                Ok(cmd.id.map(|id| encode::ok(&id)))
+            }
+            Command::Broadcast(cmd) => {
+                let frame = encode::broadcast(Some(&self.conn.id().to_string()), cmd.data.as_raw());
+                let delivered = hub.broadcast(text(frame).ok_or_else(internal)?);
+                state.counters.record_out(OutKind::Broadcast, delivered);
+                Ok(cmd.id.map(|id| encode::ok(&id)))
+            }
+            Command::Presence(cmd) => {
+                self.check_subscribe(&cmd.room)?;
+                let clients = state.presence(&hub, &cmd.room);
+                Ok(cmd
+                    .id
+                    .map(|id| encode::ok_presence(&id, &cmd.room, &clients)))
+            }
+            Command::History(cmd) => {
+                self.check_subscribe(&cmd.room)?;
+                let Some(id) = cmd.id else {
+                    return Ok(None);
+                };
+                let limit = state.history.clamp_limit(cmd.limit);
+                Ok(Some(match &cmd.since {
+                    Some(since) => {
+                        let recovery = state.history.since(&cmd.room, since, limit);
+                        encode::ok_history(
+                            &id,
+                            &cmd.room,
+                            &recovery.epoch,
+                            Some(recovery.recovered),
+                            &recovery.messages,
+                        )
+                    }
+                    None => {
+                        let page = state.history.latest(&cmd.room, limit);
+                        encode::ok_history(
+                            &id,
+                            &cmd.room,
+                            &page.position.epoch,
+                            None,
+                            &page.messages,
+                        )
+                    }
+                }))
+            }
+            // A ping is answered even without an id (with `"id": null`): plain WebSocket
+            // tools use it to check the connection by hand.
+            Command::Ping(cmd) => Ok(Some(encode::pong(cmd.id.as_ref()))),
+        }
+    }
+
+    fn check_subscribe(&self, room: &RoomName) -> Result<(), Failure> {
+        if token::may_subscribe(self.claims.as_ref(), room.as_str()) {
+            Ok(())
+        } else {
+            Err(forbidden(room, "subscribe to"))
+        }
+    }
+}
+
+fn forbidden(room: &RoomName, action: &str) -> Failure {
+    (
+        ErrorCode::Forbidden,
+        format!("your token does not allow you to {action} room {room}"),
+    )
+}
+
+fn not_found(client: &str) -> Failure {
+    (ErrorCode::NotFound, format!("no connection {client}"))
+}
+
+fn internal() -> Failure {
+    (ErrorCode::Internal, "internal error".to_owned())
+}
+
+/// A connection id from a command; an id that cannot exist is simply not found.
+pub(crate) fn parse_connection_id(text: &str) -> Result<ConnectionId, Failure> {
+    text.parse().map_err(|_| not_found(text))
+}

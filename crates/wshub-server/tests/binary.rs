@@ -1,0 +1,102 @@
+//! The real `wshub` binary, started as a process and used as an outside client would.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::json;
+use support::*;
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_binary(args: &[&str], env: &[(&str, &str)]) -> (Process, SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wshub"));
+    command
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("WSHUB_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start wshub");
+    let stdout = child.stdout.take().expect("stdout");
+    let process = Process(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|word| word.trim_end_matches(':').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (process, addr)
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_protocol_the_api_and_shuts_down_with_1001() {
+    let (mut process, addr) = start_binary(
+        &["--history-size", "10", "--presence-events", "false"],
+        &[("WSHUB_API_KEY", "from-env")],
+    );
+    let (mut ws, _) = connect(addr).await;
+    let ok = request(&mut ws, json!({"type":"subscribe","room":"ops","id":1})).await;
+    assert_eq!(ok["type"], "ok");
+    let (status, body) = api(
+        addr,
+        "from-env",
+        "/api/publish",
+        json!({"room":"ops","data":"deploy"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(next(&mut ws).await["data"], "deploy");
+    assert_eq!(http(addr, "GET", "/healthz", &[], None).await.0, 200);
+
+    // SIGTERM: a graceful shutdown closes every client with 1001 and exits 0.
+    let pid = process.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert_eq!(close_frame(&mut ws).await.map(|(code, _)| code), Some(1001));
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = process.0.try_wait().expect("wait") {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
+}
+
+#[test]
+fn a_bad_setting_stops_the_server_with_a_message_naming_it() {
+    let output = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("WSHUB_HISTORY_TTL", "forever")
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("WSHUB_HISTORY_TTL"), "{stderr}");
+}
