@@ -1,1 +1,693 @@
-export class WshubClient {}
+// wshub browser client: an ES module with no build step and no dependency.
+//
+//   import { WshubClient } from "/client.js";
+//   const client = new WshubClient({ token });
+//   client.on("state", ({ state }) => console.log(state));
+//   await client.subscribe("chat:lobby", (frame) => console.log(frame));
+//   await client.publish("chat:lobby", { text: "hi" });
+//   client.connect();
+//
+// It speaks the wshub wire protocol (PROTOCOL.md): one JSON object per text frame,
+// commands with an `id` answered by a reply with the same `id`. On top of the socket it
+// adds what every real-time app needs and nobody should write twice:
+//
+// - reconnection with exponential backoff and full jitter, capped, with a maximum number
+//   of attempts;
+// - subscriptions that survive reconnects: each room's last `epoch`/`offset` is kept and
+//   sent as `since` when resubscribing, so the server replays what was missed
+//   (`recovered: false` in the `subscribed` event says when it could not);
+// - requests as promises, settled by the reply with the matching `id`, or rejected on a
+//   timeout or when the connection drops;
+// - an application-level `ping` that notices a dead connection (browsers hide the
+//   WebSocket-level ping/pong) and reconnects.
+//
+// Extension points, for the TypeScript declarations and the React hook built on this
+// class: `request()` sends any command; `on("frame")` sees every frame from the server;
+// several handlers may share one room subscription; `position(room)` exposes the stream
+// position to persist.
+
+/** The WebSocket `OPEN` ready state (the same for every implementation). */
+const OPEN = 1;
+
+/**
+ * Connection states, in the order a connection usually goes through them.
+ * - `idle`: created, `connect()` not called yet.
+ * - `connecting`: the first connection is being opened.
+ * - `connected`: the server's `welcome` arrived.
+ * - `reconnecting`: waiting for, or opening, the next attempt after a drop.
+ * - `failed`: `maxReconnectAttempts` were used up; `connect()` starts over.
+ * - `closed`: `close()` was called.
+ * @typedef {"idle"|"connecting"|"connected"|"reconnecting"|"failed"|"closed"} ConnectionState
+ */
+
+/**
+ * A stream position in one room (PROTOCOL.md: offsets and epochs).
+ * @typedef {{epoch: string, offset: number}} StreamPosition
+ */
+
+/**
+ * @typedef {Object} WshubClientOptions
+ * @property {string} [url] The WebSocket URL. Default: `ws(s)://<page host><path>`.
+ * @property {string} [path="/ws"] The endpoint's path, used when `url` is not given.
+ * @property {string|(() => (string|null|Promise<string|null>))} [token] A JWT, or a
+ *   function returning one (called before every connection attempt, so it can fetch a
+ *   fresh token after one expired). Sent as the `token` query parameter.
+ * @property {number} [minReconnectDelay=500] The first reconnect delay's cap, in ms.
+ * @property {number} [maxReconnectDelay=30000] The cap of every reconnect delay, in ms.
+ * @property {number} [maxReconnectAttempts=Infinity] Attempts in a row before giving up
+ *   (state `failed`, event `reconnect-failed`).
+ * @property {number} [stableAfter=5000] How long a connection must stay up before the
+ *   attempt count starts over, in ms; a server that accepts and drops at once is then
+ *   retried with growing delays instead of in a tight loop.
+ * @property {number} [requestTimeout=10000] How long a request waits for its reply, and
+ *   the connection for the `welcome` frame, in ms.
+ * @property {number} [pingInterval=25000] How often to send an application `ping`, in
+ *   ms; 0 turns it off.
+ * @property {number} [pongTimeout=10000] How long to wait for its `pong` before taking
+ *   the connection for dead, closing it and reconnecting, in ms.
+ * @property {(event: {code: number, reason: string}) => boolean} [shouldReconnect]
+ *   Whether to reconnect after the server closed the connection. Default: unless the code
+ *   is 1000 (closed on purpose, e.g. by the HTTP API's disconnect).
+ * @property {typeof WebSocket} [WebSocket] The WebSocket constructor. Default: the
+ *   global one (tests inject a fake).
+ * @property {() => number} [random=Math.random] The jitter's source, in [0, 1).
+ */
+
+/** An error reply from the server, or a request that could not be answered. */
+export class WshubError extends Error {
+  /**
+   * @param {string} code A PROTOCOL.md error code (`bad_request`, `forbidden`, ...), or
+   *   one of the client's own: `timeout` (no reply in time), `disconnected` (the
+   *   connection dropped or was not open), `closed` (the client was closed).
+   * @param {string} message Human-readable text.
+   * @param {object} [frame] The server's error frame, when there was one.
+   */
+  constructor(code, message, frame) {
+    super(message);
+    this.name = "WshubError";
+    /** @type {string} */
+    this.code = code;
+    /** @type {object|undefined} */
+    this.frame = frame;
+  }
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (1 for the first): "full jitter", a
+ * random delay between 0 and `min(max, min * 2^(attempt-1))`, so that clients dropped
+ * together do not come back together.
+ * @param {number} attempt
+ * @param {{min?: number, max?: number, random?: () => number}} [options]
+ * @returns {number} milliseconds
+ */
+export function backoffDelay(attempt, { min = 500, max = 30000, random = Math.random } = {}) {
+  const exponent = Math.max(0, Math.min(attempt - 1, 30)); // 2^30 already exceeds any cap
+  const cap = Math.min(max, min * 2 ** exponent);
+  return Math.floor(random() * cap);
+}
+
+/** A client of one wshub server: one WebSocket at a time, reopened when it drops. */
+export class WshubClient {
+  /** @param {WshubClientOptions} [options] */
+  constructor(options = {}) {
+    this.options = {
+      path: "/ws",
+      minReconnectDelay: 500,
+      maxReconnectDelay: 30000,
+      maxReconnectAttempts: Infinity,
+      stableAfter: 5000,
+      requestTimeout: 10000,
+      pingInterval: 25000,
+      pongTimeout: 10000,
+      shouldReconnect: (event) => event.code !== 1000,
+      random: Math.random,
+    };
+    // Options given as `undefined` keep their defaults.
+    for (const [key, value] of Object.entries(options)) {
+      if (value !== undefined) this.options[key] = value;
+    }
+    /** @type {ConnectionState} */
+    this._state = "idle";
+    /** The current socket, or null. */
+    this._socket = null;
+    /** Reconnect attempts in a row; 0 while connected. */
+    this._attempt = 0;
+    /** @type {Map<string, Set<Function>>} */
+    this._listeners = new Map();
+    /** Requests waiting for their reply, by id. */
+    this._pending = new Map();
+    this._nextId = 1;
+    /**
+     * Rooms to be subscribed to, kept across reconnects.
+     * @type {Map<string, {handlers: Set<Function>, epoch: string|null, offset: number,
+     *   delivered: number, subscribed: boolean, ok: object|null,
+     *   waiters: Array<{resolve: Function, reject: Function}>}>}
+     */
+    this._rooms = new Map();
+    this._timers = { reconnect: null, welcome: null, ping: null, pong: null, stable: null };
+    this._welcome = null;
+    this._everConnected = false;
+  }
+
+  /** @returns {ConnectionState} */
+  get state() {
+    return this._state;
+  }
+
+  /** The connection id the server gave this connection, or null when not connected. */
+  get clientId() {
+    return this._welcome ? this._welcome.client : null;
+  }
+
+  /** The user (`sub` of the token) the server knows this connection as, or null. */
+  get user() {
+    return this._welcome ? this._welcome.user : null;
+  }
+
+  /** The current reconnect attempt (0 when connected or never dropped). */
+  get attempt() {
+    return this._attempt;
+  }
+
+  /**
+   * Listens to an event. Events and their argument:
+   * - `open` (welcome frame): the first connection is ready.
+   * - `reconnected` (welcome frame): a later connection is ready and resubscribing.
+   * - `close` ({code, reason}): a connection closed (it may reconnect).
+   * - `reconnecting` ({attempt, delay}): the next attempt starts in `delay` ms.
+   * - `reconnect-failed` ({attempts}): gave up; state `failed`.
+   * - `state` ({state, previous, attempt}): the connection state changed.
+   * - `error` (WshubError or Error): an error frame without `id`, or a transport error.
+   * - `subscribed` ({room, epoch, offset, recovered, resubscribed}): a room's subscribe
+   *   (or resubscribe after a reconnect) was accepted; `recovered: false` means messages
+   *   were missed and could not be replayed.
+   * - `message`, `join`, `leave` (frame): a room's frames, after its handlers.
+   * - `direct`, `broadcast` (frame): a `send` to this connection, a broadcast.
+   * - `frame` (frame): every frame from the server, first.
+   * @param {string} event
+   * @param {Function} listener
+   * @returns {() => void} a function that removes the listener
+   */
+  on(event, listener) {
+    let set = this._listeners.get(event);
+    if (!set) {
+      set = new Set();
+      this._listeners.set(event, set);
+    }
+    set.add(listener);
+    return () => this.off(event, listener);
+  }
+
+  /**
+   * Stops listening.
+   * @param {string} event
+   * @param {Function} listener
+   */
+  off(event, listener) {
+    const set = this._listeners.get(event);
+    if (set) set.delete(listener);
+  }
+
+  /**
+   * Opens the connection (and keeps it open until `close()`). Does nothing when it is
+   * already open or opening.
+   */
+  connect() {
+    if (this._state !== "idle" && this._state !== "closed" && this._state !== "failed") return;
+    this._attempt = 0;
+    this._open();
+  }
+
+  /**
+   * Closes the connection for good: no reconnection; pending requests are rejected with
+   * `closed`. `connect()` opens it again, with the same subscriptions.
+   * @param {number} [code=1000]
+   * @param {string} [reason]
+   */
+  close(code = 1000, reason = "") {
+    this._clearTimers();
+    const socket = this._socket;
+    this._detach();
+    if (socket) {
+      try {
+        socket.close(code, reason);
+      } catch {
+        // Already closed.
+      }
+    }
+    this._welcome = null;
+    for (const entry of this._rooms.values()) entry.subscribed = false;
+    this._failPending("closed", "the client was closed");
+    if (socket) this._emit("close", { code, reason });
+    this._setState("closed");
+  }
+
+  /**
+   * Subscribes `handler` to a room: it receives the room's `message`, `join` and `leave`
+   * frames. The subscription outlives reconnects, resuming from the last message seen.
+   * Several handlers may share a room; the server is told once.
+   * @param {string} room
+   * @param {(frame: object) => void} handler
+   * @param {{since?: StreamPosition}} [options] `since`: resume from a position saved
+   *   earlier (see `position()`), e.g. across page loads.
+   * @returns {Promise<object>} the `ok` of the subscribe (`room`, `epoch`, `offset`,
+   *   maybe `recovered`), once the server has it; rejected by an error reply, which also
+   *   drops the room.
+   */
+  subscribe(room, handler, options = {}) {
+    let entry = this._rooms.get(room);
+    if (!entry) {
+      entry = {
+        handlers: new Set(),
+        epoch: options.since ? options.since.epoch : null,
+        offset: options.since ? options.since.offset : 0,
+        delivered: options.since ? options.since.offset : 0,
+        subscribed: false,
+        ok: null,
+        waiters: [],
+      };
+      this._rooms.set(room, entry);
+      if (this._state === "connected") this._sendSubscribe(room, entry, false);
+    }
+    if (handler) entry.handlers.add(handler);
+    if (entry.subscribed) return Promise.resolve(entry.ok);
+    return new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Removes `handler` from a room, or every handler when none is given; when the last one
+   * goes, unsubscribes from the room.
+   * @param {string} room
+   * @param {Function} [handler]
+   * @returns {Promise<void>}
+   */
+  async unsubscribe(room, handler) {
+    const entry = this._rooms.get(room);
+    if (!entry) return;
+    if (handler) entry.handlers.delete(handler);
+    else entry.handlers.clear();
+    if (entry.handlers.size > 0) return;
+    this._rooms.delete(room);
+    for (const waiter of entry.waiters) {
+      waiter.reject(new WshubError("closed", `unsubscribed from ${room}`));
+    }
+    if (this._state === "connected") {
+      await this.request({ type: "unsubscribe", room });
+    }
+  }
+
+  /**
+   * The last position seen in a room (to save and pass as `since` later), or null.
+   * @param {string} room
+   * @returns {StreamPosition|null}
+   */
+  position(room) {
+    const entry = this._rooms.get(room);
+    if (!entry || entry.epoch === null) return null;
+    return { epoch: entry.epoch, offset: entry.offset };
+  }
+
+  /**
+   * Publishes to a room (every subscriber gets it, this client too if subscribed).
+   * @param {string} room
+   * @param {any} data any JSON value
+   * @returns {Promise<object>} the `ok`, with the message's `offset`
+   */
+  publish(room, data) {
+    return this.request({ type: "publish", room, data });
+  }
+
+  /**
+   * Sends to one connection, by its client id.
+   * @param {string} to
+   * @param {any} data
+   * @returns {Promise<object>} the `ok`; rejected with `not_found` when no such connection
+   */
+  send(to, data) {
+    return this.request({ type: "send", to, data });
+  }
+
+  /**
+   * Sends to every connection.
+   * @param {any} data
+   * @returns {Promise<object>}
+   */
+  broadcast(data) {
+    return this.request({ type: "broadcast", data });
+  }
+
+  /**
+   * Who is in a room.
+   * @param {string} room
+   * @returns {Promise<object>} the `ok`, with `clients: [{client, user}]`
+   */
+  presence(room) {
+    return this.request({ type: "presence", room });
+  }
+
+  /**
+   * A room's stored messages: the newest `limit` ones, or with `since` the oldest `limit`
+   * ones after that position.
+   * @param {string} room
+   * @param {{since?: StreamPosition, limit?: number}} [options]
+   * @returns {Promise<object>} the `ok`, with `epoch` and `messages`
+   */
+  history(room, { since, limit } = {}) {
+    const command = { type: "history", room };
+    if (since) command.since = since;
+    if (limit !== undefined) command.limit = limit;
+    return this.request(command);
+  }
+
+  /**
+   * Measures a round trip.
+   * @returns {Promise<number>} milliseconds between the `ping` and its `pong`
+   */
+  async ping() {
+    const started = Date.now();
+    await this.request({ type: "ping" });
+    return Date.now() - started;
+  }
+
+  /**
+   * Sends any command with a fresh `id` and waits for the reply carrying it. The base of
+   * every method above; use it for commands this class does not know yet.
+   * @param {object} command a PROTOCOL.md command without `id`
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<object>} the `ok` (or `pong`) frame; rejected with a WshubError
+   *   carrying the error frame's `code`, or `timeout`, or `disconnected`
+   */
+  request(command, { timeout = this.options.requestTimeout } = {}) {
+    const socket = this._socket;
+    if (this._state !== "connected" || !socket || socket.readyState !== OPEN) {
+      return Promise.reject(new WshubError("disconnected", "not connected"));
+    }
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new WshubError("timeout", `no reply to ${command.type} within ${timeout} ms`));
+      }, timeout);
+      this._pending.set(id, { resolve, reject, timer });
+      try {
+        socket.send(JSON.stringify({ ...command, id }));
+      } catch (error) {
+        clearTimeout(timer);
+        this._pending.delete(id);
+        reject(new WshubError("disconnected", String(error)));
+      }
+    });
+  }
+
+  // ---- connection lifecycle ----
+
+  async _open() {
+    this._setState(this._everConnected || this._attempt > 0 ? "reconnecting" : "connecting");
+    let url;
+    try {
+      url = await this._url();
+    } catch (error) {
+      this._emit("error", error);
+      this._scheduleReconnect();
+      return;
+    }
+    // close() may have been called while the token was being fetched.
+    if (this._state === "closed") return;
+    const WebSocketImpl = this.options.WebSocket || globalThis.WebSocket;
+    let socket;
+    try {
+      socket = new WebSocketImpl(url);
+    } catch (error) {
+      this._emit("error", error);
+      this._scheduleReconnect();
+      return;
+    }
+    this._socket = socket;
+    socket.onmessage = (event) => this._onData(event.data);
+    socket.onerror = () => this._emit("error", new WshubError("disconnected", "WebSocket error"));
+    socket.onclose = (event) => this._onClose(socket, event.code, event.reason || "");
+    // A server that accepts the socket but never says welcome is as good as down.
+    this._timers.welcome = setTimeout(() => {
+      this._abandon(socket, 4000, "no welcome frame in time");
+    }, this.options.requestTimeout);
+  }
+
+  async _url() {
+    let token = this.options.token;
+    if (typeof token === "function") token = await token();
+    let base = this.options.url;
+    if (!base) {
+      const location = globalThis.location;
+      const scheme = location && location.protocol === "https:" ? "wss:" : "ws:";
+      base = `${scheme}//${location ? location.host : "localhost"}${this.options.path}`;
+    }
+    if (!token) return base;
+    const url = new URL(base);
+    url.searchParams.set("token", token);
+    return url.toString();
+  }
+
+  _onData(data) {
+    if (typeof data !== "string") return; // the protocol has only text frames
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      this._emit("error", new WshubError("bad_request", "the server sent a frame that is not JSON"));
+      return;
+    }
+    if (!frame || typeof frame !== "object") return;
+    this._emit("frame", frame);
+    switch (frame.type) {
+      case "welcome":
+        this._onWelcome(frame);
+        break;
+      case "ok":
+      case "pong":
+      case "error":
+        this._onReply(frame);
+        break;
+      case "message":
+      case "join":
+      case "leave":
+        this._onRoomFrame(frame);
+        break;
+      case "direct":
+      case "broadcast":
+        this._emit(frame.type, frame);
+        break;
+      default:
+        // Unknown types are new optional features of a newer server: ignore them.
+        break;
+    }
+  }
+
+  _onWelcome(frame) {
+    clearTimeout(this._timers.welcome);
+    this._welcome = frame;
+    const reconnected = this._everConnected;
+    this._everConnected = true;
+    this._setState("connected");
+    // The attempt count starts over once this connection has proven stable.
+    this._timers.stable = setTimeout(() => {
+      this._attempt = 0;
+    }, this.options.stableAfter);
+    this._schedulePing();
+    for (const [room, entry] of this._rooms) this._sendSubscribe(room, entry, reconnected);
+    this._emit(reconnected ? "reconnected" : "open", frame);
+  }
+
+  _onReply(frame) {
+    const pending = frame.id === null || frame.id === undefined ? null : this._pending.get(frame.id);
+    if (!pending) {
+      if (frame.type === "error") {
+        this._emit("error", new WshubError(frame.code, frame.message || frame.code, frame));
+      }
+      return;
+    }
+    this._pending.delete(frame.id);
+    clearTimeout(pending.timer);
+    if (frame.type === "error") {
+      pending.reject(new WshubError(frame.code, frame.message || frame.code, frame));
+    } else {
+      pending.resolve(frame);
+    }
+  }
+
+  _onRoomFrame(frame) {
+    const entry = this._rooms.get(frame.room);
+    if (!entry) return;
+    if (frame.type === "message") {
+      // Same epoch and an offset already delivered: a duplicate, never twice to the app.
+      if (frame.epoch === entry.epoch && frame.offset <= entry.delivered) return;
+      if (frame.epoch !== entry.epoch) {
+        entry.epoch = frame.epoch;
+        entry.offset = 0;
+      }
+      entry.delivered = frame.offset;
+      entry.offset = Math.max(entry.offset, frame.offset);
+    }
+    for (const handler of [...entry.handlers]) this._call(handler, frame);
+    this._emit(frame.type, frame);
+  }
+
+  _sendSubscribe(room, entry, resubscribed) {
+    const command = { type: "subscribe", room };
+    const since = entry.epoch !== null ? { epoch: entry.epoch, offset: entry.offset } : null;
+    if (since) command.since = since;
+    entry.subscribed = false;
+    this.request(command).then(
+      (ok) => {
+        if (this._rooms.get(room) !== entry) return; // unsubscribed meanwhile
+        if (!since || ok.epoch !== since.epoch) {
+          // A fresh start, or the room's history was lost: take the server's position.
+          // After a lost epoch the replay (if any) starts from offset 1 again.
+          entry.epoch = ok.epoch;
+          entry.delivered = since ? 0 : ok.offset;
+          entry.offset = since ? 0 : ok.offset;
+        }
+        if (ok.recovered === false) {
+          // Some messages are gone for good; resuming later from before the gap would
+          // only report the same loss again.
+          entry.offset = Math.max(entry.offset, ok.offset);
+        }
+        entry.subscribed = true;
+        entry.ok = ok;
+        const waiters = entry.waiters.splice(0);
+        for (const waiter of waiters) waiter.resolve(ok);
+        this._emit("subscribed", {
+          room,
+          epoch: ok.epoch,
+          offset: ok.offset,
+          recovered: ok.recovered,
+          resubscribed,
+        });
+      },
+      (error) => {
+        if (this._rooms.get(room) !== entry) return;
+        if (error.code === "disconnected" || error.code === "timeout" || error.code === "closed") {
+          // Tried again after the next reconnect; a timeout means the connection is bad.
+          if (error.code === "timeout") this._abandon(this._socket, 4000, "subscribe timed out");
+          return;
+        }
+        // The server refused the room (forbidden, bad name, too many rooms): drop it.
+        this._rooms.delete(room);
+        const waiters = entry.waiters.splice(0);
+        for (const waiter of waiters) waiter.reject(error);
+        if (waiters.length === 0) this._emit("error", error);
+      },
+    );
+  }
+
+  _schedulePing() {
+    const { pingInterval, pongTimeout } = this.options;
+    if (!pingInterval) return;
+    this._timers.ping = setTimeout(() => {
+      const socket = this._socket;
+      this.request({ type: "ping" }, { timeout: pongTimeout }).then(
+        () => {
+          if (this._socket === socket) this._schedulePing();
+        },
+        (error) => {
+          if (error.code === "timeout" && this._socket === socket) {
+            this._abandon(socket, 4000, "no pong in time");
+          }
+        },
+      );
+    }, pingInterval);
+  }
+
+  /**
+   * Gives up on a socket that is not closing by itself (no welcome, no pong): a dead TCP
+   * connection can take minutes to report its close, so it is treated as closed now.
+   */
+  _abandon(socket, code, reason) {
+    if (!socket || socket !== this._socket) return;
+    try {
+      socket.close(code, reason);
+    } catch {
+      // Already closing.
+    }
+    this._onClose(socket, code, reason);
+  }
+
+  _onClose(socket, code, reason) {
+    if (socket !== this._socket) return; // an abandoned socket reporting late
+    this._clearTimers();
+    this._detach();
+    this._welcome = null;
+    for (const entry of this._rooms.values()) entry.subscribed = false;
+    this._failPending("disconnected", `connection closed (${code})`);
+    this._emit("close", { code, reason });
+    if (this._state === "closed") return;
+    if (!this.options.shouldReconnect({ code, reason })) {
+      this._setState("closed");
+      return;
+    }
+    this._scheduleReconnect();
+  }
+
+  _scheduleReconnect() {
+    this._attempt += 1;
+    if (this._attempt > this.options.maxReconnectAttempts) {
+      this._setState("failed");
+      this._emit("reconnect-failed", { attempts: this._attempt - 1 });
+      return;
+    }
+    const delay = backoffDelay(this._attempt, {
+      min: this.options.minReconnectDelay,
+      max: this.options.maxReconnectDelay,
+      random: this.options.random,
+    });
+    this._setState("reconnecting");
+    this._emit("reconnecting", { attempt: this._attempt, delay });
+    this._timers.reconnect = setTimeout(() => this._open(), delay);
+  }
+
+  _detach() {
+    const socket = this._socket;
+    if (socket) {
+      socket.onmessage = socket.onerror = socket.onclose = null;
+    }
+    this._socket = null;
+  }
+
+  _clearTimers() {
+    for (const key of Object.keys(this._timers)) {
+      clearTimeout(this._timers[key]);
+      this._timers[key] = null;
+    }
+  }
+
+  _failPending(code, message) {
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const { reject, timer } of pending) {
+      clearTimeout(timer);
+      reject(new WshubError(code, message));
+    }
+  }
+
+  _setState(state) {
+    const previous = this._state;
+    if (previous === state) return;
+    this._state = state;
+    this._emit("state", { state, previous, attempt: this._attempt });
+  }
+
+  _emit(event, value) {
+    const set = this._listeners.get(event);
+    if (!set) return;
+    for (const listener of [...set]) this._call(listener, value);
+  }
+
+  /** Calls application code; its exceptions are reported, never break the client. */
+  _call(fn, value) {
+    try {
+      fn(value);
+    } catch (error) {
+      if (typeof globalThis.reportError === "function") globalThis.reportError(error);
+      else setTimeout(() => { throw error; });
+    }
+  }
+}

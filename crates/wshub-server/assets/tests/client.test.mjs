@@ -1,0 +1,384 @@
+// Unit tests of the browser client against a fake WebSocket, with mocked timers.
+// Run with: node --test crates/wshub-server/assets/tests/
+import { test, mock, beforeEach, afterEach } from "node:test";
+import assert from "node:assert/strict";
+
+import { WshubClient, WshubError, backoffDelay } from "../client.js";
+
+/** A fake WebSocket class whose instances the test drives by hand. */
+function fakeWebSocket() {
+  const sockets = [];
+  class FakeSocket {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.sent = [];
+      this.closedWith = null;
+      sockets.push(this);
+    }
+    send(data) {
+      this.sent.push(JSON.parse(data));
+    }
+    close(code, reason) {
+      this.readyState = 3;
+      this.closedWith = { code, reason };
+    }
+    // Test helpers: what the server would do.
+    welcome(client = "c1") {
+      this.readyState = 1;
+      this.receive({ type: "welcome", client, user: null, ping_interval_ms: 25000, version: 1 });
+    }
+    receive(frame) {
+      this.onmessage?.({ data: JSON.stringify(frame) });
+    }
+    reply(command, fields = {}) {
+      this.receive({ type: command.type === "ping" ? "pong" : "ok", id: command.id, ...fields });
+    }
+    drop(code = 1006, reason = "") {
+      this.readyState = 3;
+      this.onclose?.({ code, reason });
+    }
+    last(type) {
+      return this.sent.filter((c) => c.type === type).at(-1);
+    }
+  }
+  return { FakeSocket, sockets };
+}
+
+/** Lets pending promise callbacks run (setImmediate is not mocked). */
+const flush = () => new Promise((resolve) => setImmediate(resolve));
+
+let fake;
+function newClient(options = {}) {
+  return new WshubClient({
+    url: "ws://hub.test/ws",
+    WebSocket: fake.FakeSocket,
+    random: () => 0.5,
+    pingInterval: 0,
+    ...options,
+  });
+}
+
+/** A client connected on its first socket. */
+async function connected(options) {
+  const client = newClient(options);
+  client.connect();
+  await flush();
+  fake.sockets[0].welcome();
+  return { client, socket: fake.sockets[0] };
+}
+
+beforeEach(() => {
+  fake = fakeWebSocket();
+  mock.timers.enable({ apis: ["setTimeout"] });
+});
+
+afterEach(() => {
+  mock.timers.reset();
+});
+
+test("backoff: full jitter under an exponentially growing cap", () => {
+  const top = () => 0.999999;
+  const caps = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => backoffDelay(n, { min: 500, max: 30000, random: top }));
+  assert.deepEqual(caps, [499, 999, 1999, 3999, 7999, 15999, 29999, 29999]);
+  assert.equal(backoffDelay(3, { min: 500, max: 30000, random: () => 0 }), 0);
+  assert.equal(backoffDelay(3, { min: 500, max: 30000, random: () => 0.5 }), 1000);
+  // Huge attempt counts neither overflow nor exceed the cap.
+  assert.equal(backoffDelay(10_000, { min: 500, max: 30000, random: () => 0.5 }), 15000);
+  assert.equal(backoffDelay(0, { min: 500, max: 30000, random: () => 0.5 }), 250);
+});
+
+test("connect: the url carries the token, states go connecting then connected", async () => {
+  const states = [];
+  const client = newClient({ token: async () => "a b&c" });
+  client.on("state", ({ state }) => states.push(state));
+  const opened = [];
+  client.on("open", (welcome) => opened.push(welcome.client));
+  client.connect();
+  await flush();
+  assert.equal(fake.sockets.length, 1);
+  assert.equal(new URL(fake.sockets[0].url).searchParams.get("token"), "a b&c");
+  fake.sockets[0].welcome("abc");
+  assert.deepEqual(states, ["connecting", "connected"]);
+  assert.deepEqual(opened, ["abc"]);
+  assert.equal(client.clientId, "abc");
+});
+
+test("requests are settled by the reply with their id, in any order", async () => {
+  const { client, socket } = await connected();
+  const first = client.publish("lobby", { n: 1 });
+  const second = client.presence("lobby");
+  const [publish, presence] = socket.sent;
+  assert.equal(publish.type, "publish");
+  assert.deepEqual(publish.data, { n: 1 });
+  assert.notEqual(publish.id, presence.id);
+
+  socket.reply(presence, { room: "lobby", clients: [{ client: "c1", user: null }] });
+  socket.receive({ type: "ok", id: 9999 }); // nobody's: ignored
+  socket.reply(publish, { room: "lobby", offset: 7 });
+  assert.equal((await first).offset, 7);
+  assert.deepEqual((await second).clients, [{ client: "c1", user: null }]);
+});
+
+test("an error reply rejects with its code; an error without id is an event", async () => {
+  const { client, socket } = await connected();
+  const errors = [];
+  client.on("error", (error) => errors.push(error));
+  const sent = client.send("nobody", "hi");
+  const command = socket.last("send");
+  socket.receive({ type: "error", id: command.id, code: "not_found", message: "no such connection" });
+  await assert.rejects(sent, (error) => error instanceof WshubError && error.code === "not_found");
+  socket.receive({ type: "error", id: null, code: "bad_request", message: "not JSON" });
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].code, "bad_request");
+});
+
+test("a request without a reply times out; a dropped connection rejects the rest", async () => {
+  const { client, socket } = await connected({ requestTimeout: 1000 });
+  const timedOut = client.history("lobby", { limit: 5 });
+  assert.deepEqual(socket.last("history"), { type: "history", room: "lobby", limit: 5, id: 1 });
+  mock.timers.tick(1000);
+  await assert.rejects(timedOut, { code: "timeout" });
+
+  const dropped = client.broadcast({ hello: true });
+  socket.drop(1006);
+  await assert.rejects(dropped, { code: "disconnected" });
+  await assert.rejects(client.publish("lobby", 1), { code: "disconnected" });
+});
+
+test("reconnection follows the backoff schedule and gives up after the maximum", async () => {
+  const { client, socket } = await connected({
+    minReconnectDelay: 100,
+    maxReconnectDelay: 1000,
+    maxReconnectAttempts: 3,
+  });
+  const events = [];
+  client.on("reconnecting", (e) => events.push(e));
+  client.on("reconnect-failed", (e) => events.push({ failed: e.attempts }));
+
+  socket.drop(1001, "going away");
+  assert.equal(client.state, "reconnecting");
+  assert.deepEqual(events, [{ attempt: 1, delay: 50 }]);
+  mock.timers.tick(49);
+  await flush();
+  assert.equal(fake.sockets.length, 1);
+  mock.timers.tick(1);
+  await flush();
+  assert.equal(fake.sockets.length, 2);
+
+  fake.sockets[1].drop(1006);
+  mock.timers.tick(100);
+  await flush();
+  fake.sockets[2].drop(1006);
+  mock.timers.tick(200);
+  await flush();
+  fake.sockets[3].drop(1006);
+  assert.deepEqual(events, [
+    { attempt: 1, delay: 50 },
+    { attempt: 2, delay: 100 },
+    { attempt: 3, delay: 200 },
+    { failed: 3 },
+  ]);
+  assert.equal(client.state, "failed");
+  mock.timers.tick(60_000);
+  await flush();
+  assert.equal(fake.sockets.length, 4);
+
+  // connect() starts over.
+  client.connect();
+  await flush();
+  assert.equal(fake.sockets.length, 5);
+});
+
+test("the attempt count starts over only after a stable connection", async () => {
+  const { client, socket } = await connected({ minReconnectDelay: 100, stableAfter: 1000 });
+  const delays = [];
+  client.on("reconnecting", (e) => delays.push(e.delay));
+  socket.drop();
+  mock.timers.tick(50);
+  await flush();
+  fake.sockets[1].welcome();
+  fake.sockets[1].drop(); // dropped again at once: attempt 2
+  mock.timers.tick(100);
+  await flush();
+  fake.sockets[2].welcome();
+  mock.timers.tick(1000); // stable
+  fake.sockets[2].drop(); // attempt 1 again
+  assert.deepEqual(delays, [50, 100, 50]);
+});
+
+test("close code 1000 from the server and close() do not reconnect", async () => {
+  const { client, socket } = await connected();
+  const closes = [];
+  client.on("close", (e) => closes.push(e.code));
+  socket.drop(1000, "disconnected by server");
+  assert.equal(client.state, "closed");
+  mock.timers.tick(60_000);
+  await flush();
+  assert.equal(fake.sockets.length, 1);
+
+  client.connect();
+  await flush();
+  fake.sockets[1].welcome();
+  client.close();
+  assert.deepEqual(fake.sockets[1].closedWith, { code: 1000, reason: "" });
+  assert.equal(client.state, "closed");
+  assert.deepEqual(closes, [1000, 1000]);
+  mock.timers.tick(60_000);
+  await flush();
+  assert.equal(fake.sockets.length, 2);
+});
+
+test("subscriptions resume with since after a reconnect, without duplicates", async () => {
+  const { client, socket } = await connected();
+  const got = [];
+  const subscribedEvents = [];
+  client.on("subscribed", (e) => subscribedEvents.push(e));
+  const ready = client.subscribe("lobby", (frame) => got.push([frame.type, frame.offset ?? frame.client]));
+  const subscribe = socket.last("subscribe");
+  assert.deepEqual(subscribe, { type: "subscribe", room: "lobby", id: subscribe.id });
+  socket.reply(subscribe, { room: "lobby", epoch: "e1", offset: 3 });
+  assert.equal((await ready).offset, 3);
+
+  const message = (offset, epoch = "e1") => ({ type: "message", room: "lobby", data: offset, from: null, offset, epoch });
+  socket.receive(message(4));
+  socket.receive({ type: "join", room: "lobby", client: "c2", user: null });
+  socket.receive(message(5));
+  socket.receive(message(5)); // duplicate
+  socket.receive({ ...message(1), room: "elsewhere" }); // not subscribed
+  assert.deepEqual(client.position("lobby"), { epoch: "e1", offset: 5 });
+
+  socket.drop(1001);
+  mock.timers.tick(1000);
+  await flush();
+  const second = fake.sockets[1];
+  second.welcome("c1b");
+  const resubscribe = second.last("subscribe");
+  assert.deepEqual(resubscribe.since, { epoch: "e1", offset: 5 });
+  second.reply(resubscribe, { room: "lobby", epoch: "e1", offset: 7, recovered: true });
+  second.receive(message(6));
+  second.receive(message(7));
+  second.receive(message(7));
+  await flush();
+  assert.deepEqual(got, [
+    ["message", 4],
+    ["join", "c2"],
+    ["message", 5],
+    ["message", 6],
+    ["message", 7],
+  ]);
+  assert.deepEqual(
+    subscribedEvents.map((e) => [e.recovered, e.resubscribed]),
+    [
+      [undefined, false],
+      [true, true],
+    ],
+  );
+});
+
+test("a lost history is reported and not reported again", async () => {
+  const { client, socket } = await connected();
+  const events = [];
+  client.on("subscribed", (e) => events.push(e));
+  const got = [];
+  client.subscribe("lobby", (frame) => got.push(frame.offset), { since: { epoch: "old", offset: 40 } });
+  const subscribe = socket.last("subscribe");
+  assert.deepEqual(subscribe.since, { epoch: "old", offset: 40 });
+  socket.reply(subscribe, { room: "lobby", epoch: "new", offset: 2, recovered: false });
+  await flush();
+  // The retained history of the new epoch is replayed from its start.
+  const message = (offset) => ({ type: "message", room: "lobby", data: null, from: null, offset, epoch: "new" });
+  socket.receive(message(1));
+  socket.receive(message(2));
+  socket.receive(message(3));
+  assert.deepEqual(got, [1, 2, 3]);
+  assert.equal(events[0].recovered, false);
+  assert.deepEqual(client.position("lobby"), { epoch: "new", offset: 3 });
+
+  // Same epoch, history trimmed past our offset and nothing left to replay: resume from
+  // the server's offset next time, not from before the gap.
+  client.subscribe("trimmed", () => {}, { since: { epoch: "e", offset: 10 } });
+  socket.reply(socket.last("subscribe"), { room: "trimmed", epoch: "e", offset: 50, recovered: false });
+  await flush();
+  assert.deepEqual(client.position("trimmed"), { epoch: "e", offset: 50 });
+});
+
+test("a refused subscribe rejects and drops the room; several handlers share a room", async () => {
+  const { client, socket } = await connected();
+  const refused = client.subscribe("secret", () => {});
+  socket.receive({ type: "error", id: socket.last("subscribe").id, code: "forbidden", message: "no" });
+  await assert.rejects(refused, { code: "forbidden" });
+  assert.equal(client.position("secret"), null);
+
+  const a = [];
+  const b = [];
+  const handlerA = (f) => a.push(f.offset);
+  client.subscribe("lobby", handlerA);
+  const subscribe = socket.last("subscribe");
+  socket.reply(subscribe, { room: "lobby", epoch: "e", offset: 0 });
+  await flush();
+  await client.subscribe("lobby", (f) => b.push(f.offset));
+  assert.equal(socket.sent.filter((c) => c.type === "subscribe").length, 2); // one per room
+  socket.receive({ type: "message", room: "lobby", data: 1, from: null, offset: 1, epoch: "e" });
+  const left = client.unsubscribe("lobby", handlerA);
+  await left; // another handler remains: no unsubscribe sent
+  assert.equal(socket.last("unsubscribe"), undefined);
+  socket.receive({ type: "message", room: "lobby", data: 2, from: null, offset: 2, epoch: "e" });
+  assert.deepEqual(a, [1]);
+  assert.deepEqual(b, [1, 2]);
+  const gone = client.unsubscribe("lobby");
+  socket.reply(socket.last("unsubscribe"), { room: "lobby" });
+  await gone;
+});
+
+test("subscribing while disconnected waits for the connection", async () => {
+  const client = newClient();
+  const ready = client.subscribe("lobby", () => {});
+  client.connect();
+  await flush();
+  const socket = fake.sockets[0];
+  assert.equal(socket.sent.length, 0);
+  socket.welcome();
+  socket.reply(socket.last("subscribe"), { room: "lobby", epoch: "e", offset: 0 });
+  assert.equal((await ready).epoch, "e");
+});
+
+test("a missing pong closes the connection and reconnects", async () => {
+  const { client, socket } = await connected({ pingInterval: 1000, pongTimeout: 500 });
+  mock.timers.tick(1000);
+  const ping = socket.last("ping");
+  assert.ok(ping, "a ping was sent");
+  socket.reply(ping);
+  await flush();
+  mock.timers.tick(1000);
+  assert.equal(socket.sent.filter((c) => c.type === "ping").length, 2);
+  mock.timers.tick(500); // no pong
+  await flush();
+  assert.equal(socket.closedWith.code, 4000);
+  assert.equal(client.state, "reconnecting");
+  mock.timers.tick(1000);
+  await flush();
+  assert.equal(fake.sockets.length, 2);
+});
+
+test("no welcome in time counts as a failed attempt", async () => {
+  const client = newClient({ requestTimeout: 300 });
+  client.connect();
+  await flush();
+  mock.timers.tick(300);
+  await flush();
+  assert.equal(fake.sockets[0].closedWith.code, 4000);
+  assert.equal(client.state, "reconnecting");
+});
+
+test("direct and broadcast frames are events; a listener can be removed", async () => {
+  const { client, socket } = await connected();
+  const seen = [];
+  const off = client.on("direct", (f) => seen.push(f.data));
+  client.on("broadcast", (f) => seen.push(f.data));
+  socket.receive({ type: "direct", from: "c9", data: "to you" });
+  off();
+  socket.receive({ type: "direct", from: "c9", data: "unheard" });
+  socket.receive({ type: "broadcast", from: null, data: "to all" });
+  assert.deepEqual(seen, ["to you", "to all"]);
+});
