@@ -492,3 +492,62 @@ async fn rate_limits_answer_rate_limited_then_close_with_1008() {
     );
     stop(server).await;
 }
+
+#[tokio::test]
+async fn rejections_before_the_upgrade_have_a_json_body() {
+    let mut options = ServerOptions::default();
+    options.hub = options.hub.max_connections(1);
+    let server = start(options).await;
+    let addr = server.local_addr();
+
+    let (status, body) = http(addr, "GET", "/ws", &[], None).await;
+    assert_eq!(status, 400);
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["error"], "bad_request");
+    assert!(body["message"].is_string());
+
+    let upgrade = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let mut old = upgrade.to_vec();
+    old.push(("Sec-WebSocket-Version", "12"));
+    let (status, body) = http(addr, "GET", "/ws", &old, None).await;
+    assert_eq!(status, 426, "{body}");
+
+    let evil = [("origin", "https://evil.example")];
+    assert_eq!(try_connect(addr, "", &evil).await.err(), Some(403));
+
+    let (_first, _) = connect(addr).await;
+    assert_eq!(try_connect(addr, "", &[]).await.err(), Some(503));
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn oversized_and_invalid_utf8_frames_close_with_1009_and_1007() {
+    let mut options = ServerOptions::default();
+    options.hub = options.hub.max_message_bytes(256);
+    let server = start(options).await;
+    let addr = server.local_addr();
+    let (mut big, _) = connect(addr).await;
+    let payload = "x".repeat(300);
+    send(
+        &mut big,
+        json!({"type":"publish","room":"r","data":payload}),
+    )
+    .await;
+    assert_eq!(close_frame(&mut big).await.map(|(c, _)| c), Some(1009));
+
+    let (mut bad, _) = connect(addr).await;
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let frame = Frame::message(vec![b'{', 0xc3, 0x28, b'}'], OpCode::Data(Data::Text), true);
+    within("send", bad.send(WsMessage::Frame(frame)))
+        .await
+        .expect("send");
+    assert_eq!(close_frame(&mut bad).await.map(|(c, _)| c), Some(1007));
+    stop(server).await;
+}
