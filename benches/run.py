@@ -163,7 +163,7 @@ def run_one(server, scenario_args, port, log):
             return None
         time.sleep(0.3)  # let the server finish starting (JIT, imports)
         bench = ["taskset", "-c", LOADGEN_CORE, str(LOADGEN), "--url", f"ws://{addr}/ws",
-                 "--server-pid", str(proc.pid), "--label", server, "--source-ips", "4",
+                 "--server-pid", str(proc.pid), "--label", server,
                  "--deadline", "150", "--json"] + scenario_args
         loadavg = Path("/proc/loadavg").read_text().split()[0]
         done = subprocess.run(bench, capture_output=True, text=True, timeout=200)
@@ -190,7 +190,7 @@ def run_one(server, scenario_args, port, log):
 
 def server_command_display(server, addr):
     return {
-        "wshub": f"target/release/examples/chat {addr}",
+        "wshub": f"$CARGO_TARGET_DIR/release/examples/chat {addr}",
         "gorilla": f"benches/peers/build/bin/gorilla-chat -addr {addr}",
         "node-ws": f"node benches/peers/node-ws/server.js {addr}",
         "python-websockets": f"benches/peers/build/venv/bin/python "
@@ -217,16 +217,18 @@ def table(name, description, rows_by_server, servers):
     kind = name.split("-", 1)[0]
     lines = [f"#### {description} (`{name}`)", ""]
     if kind == "fanout":
-        lines += ["| server | runs | deliveries/s | server CPU µs/delivery | p50 ms | p99 ms | "
+        lines += ["| server | runs | deliveries/s | messages/frame | server CPU µs/delivery | p50 ms | p99 ms | "
                   "p99.9 ms | max ms | lost | out of order | closed | connect s | "
                   "load gen CPU s | load avg |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in servers:
             rows = rows_by_server.get(s, [])
             if not rows:
                 continue
             lines.append("| " + " | ".join([
                 s, str(len(rows)), fmt(median(rows, "deliveries_per_s")),
+                fmt(median([dict(r, mpf=r["received"] / r["frames"]) for r in rows
+                            if r.get("frames")], "mpf"), 2),
                 fmt(median(rows, "server_cpu_us_per_delivery"), 2),
                 fmt(median(rows, "latency_p50_ms"), 1), fmt(median(rows, "latency_p99_ms"), 1),
                 fmt(median(rows, "latency_p999_ms"), 1), fmt(median(rows, "latency_max_ms"), 1),
@@ -341,10 +343,11 @@ def chart(section, configs, results, servers):
     return path
 
 
-def write_markdown(section, title, configs, results, servers, started, out):
+def write_markdown(section, title, configs, results, servers, started, out, command=None):
+    command = command or shlex.join(["benches/run.py"] + sys.argv[1:])
+    when = f"{started:%Y-%m-%d %H:%M} UTC" if started else "(time not recorded)"
     parts = [f"### {title}", "",
-             f"Run {started:%Y-%m-%d %H:%M} UTC by `{shlex.join(['benches/run.py'] + sys.argv[1:])}`; "
-             f"raw results: `benches/results/{section}.jsonl`.", ""]
+             f"Run {when} by `{command}`; raw results: `benches/results/{section}.jsonl`.", ""]
     for name, _, description in configs:
         by_server = {}
         for r in results:
@@ -381,6 +384,8 @@ def main():
     ap.add_argument("--title", help="section heading")
     ap.add_argument("--no-build", action="store_true", help="use what is already built")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--render", action="store_true",
+                    help="run nothing: rewrite the section from benches/results/SECTION.jsonl")
     args = ap.parse_args()
 
     configs = scenarios(args.quick)
@@ -402,6 +407,20 @@ def main():
     for s in servers:
         if s not in SERVERS:
             ap.error(f"unknown server {s}; one of {SERVERS}")
+    if args.render:
+        raw = RESULTS / f"{section}.jsonl"
+        results = [json.loads(line) for line in raw.read_text().splitlines() if line.strip()]
+        names = {r["config"] for r in results}
+        configs = [c for c in scenarios(args.quick) + scenarios(not args.quick) if c[0] in names]
+        configs = list({c[0]: c for c in configs}.values())
+        present = [s for s in servers if any(r["label"] == s for r in results)]
+        command = results[0].get("run_command") if results else None
+        write_markdown(section, title, configs, results, present,
+                       datetime.datetime.fromisoformat(results[0]["started"])
+                       if results and "started" in results[0] else None,
+                       Path(args.out), command)
+        print(f"== rewrote section {section} of {args.out} from {raw}")
+        return 0
     if args.no_build:
         servers = [s for s in servers if (WSHUB_CHAT if s == "wshub" else PEER_BIN / s).exists()]
     else:
@@ -433,6 +452,8 @@ def main():
                         continue
                     result["config"] = name
                     result["run"] = run
+                    result["started"] = started.isoformat()
+                    result["run_command"] = shlex.join(["benches/run.py"] + sys.argv[1:])
                     results.append(result)
                     raw_file.write(json.dumps(result) + "\n")
                     raw_file.flush()

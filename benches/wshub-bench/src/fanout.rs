@@ -62,6 +62,8 @@ struct Tally {
     latency: Histogram,
     /// Measured deliveries over all clients.
     received: AtomicU64,
+    /// Text frames that carried at least one measured message (a hub may join several).
+    frames: AtomicU64,
     /// Deliveries whose sequence number was below one already seen by that client.
     out_of_order: AtomicU64,
     /// Texts that were neither warm-up nor measured messages.
@@ -86,6 +88,7 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
         messages: args.messages,
         latency: Histogram::new(),
         received: AtomicU64::new(0),
+        frames: AtomicU64::new(0),
         out_of_order: AtomicU64::new(0),
         foreign: AtomicU64::new(0),
         warmed: AtomicUsize::new(0),
@@ -240,6 +243,18 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
         expected.to_string(),
     );
     report.put("received", received, "received", received.to_string());
+    let frames = tally.frames.load(Ordering::Relaxed);
+    let per_frame = if frames == 0 {
+        0.0
+    } else {
+        received as f64 / frames as f64
+    };
+    report.put(
+        "frames",
+        frames,
+        "frames received",
+        format!("{frames} ({per_frame:.2} messages per frame)"),
+    );
     let lost = expected.saturating_sub(received);
     report.put("lost", lost, "lost", lost.to_string());
     let ooo = tally.out_of_order.load(Ordering::Relaxed);
@@ -343,6 +358,7 @@ async fn receive<S>(
             }
             continue;
         };
+        let mut measured_in_frame = false;
         for line in text.split('\n') {
             let mut fields = line.split_ascii_whitespace();
             match (fields.next(), fields.next()) {
@@ -367,6 +383,7 @@ async fn receive<S>(
                         next_seq = seq + 1;
                     }
                     got += 1;
+                    measured_in_frame = true;
                     if got == tally.messages {
                         tally.complete.fetch_add(1, Ordering::Relaxed);
                     }
@@ -375,6 +392,9 @@ async fn receive<S>(
                     tally.foreign.fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+        if measured_in_frame {
+            tally.frames.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -150,7 +150,7 @@ fn main() -> Result<()> {
     report.put(
         "loadgen_total_cpu_s",
         own_cpu.as_secs_f64(),
-        "load generator CPU, whole run",
+        "load generator CPU (run)",
         format!("{:.2} s", own_cpu.as_secs_f64()),
     );
     if run.common.json {
