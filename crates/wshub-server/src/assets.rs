@@ -10,7 +10,15 @@
 //! `assets/tests/` (`node --test crates/wshub-server/assets/tests/`).
 
 /// The demo chat page; serve it as `text/html; charset=utf-8`.
+///
+/// It connects to the path in its `<meta name="wshub-path" content="/ws">` tag (replace
+/// [`DEMO_PATH_META`] in it when `--path` is not `/ws`), unless the page's URL carries
+/// `?path=`; a `?token=` in the page's URL is passed on to the WebSocket. It reads
+/// `GET /stats` every second (`clients`, `rooms`, `messages_in`, `messages_out`).
 pub const DEMO_HTML: &str = include_str!("../assets/demo.html");
+
+/// The tag of [`DEMO_HTML`] that names the WebSocket path, as written in the file.
+pub const DEMO_PATH_META: &str = r#"<meta name="wshub-path" content="/ws">"#;
 
 /// The browser client; serve it as `text/javascript; charset=utf-8` (a module script must
 /// have a JavaScript MIME type, or browsers refuse to run it).
@@ -24,6 +32,11 @@ mod tests {
     fn the_page_imports_the_client_it_is_served_with() {
         assert!(DEMO_HTML.contains(r#"from "/client.js""#));
         assert!(CLIENT_JS.contains("export class WshubClient"));
+    }
+
+    #[test]
+    fn the_page_names_its_path_in_the_meta_tag() {
+        assert_eq!(DEMO_HTML.matches(DEMO_PATH_META).count(), 1);
     }
 
     #[test]
