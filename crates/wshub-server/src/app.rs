@@ -84,16 +84,30 @@ pub fn build(mut options: ServerOptions) -> App {
         hub: hub.clone(),
         state: Arc::clone(&state),
     };
+    // The demo page connects to the configured WebSocket path, named in its meta tag.
+    let meta = format!(
+        r#"<meta name="wshub-path" content="{}">"#,
+        html_attribute(&state.options.hub.path)
+    );
+    let demo_page = bytes::Bytes::from(assets::DEMO_HTML.replace(assets::DEMO_PATH_META, &meta));
     let router = hub.router().merge(api::routes(api.clone())).merge(
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/stats", get(stats))
             .route("/metrics", get(metrics_text))
-            .route("/websocket", get(|| async { Html(assets::DEMO_HTML) }))
+            .route("/websocket", get(move || async move { Html(demo_page) }))
             .route("/client.js", get(client_js))
             .with_state(api),
     );
     App { hub, state, router }
+}
+
+/// Escapes text for an HTML attribute value.
+fn html_attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 async fn client_js() -> Response {

@@ -246,8 +246,23 @@ async fn health_stats_metrics_demo_and_client() {
     let (status, page) = http(addr, "GET", "/websocket", &[], None).await;
     assert_eq!(status, 200);
     assert!(page.contains("/client.js"), "the demo page uses the client");
+    assert!(page.contains(r#"<meta name="wshub-path" content="/ws">"#));
     let (status, js) = http(addr, "GET", "/client.js", &[], None).await;
     assert_eq!(status, 200);
     assert!(js.contains("export"), "an ES module");
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn the_demo_page_follows_a_custom_path() {
+    let mut options = ServerOptions::default();
+    options.hub = options.hub.path("/live");
+    let server = start(options).await;
+    let (status, page) = http(server.local_addr(), "GET", "/websocket", &[], None).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(r#"<meta name="wshub-path" content="/live">"#),
+        "{page}"
+    );
     stop(server).await;
 }
