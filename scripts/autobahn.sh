@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# RFC 6455 conformance of the server side: runs the Autobahn TestSuite's fuzzing client
+# (`wstest -m fuzzingclient`) against crates/wshub/examples/echo.rs and compares every case
+# with autobahn/expected-results.json, so that a conformance regression fails the run.
+#
+#   scripts/autobahn.sh                 case groups 1 to 11 (what CI runs)
+#   scripts/autobahn.sh 12 13           only the compression groups (slow: wstest itself)
+#   scripts/autobahn.sh --record [N..]  run, then merge the results into the expected file
+#
+# Reports (HTML per case, index.json) go to target/autobahn/servers/; the generated spec, the
+# wstest log and the echo server's log to target/autobahn/. A summary table per group is
+# printed (OK / NON-STRICT / INFORMATIONAL / UNIMPLEMENTED / FAILED, and closes that were not
+# clean), then every case that differs from the expected results. The exit status is 1 on a
+# regression: a case that was clean (behavior and behaviorClose OK or INFORMATIONAL) and is
+# not now, or a case newly FAILED, NON-STRICT or closing uncleanly. Improvements are listed.
+#
+# Environment:
+#   AUTOBAHN_DIR      the shared, ready-to-install TestSuite (default ../shared/autobahn
+#                     beside the repository); when absent, scripts/autobahn-setup.sh installs
+#                     the same pinned wstest (autobahn/requirements-py27.txt) itself
+#   AUTOBAHN_HOME     where the Python 2.7 tree with wstest lives (~/.cache/autobahn-py27)
+#   AUTOBAHN_TIMEOUT  seconds for the whole run, install and build included (default 1800;
+#                     groups 1 to 11 take about 2 minutes, 12 and 13 much longer)
+#   CARGO_TARGET_DIR  as usual for cargo
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+record=0
+groups=()
+for arg in "$@"; do
+  case "$arg" in
+    --record) record=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *)
+      if [[ "$arg" =~ ^[0-9]+$ ]] && (( arg >= 1 && arg <= 13 )); then
+        groups+=("$arg")
+      else
+        echo "autobahn: '$arg' is not a case group (1 to 13) nor --record" >&2
+        exit 2
+      fi ;;
+  esac
+done
+(( ${#groups[@]} )) || groups=(1 2 3 4 5 6 7 8 9 10 11)
+
+timeout_s="${AUTOBAHN_TIMEOUT:-1800}"
+deadline=$(( SECONDS + timeout_s ))
+# Seconds left of the whole run's budget; fails the run once it is spent (call it as
+# `left=$(remaining)`: a failed command substitution in an assignment stops the script).
+remaining() {
+  local left=$(( deadline - SECONDS ))
+  if (( left <= 0 )); then
+    echo "autobahn: the run's budget of ${timeout_s}s (AUTOBAHN_TIMEOUT) is spent" >&2
+    exit 1
+  fi
+  echo "$left"
+}
+
+out="$ROOT/target/autobahn"
+reports="$out/servers"
+expected="$ROOT/autobahn/expected-results.json"
+mkdir -p "$out"
+rm -rf "$reports"
+
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid" 2>/dev/null || true
+    # Bounded: the echo server stops on SIGTERM at once; SIGKILL it after 5 s if not.
+    for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$server_pid" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# 1. wstest (Python 2.7): the shared installer if it is beside the repository, else ours.
+export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$HOME/.cache/autobahn-py27}"
+shared_dir="${AUTOBAHN_DIR:-$ROOT/../shared/autobahn}"
+if [ -x "$shared_dir/setup.sh" ]; then
+  setup="$shared_dir/setup.sh"
+else
+  echo "autobahn: no $shared_dir; installing wstest with scripts/autobahn-setup.sh"
+  setup="$ROOT/scripts/autobahn-setup.sh"
+fi
+left=$(remaining)
+timeout -k 10 "$left" "$setup"
+
+ld_path="$AUTOBAHN_HOME/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+wstest=(env -u PYTHONPATH -u PYTHONHOME "LD_LIBRARY_PATH=$ld_path"
+        "$AUTOBAHN_HOME/usr/bin/python2.7" -c
+        'import sys; sys.argv[0]="wstest"; from autobahntestsuite.wstest import run; run()')
+
+# 2. The server under test, built in release mode as a user would run it.
+echo "autobahn: building examples/echo (release)"
+left=$(remaining)
+timeout -k 10 "$left" cargo build --release --quiet -p wshub --example echo
+target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
+echo_bin="$target_dir/release/examples/echo"
+[ -x "$echo_bin" ] || { echo "autobahn: no binary at $echo_bin" >&2; exit 1; }
+
+# Port 0: the kernel picks a free port and the example prints the address it bound.
+server_log="$out/echo.log"
+"$echo_bin" 127.0.0.1:0 >"$server_log" 2>&1 &
+server_pid=$!
+addr=""
+for _ in $(seq 100); do   # at most 10 s
+  addr=$(sed -n 's|^echo: ws://\([^/]*\)/.*|\1|p' "$server_log" | head -n1)
+  [ -n "$addr" ] && break
+  kill -0 "$server_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [ -z "$addr" ]; then
+  echo "autobahn: the echo server did not report its address; its log:" >&2
+  cat "$server_log" >&2
+  exit 1
+fi
+echo "autobahn: echo server (pid $server_pid) on ws://$addr/"
+
+# 3. The fuzzing client, with a spec made for this run.
+cases_json=$(printf '"%s.*",' "${groups[@]}")
+cases_json="[${cases_json%,}]"
+spec="$out/fuzzingclient.json"
+cat >"$spec" <<EOF
+{
+  "options": {"failByDrop": false},
+  "outdir": "$reports",
+  "servers": [{"agent": "wshub", "url": "ws://$addr"}],
+  "cases": $cases_json,
+  "exclude-cases": [],
+  "exclude-agent-cases": {}
+}
+EOF
+wstest_log="$out/wstest.log"
+echo "autobahn: running case groups ${groups[*]} (log: ${wstest_log#"$ROOT"/})"
+started=$SECONDS
+status=0
+left=$(remaining)
+(cd "$out" && timeout -k 10 "$left" "${wstest[@]}" -m fuzzingclient -s "$spec") \
+  >"$wstest_log" 2>&1 || status=$?
+echo "autobahn: wstest took $(( SECONDS - started ))s"
+if (( status != 0 )); then
+  if (( status == 124 || status == 137 )); then
+    echo "autobahn: wstest did not finish within the run's budget (AUTOBAHN_TIMEOUT=${timeout_s}s)" >&2
+  else
+    echo "autobahn: wstest exited with status $status" >&2
+  fi
+  tail -n 30 "$wstest_log" >&2
+  exit 1
+fi
+if ! kill -0 "$server_pid" 2>/dev/null; then
+  echo "autobahn: the echo server died during the run; its log:" >&2
+  tail -n 30 "$server_log" >&2
+  exit 1
+fi
+
+# 4. Summary and comparison with the recorded results.
+compare=(python3 "$ROOT/scripts/autobahn_compare.py" "$reports/index.json" "$expected")
+(( record )) && compare+=(--record)
+echo "autobahn: reports in ${reports#"$ROOT"/}/index.html"
+"${compare[@]}"
