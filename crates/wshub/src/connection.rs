@@ -121,6 +121,52 @@ impl fmt::Debug for Identity {
     }
 }
 
+/// The headers of an upgrade request, kept compactly: one allocation of `name\0value\0`
+/// pairs, turned into a [`HeaderMap`] only when someone asks. Most connections never
+/// have their headers read, and a `HeaderMap` costs several times the bytes it holds.
+#[derive(Debug, Default)]
+pub(crate) struct RequestHeaders {
+    raw: Box<[u8]>,
+    map: std::sync::OnceLock<Box<HeaderMap>>,
+}
+
+impl RequestHeaders {
+    pub(crate) fn new(headers: &HeaderMap) -> Self {
+        let len = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 2)
+            .sum();
+        let mut raw = Vec::with_capacity(len);
+        for (name, value) in headers {
+            // Neither a header name nor a header value can contain a NUL byte.
+            raw.extend_from_slice(name.as_str().as_bytes());
+            raw.push(0);
+            raw.extend_from_slice(value.as_bytes());
+            raw.push(0);
+        }
+        Self {
+            raw: raw.into_boxed_slice(),
+            map: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn map(&self) -> &HeaderMap {
+        self.map.get_or_init(|| {
+            let mut map = HeaderMap::new();
+            let mut parts = self.raw.split(|b| *b == 0);
+            while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+                if let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(name),
+                    http::HeaderValue::from_bytes(value),
+                ) {
+                    map.append(name, value);
+                }
+            }
+            Box::new(map)
+        })
+    }
+}
+
 /// What the hub knows about a connection from its handshake.
 #[derive(Debug)]
 pub struct ConnectionInfo {
@@ -129,7 +175,7 @@ pub struct ConnectionInfo {
     pub(crate) connected_at: SystemTime,
     pub(crate) started: Instant,
     pub(crate) user_agent: Option<String>,
-    pub(crate) headers: HeaderMap,
+    pub(crate) headers: RequestHeaders,
     pub(crate) identity: Option<Identity>,
 }
 
@@ -212,7 +258,7 @@ impl Connection {
     /// The headers of the upgrade request (empty when
     /// [`HubConfig::keep_headers`](crate::HubConfig::keep_headers) is off).
     pub fn headers(&self) -> &HeaderMap {
-        &self.shared.info.headers
+        self.shared.info.headers.map()
     }
 
     /// The identity the auth hook returned, if the hub has one.
@@ -331,6 +377,18 @@ mod tests {
         ] {
             assert!(bad.parse::<ConnectionId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn headers_survive_the_compact_form() {
+        let mut headers = HeaderMap::new();
+        headers.insert("user-agent", http::HeaderValue::from_static("test/1"));
+        headers.append("x-many", http::HeaderValue::from_static("a"));
+        headers.append("x-many", http::HeaderValue::from_static("b"));
+        headers.insert("x-empty", http::HeaderValue::from_static(""));
+        let compact = RequestHeaders::new(&headers);
+        assert_eq!(compact.map(), &headers);
+        assert!(RequestHeaders::default().map().is_empty());
     }
 
     #[test]

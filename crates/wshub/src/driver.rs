@@ -7,7 +7,7 @@
 
 use std::{
     collections::VecDeque,
-    future::poll_fn,
+    future::Future,
     io,
     pin::Pin,
     sync::Arc,
@@ -21,7 +21,7 @@ use tokio_util::sync::PollSender;
 use crate::{
     CloseCode, Connection, Disconnect, Error, Message,
     heartbeat::{Beat, Heartbeat},
-    hub::HubInner,
+    hub::{Admission, HubInner},
     outbound::Taken,
     stats::Counters,
     transport::{Incoming, Transport},
@@ -99,11 +99,6 @@ impl Driver {
         }
     }
 
-    /// Runs the connection to its end and says why it ended.
-    pub(crate) async fn run(mut self) -> Disconnect {
-        poll_fn(|cx| self.poll_drive(cx)).await
-    }
-
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
         for _ in 0..MAX_ROUNDS_PER_POLL {
             let mut progress = false;
@@ -135,7 +130,7 @@ impl Driver {
                         }
                         // Keep the emptied buffer and its capacity for the next batch.
                         self.batch = batch;
-                        self.start_write(flight, now);
+                        self.start_write(flight);
                         progress = true;
                     }
                     Poll::Ready(Taken::Close(request)) => {
@@ -151,7 +146,7 @@ impl Driver {
                             self.report_error(Error::SendQueueFull);
                         }
                         self.heartbeat.closing(now);
-                        self.start_write(InFlight::EMPTY, now);
+                        self.start_write(InFlight::EMPTY);
                         progress = true;
                     }
                     Poll::Ready(Taken::Abort) => return Poll::Ready(self.finish()),
@@ -175,7 +170,10 @@ impl Driver {
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(self.fail(e)),
-                    Poll::Pending => {}
+                    // Only a write the socket cannot take at once starts the write-wait
+                    // clock: most writes complete immediately, and leaving the timer alone
+                    // for them saves two timer-wheel updates per write.
+                    Poll::Pending => self.heartbeat.write_started(now),
                 }
             }
 
@@ -217,7 +215,7 @@ impl Driver {
                         return Poll::Ready(self.fail(e));
                     }
                     let flight = self.in_flight.unwrap_or(InFlight::EMPTY);
-                    self.start_write(flight, now);
+                    self.start_write(flight);
                     progress = true;
                 }
                 Beat::PongTimeout => return Poll::Ready(self.fail(Error::PongTimeout)),
@@ -242,9 +240,8 @@ impl Driver {
         Poll::Pending
     }
 
-    fn start_write(&mut self, flight: InFlight, now: Instant) {
+    fn start_write(&mut self, flight: InFlight) {
         self.in_flight = Some(flight);
-        self.heartbeat.write_started(now);
     }
 
     fn receive(&mut self, cx: &mut Context<'_>, incoming: Incoming, now: Instant) {
@@ -333,5 +330,31 @@ impl Driver {
                 initiated_by_server: false,
             },
         )
+    }
+}
+
+/// The task of one connection: drives it to its end, then unregisters it and reports the
+/// disconnect. Written by hand so the task holds little more than the [`Driver`].
+pub(crate) struct ConnectionTask {
+    pub(crate) driver: Driver,
+    /// The slot under the connection limit, given back when the task ends.
+    pub(crate) admission: Option<Admission>,
+}
+
+impl Future for ConnectionTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let disconnect = std::task::ready!(this.driver.poll_drive(cx));
+        let conn = &this.driver.conn;
+        let hub = &this.driver.hub;
+        hub.unregister(&conn.shared);
+        tracing::debug!(code = ?disconnect.code, error = ?disconnect.error, "disconnected");
+        if let Some(on_disconnect) = &hub.callbacks.on_disconnect {
+            on_disconnect(conn, &disconnect);
+        }
+        this.admission = None;
+        Poll::Ready(())
     }
 }

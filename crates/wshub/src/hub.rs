@@ -19,7 +19,6 @@ use std::{
     time::Duration,
 };
 
-use futures_util::future::BoxFuture;
 use tokio_util::task::TaskTracker;
 
 use crate::{
@@ -30,13 +29,15 @@ use crate::{
     stats::Counters,
 };
 
+/// A boxed, sendable future, as the hub stores handlers and auth hooks.
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 type OnConnect = Arc<dyn Fn(&Connection) + Send + Sync>;
 type OnMessage = Arc<dyn Fn(&Connection, Message) + Send + Sync>;
 type OnDisconnect = Arc<dyn Fn(&Connection, &Disconnect) + Send + Sync>;
 type OnError = Arc<dyn Fn(&Connection, &Error) + Send + Sync>;
-pub(crate) type Handler = Arc<dyn Fn(Connection) -> BoxFuture<'static, ()> + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
 pub(crate) type AuthHook =
-    Arc<dyn Fn(HandshakeRequest) -> BoxFuture<'static, Result<Identity, Rejection>> + Send + Sync>;
+    Arc<dyn Fn(HandshakeRequest) -> BoxFuture<Result<Identity, Rejection>> + Send + Sync>;
 
 /// The user's callbacks; each is optional.
 #[derive(Default, Clone)]

@@ -8,7 +8,8 @@
 //! - `outbound`: the bounded per-connection send queue and its [`OverflowPolicy`].
 //! - `driver`: the single task per connection that moves frames both ways.
 //! - `heartbeat`: ping interval, pong wait, write wait.
-//! - `transport`: the only module that names the WebSocket protocol crate.
+//! - `transport`: one WebSocket connection over its byte stream; `frame`: RFC 6455
+//!   framing as pure functions.
 //! - `upgrade`: the axum route: limits, origin check, auth hook, then the upgrade.
 //! - [`server`](Server): a stand-alone server for programs without axum.
 //! - [`config`](HubConfig), [`error`](Error), [`close`](CloseCode), [`stats`](Stats),
@@ -19,6 +20,7 @@ mod config;
 mod connection;
 mod driver;
 mod error;
+mod frame;
 mod heartbeat;
 mod hub;
 mod message;
@@ -80,7 +82,7 @@ impl ConnectionInfo {
     }
     /// The request headers.
     pub fn headers(&self) -> &http::HeaderMap {
-        &self.headers
+        self.headers.map()
     }
     /// The identity from the auth hook.
     pub fn identity(&self) -> Option<&Identity> {

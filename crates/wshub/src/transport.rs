@@ -1,23 +1,37 @@
-//! The only module that names the WebSocket protocol crate (tokio-websockets): frames in,
-//! frames out, over either the raw TCP stream or hyper's upgraded connection.
+//! One server-side WebSocket connection over its byte stream (RFC 6455): reads frames and
+//! assembles messages, answers pings and closes, and writes queued frames with vectored
+//! writes. The framing rules themselves are in `frame`.
+//!
+//! Written for many mostly idle connections: the read buffer is allocated only while bytes
+//! are being read and released as soon as every complete frame in it has been taken, so an
+//! idle connection holds no buffer at all; outgoing messages are written straight from
+//! their shared payloads, each behind a header of a few bytes.
 
 use std::{
-    io,
+    collections::VecDeque,
+    io::{self, IoSlice},
     pin::Pin,
     task::{Context, Poll, ready},
 };
 
-use bytes::Bytes;
-use futures_util::{Sink, Stream};
+use bytes::{Buf, Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
-use tokio_websockets::{Limits, WebSocketStream, proto::ProtocolError};
 
-use crate::{CloseCode, Error, Message, MessageKind, close::truncate_reason};
+use crate::{
+    CloseCode, Error, Message, MessageKind,
+    close::truncate_reason,
+    frame::{self, Header, OpCode, Utf8Validator},
+};
+
+/// The smallest read buffer allocated when bytes arrive.
+const READ_CHUNK_BYTES: usize = 4096;
+/// The most frames gathered into one vectored write (two slices each).
+const FRAMES_PER_WRITE: usize = 32;
 
 /// The byte stream under a WebSocket connection.
 ///
@@ -38,7 +52,16 @@ impl Io {
     /// Unwraps hyper's upgraded connection down to the TCP stream.
     pub(crate) fn from_upgraded(upgraded: Upgraded) -> Self {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => Io::Tcp(parts.read_buf, parts.io.into_inner()),
+            Ok(parts) => {
+                // An empty `read_buf` still shares hyper's whole read buffer (8 KiB or more,
+                // its pages touched by the request headers); let it go.
+                let read_ahead = if parts.read_buf.is_empty() {
+                    Bytes::new()
+                } else {
+                    Bytes::copy_from_slice(&parts.read_buf)
+                };
+                Io::Tcp(read_ahead, parts.io.into_inner())
+            }
             Err(upgraded) => Io::Upgraded(TokioIo::new(upgraded)),
         }
     }
@@ -49,6 +72,16 @@ impl Io {
             Io::Tcp(_, stream) => Some(stream),
             Io::Upgraded(_) => None,
         }
+    }
+}
+
+impl Io {
+    fn poll_write_vectored_pinned(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write_vectored(cx, bufs)
     }
 }
 
@@ -120,112 +153,401 @@ impl AsyncWrite for Io {
 /// One frame received from the peer.
 #[derive(Debug)]
 pub(crate) enum Incoming {
-    /// A complete text or binary message (fragments already joined, UTF-8 checked).
+    /// A complete text or binary message (fragments joined, UTF-8 checked).
     Message(Message),
-    /// A ping; the transport has already queued the pong (RFC 6455 §5.5.2).
+    /// A ping; the pong is already queued (RFC 6455 §5.5.2).
     Ping,
     /// A pong.
     Pong,
-    /// A close frame with its code and reason; the transport queues the reply itself.
+    /// A close frame with its code and reason; the reply is already queued.
     Close(Option<(u16, String)>),
+}
+
+/// A frame waiting to be written.
+#[derive(Debug)]
+enum Outgoing {
+    Message(Message),
+    Control(OpCode, Bytes),
+}
+
+impl Outgoing {
+    fn parts(&self) -> (OpCode, &[u8]) {
+        match self {
+            Outgoing::Message(m) => (
+                match m.kind() {
+                    MessageKind::Text => OpCode::Text,
+                    MessageKind::Binary => OpCode::Binary,
+                },
+                m.as_bytes(),
+            ),
+            Outgoing::Control(opcode, payload) => (*opcode, payload),
+        }
+    }
+}
+
+/// A message being assembled from fragments.
+#[derive(Debug)]
+struct Assembly {
+    kind: MessageKind,
+    data: BytesMut,
 }
 
 /// A server-side WebSocket connection.
 #[derive(Debug)]
 pub(crate) struct Transport {
-    ws: WebSocketStream<Io>,
+    io: Io,
+    max_message_bytes: usize,
+    /// Received bytes not yet taken; no allocation while the connection is idle.
+    read_buf: BytesMut,
+    /// The header of the frame whose payload is arriving, and how much of that payload is
+    /// already unmasked (and, for text, validated) at the start of `read_buf`.
+    current: Option<(Header, usize)>,
+    assembly: Option<Assembly>,
+    utf8: Utf8Validator,
+    out: VecDeque<Outgoing>,
+    /// Bytes of the front frame (header included) already written.
+    out_written: usize,
+    close_sent: bool,
+    /// The peer's close arrived, or a protocol error was answered: only flushing is left.
+    finishing: bool,
 }
 
 impl Transport {
     /// Speaks WebSocket (as the server) over an upgraded stream.
     pub(crate) fn server(io: Io, max_message_bytes: usize) -> Self {
-        let ws = tokio_websockets::ServerBuilder::new()
-            .limits(Limits::default().max_payload_len(Some(max_message_bytes)))
-            .serve(io);
-        Self { ws }
+        Self {
+            io,
+            max_message_bytes,
+            read_buf: BytesMut::new(),
+            current: None,
+            assembly: None,
+            utf8: Utf8Validator::default(),
+            out: VecDeque::new(),
+            out_written: 0,
+            close_sent: false,
+            finishing: false,
+        }
     }
 
-    /// Polls for the next frame. After an error, keep polling: the transport flushes the
-    /// close frame that answers it, then returns `None`.
+    /// Polls for the next frame. After an error, or after the peer's close, keep polling:
+    /// the transport flushes the close frame that answers it, then returns `None`.
     pub(crate) fn poll_next(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Incoming, Error>>> {
-        let frame = match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
-            None => return Poll::Ready(None),
-            Some(Err(e)) => return Poll::Ready(Some(Err(convert_error(e)))),
-            Some(Ok(frame)) => frame,
+        if self.finishing {
+            return match ready!(self.poll_flush(cx)) {
+                Ok(()) | Err(_) => Poll::Ready(None),
+            };
+        }
+        loop {
+            match self.next_frame() {
+                Ok(Some(incoming)) => return Poll::Ready(Some(Ok(incoming))),
+                Ok(None) => {}
+                Err(error) => return Poll::Ready(Some(Err(self.fail(error)))),
+            }
+            // Opportunistically push out what is queued (pongs) while waiting for input.
+            if !self.out.is_empty() {
+                let _ = self.poll_flush(cx);
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) => {
+                    self.read_buf = BytesMut::new();
+                    return Poll::Ready(None);
+                }
+                Ok(_) => {}
+                Err(error) => return Poll::Ready(Some(Err(Error::Io(error)))),
+            }
+        }
+    }
+
+    /// Reads what the socket has into the read buffer, allocating it only now.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let wanted = match &self.current {
+            Some((header, _)) => header.payload_len.saturating_sub(self.read_buf.len()),
+            None => 0,
         };
-        let incoming = if frame.is_text() {
-            Incoming::Message(Message::from_validated(
-                MessageKind::Text,
-                Bytes::from(frame.into_payload()),
-            ))
-        } else if frame.is_binary() {
-            Incoming::Message(Message::from_validated(
-                MessageKind::Binary,
-                Bytes::from(frame.into_payload()),
-            ))
-        } else if frame.is_ping() {
-            Incoming::Ping
-        } else if frame.is_pong() {
-            Incoming::Pong
+        let reserve = |buf: &mut BytesMut| {
+            if buf.capacity() - buf.len() < 512 {
+                buf.reserve(wanted.clamp(READ_CHUNK_BYTES, 64 * 1024));
+            }
+        };
+        match &mut self.io {
+            Io::Tcp(read_ahead, stream) => {
+                if !read_ahead.is_empty() {
+                    let n = read_ahead.len();
+                    self.read_buf.extend_from_slice(read_ahead);
+                    *read_ahead = Bytes::new();
+                    return Poll::Ready(Ok(n));
+                }
+                loop {
+                    // Wait for readiness first, so an idle connection holds no buffer.
+                    ready!(stream.poll_read_ready(cx))?;
+                    reserve(&mut self.read_buf);
+                    match stream.try_read_buf(&mut self.read_buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if self.read_buf.is_empty() {
+                                self.read_buf = BytesMut::new();
+                            }
+                        }
+                        result => return Poll::Ready(result),
+                    }
+                }
+            }
+            Io::Upgraded(stream) => {
+                reserve(&mut self.read_buf);
+                let result = ready!(tokio_util::io::poll_read_buf(
+                    Pin::new(stream),
+                    cx,
+                    &mut self.read_buf
+                ));
+                Poll::Ready(result)
+            }
+        }
+    }
+
+    fn release_read_buf(&mut self) {
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    /// Takes the next complete frame out of the read buffer, handling control frames and
+    /// assembling fragments; `Ok(None)` when more bytes are needed.
+    fn next_frame(&mut self) -> Result<Option<Incoming>, Error> {
+        loop {
+            let (header, processed) = match self.current {
+                Some(current) => current,
+                None => {
+                    let Some(header) = frame::parse_header(&self.read_buf)? else {
+                        self.release_read_buf();
+                        return Ok(None);
+                    };
+                    self.check_sequence(&header)?;
+                    self.read_buf.advance(header.header_len);
+                    (header, 0)
+                }
+            };
+            let is_text = header.opcode == OpCode::Text
+                || (header.opcode == OpCode::Continuation
+                    && self
+                        .assembly
+                        .as_ref()
+                        .is_some_and(|a| a.kind == MessageKind::Text));
+            let available = self.read_buf.len().min(header.payload_len);
+            if available > processed {
+                let fresh = &mut self.read_buf[processed..available];
+                frame::unmask(fresh, header.mask, processed);
+                if is_text {
+                    let last = header.fin && available == header.payload_len;
+                    self.utf8.feed(fresh, last)?;
+                }
+            }
+            if available < header.payload_len {
+                self.current = Some((header, available));
+                return Ok(None);
+            }
+            self.current = None;
+            let payload = self.read_buf.split_to(header.payload_len);
+            self.release_read_buf();
+            if let Some(incoming) = self.take_frame(header, payload, is_text)? {
+                return Ok(Some(incoming));
+            }
+        }
+    }
+
+    /// Checks that a frame may come now, before its payload is read.
+    fn check_sequence(&self, header: &Header) -> Result<(), Error> {
+        let assembled = self.assembly.as_ref().map_or(0, |a| a.data.len());
+        match header.opcode {
+            OpCode::Continuation if self.assembly.is_none() => Err(Error::Protocol(
+                "continuation frame without a message to continue".into(),
+            )),
+            OpCode::Text | OpCode::Binary if self.assembly.is_some() => Err(Error::Protocol(
+                "new message before the previous one was finished".into(),
+            )),
+            opcode if !opcode.is_control() => {
+                let len = assembled.saturating_add(header.payload_len);
+                if len > self.max_message_bytes {
+                    Err(Error::MessageTooLarge {
+                        len,
+                        max: self.max_message_bytes,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn take_frame(
+        &mut self,
+        header: Header,
+        payload: BytesMut,
+        is_text: bool,
+    ) -> Result<Option<Incoming>, Error> {
+        let kind = if is_text {
+            MessageKind::Text
         } else {
-            Incoming::Close(
-                frame
-                    .as_close()
-                    .map(|(code, reason)| (u16::from(code), reason.to_owned())),
-            )
+            MessageKind::Binary
         };
-        Poll::Ready(Some(Ok(incoming)))
+        match header.opcode {
+            OpCode::Text | OpCode::Binary => {
+                if header.fin {
+                    self.utf8 = Utf8Validator::default();
+                    return Ok(Some(Incoming::Message(Message::from_validated(
+                        kind,
+                        payload.freeze(),
+                    ))));
+                }
+                self.assembly = Some(Assembly {
+                    kind,
+                    data: payload,
+                });
+                Ok(None)
+            }
+            OpCode::Continuation => {
+                let Some(assembly) = self.assembly.as_mut() else {
+                    return Err(Error::Protocol("continuation without a message".into()));
+                };
+                assembly.data.extend_from_slice(&payload);
+                if !header.fin {
+                    return Ok(None);
+                }
+                let Some(assembly) = self.assembly.take() else {
+                    return Ok(None);
+                };
+                self.utf8 = Utf8Validator::default();
+                Ok(Some(Incoming::Message(Message::from_validated(
+                    assembly.kind,
+                    assembly.data.freeze(),
+                ))))
+            }
+            OpCode::Ping => {
+                if !self.close_sent {
+                    self.out
+                        .push_back(Outgoing::Control(OpCode::Pong, payload.freeze()));
+                }
+                Ok(Some(Incoming::Ping))
+            }
+            OpCode::Pong => Ok(Some(Incoming::Pong)),
+            OpCode::Close => {
+                let close = frame::parse_close(&payload)?;
+                if !self.close_sent {
+                    // Echo the code (RFC 6455 §5.5.1); an empty close gets an empty one.
+                    let echo = match &close {
+                        Some((code, _)) => Bytes::copy_from_slice(&code.to_be_bytes()),
+                        None => Bytes::new(),
+                    };
+                    self.out.push_back(Outgoing::Control(OpCode::Close, echo));
+                    self.close_sent = true;
+                }
+                self.finishing = true;
+                self.read_buf = BytesMut::new();
+                Ok(Some(Incoming::Close(close)))
+            }
+        }
+    }
+
+    /// Answers a protocol violation with the matching close frame and stops reading.
+    fn fail(&mut self, error: Error) -> Error {
+        if !self.close_sent
+            && let Some(code) = error.close_code()
+        {
+            let reason = error.to_string();
+            self.push_close(code, &reason);
+        }
+        self.finishing = true;
+        self.read_buf = BytesMut::new();
+        self.assembly = None;
+        self.current = None;
+        error
+    }
+
+    fn push_close(&mut self, code: CloseCode, reason: &str) {
+        let reason = truncate_reason(reason);
+        let mut payload = BytesMut::with_capacity(2 + reason.len());
+        payload.extend_from_slice(&code.as_u16().to_be_bytes());
+        payload.extend_from_slice(reason.as_bytes());
+        self.out
+            .push_back(Outgoing::Control(OpCode::Close, payload.freeze()));
+        self.close_sent = true;
     }
 
     /// Queues a data message for the next flush. Never blocks and never copies the payload.
     pub(crate) fn queue(&mut self, message: Message) -> Result<(), Error> {
-        let kind = message.kind();
-        let payload = message.into_bytes();
-        let frame = match kind {
-            MessageKind::Text => tokio_websockets::Message::text(payload),
-            MessageKind::Binary => tokio_websockets::Message::binary(payload),
-        };
-        Pin::new(&mut self.ws)
-            .start_send(frame)
-            .map_err(convert_error)
+        if self.close_sent {
+            return Err(Error::ConnectionClosed);
+        }
+        self.out.push_back(Outgoing::Message(message));
+        Ok(())
     }
 
     /// Queues a ping with an empty payload.
     pub(crate) fn queue_ping(&mut self) -> Result<(), Error> {
-        Pin::new(&mut self.ws)
-            .start_send(tokio_websockets::Message::ping(Bytes::new()))
-            .map_err(convert_error)
-    }
-
-    /// Queues a close frame.
-    pub(crate) fn queue_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        // CloseCode only holds codes valid on the wire, so the protocol crate accepts it.
-        let code = tokio_websockets::CloseCode::try_from(code.as_u16())
-            .map_err(|_| Error::Protocol(format!("close code {code} cannot be sent")))?;
-        let frame = tokio_websockets::Message::close(Some(code), truncate_reason(reason));
-        Pin::new(&mut self.ws)
-            .start_send(frame)
-            .map_err(convert_error)
-    }
-
-    /// Writes everything queued, with vectored writes.
-    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Pin::new(&mut self.ws).poll_flush(cx).map_err(convert_error)
-    }
-}
-
-fn convert_error(error: tokio_websockets::Error) -> Error {
-    match error {
-        tokio_websockets::Error::Io(e) => Error::Io(e),
-        tokio_websockets::Error::AlreadyClosed => Error::ConnectionClosed,
-        tokio_websockets::Error::PayloadTooLong { len, max_len } => {
-            Error::MessageTooLarge { len, max: max_len }
+        if self.close_sent {
+            return Err(Error::ConnectionClosed);
         }
-        tokio_websockets::Error::Protocol(ProtocolError::InvalidUtf8) => Error::InvalidUtf8,
-        tokio_websockets::Error::Protocol(e) => Error::Protocol(e.to_string()),
-        other => Error::Protocol(other.to_string()),
+        self.out
+            .push_back(Outgoing::Control(OpCode::Ping, Bytes::new()));
+        Ok(())
+    }
+
+    /// Queues a close frame; the reason is cut to what a close frame can carry.
+    pub(crate) fn queue_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if self.close_sent {
+            return Err(Error::ConnectionClosed);
+        }
+        self.push_close(code, reason);
+        Ok(())
+    }
+
+    /// Writes everything queued, many frames per vectored write.
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while !self.out.is_empty() {
+            let mut headers = [([0_u8; 10], 0_usize); FRAMES_PER_WRITE];
+            for (slot, frame) in headers.iter_mut().zip(&self.out) {
+                let (opcode, payload) = frame.parts();
+                *slot = frame::encode_header(opcode, payload.len());
+            }
+            let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE * 2];
+            let mut count = 0;
+            let mut skip = self.out_written;
+            for ((header, header_len), frame) in headers.iter().zip(&self.out) {
+                let (_, payload) = frame.parts();
+                for part in [&header[..*header_len], payload] {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    slices[count] = IoSlice::new(&part[skip..]);
+                    skip = 0;
+                    count += 1;
+                }
+            }
+            let written = match ready!(self.io.poll_write_vectored_pinned(cx, &slices[..count])) {
+                Ok(0) => return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into()))),
+                Ok(n) => n,
+                Err(e) => return Poll::Ready(Err(Error::Io(e))),
+            };
+            self.advance_out(written);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Drops the frames a write completed and remembers how far into the next it got.
+    fn advance_out(&mut self, written: usize) {
+        let mut left = self.out_written + written;
+        while let Some(front) = self.out.front() {
+            let (opcode, payload) = front.parts();
+            let len = frame::encode_header(opcode, payload.len()).1 + payload.len();
+            if left < len {
+                break;
+            }
+            left -= len;
+            self.out.pop_front();
+        }
+        self.out_written = left;
     }
 }
