@@ -6,8 +6,8 @@
 //! - [`CLIENT_JS`] at `/client.js`: the browser client, an ES module with no build step
 //!   (`import { WshubClient } from "/client.js"`).
 //!
-//! Both live in `crates/wshub-server/assets/`, with the client's tests under
-//! `assets/tests/` (`node --test crates/wshub-server/assets/tests/`).
+//! The page lives in `crates/wshub-server/assets/`; the client is `clients/js/src/wshub.js`,
+//! with its tests, TypeScript declarations and React hook beside it (`clients/js/test.sh`).
 
 /// The demo chat page; serve it as `text/html; charset=utf-8`.
 ///
@@ -22,7 +22,7 @@ pub const DEMO_PATH_META: &str = r#"<meta name="wshub-path" content="/ws">"#;
 
 /// The browser client; serve it as `text/javascript; charset=utf-8` (a module script must
 /// have a JavaScript MIME type, or browsers refuse to run it).
-pub const CLIENT_JS: &str = include_str!("../assets/client.js");
+pub const CLIENT_JS: &str = include_str!("../../../clients/js/src/wshub.js");
 
 #[cfg(test)]
 mod tests {

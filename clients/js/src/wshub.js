@@ -3,9 +3,9 @@
 //   import { WshubClient } from "/client.js";
 //   const client = new WshubClient({ token });
 //   client.on("state", ({ state }) => console.log(state));
-//   await client.subscribe("chat:lobby", (frame) => console.log(frame));
-//   await client.publish("chat:lobby", { text: "hi" });
 //   client.connect();
+//   await client.subscribe("chat:lobby", (frame) => console.log(frame)); // once connected
+//   await client.publish("chat:lobby", { text: "hi" });
 //
 // It speaks the wshub wire protocol (PROTOCOL.md): one JSON object per text frame,
 // commands with an `id` answered by a reply with the same `id`. On top of the socket it
@@ -21,13 +21,38 @@
 // - an application-level `ping` that notices a dead connection (browsers hide the
 //   WebSocket-level ping/pong) and reconnects.
 //
-// Extension points, for the TypeScript declarations and the React hook built on this
-// class: `request()` sends any command; `on("frame")` sees every frame from the server;
-// several handlers may share one room subscription; `position(room)` exposes the stream
-// position to persist.
+// Frames are routed by their `type`: replies settle their request; `message`, `join` and
+// `leave` go to the room's handlers and then to the event of that name; every other type
+// (`direct`, `broadcast`, and types a newer server may add) is emitted as the event of
+// that name, so `client.on("direct", ...)` and `client.on("some-new-type", ...)` both work.
+//
+// Extension points, for the TypeScript declarations (wshub.d.ts) and the React hook
+// (react.js) built on this class: `request()` sends any command; `on("frame")` sees every
+// frame from the server; several handlers may share one room subscription;
+// `position(room)` exposes the stream position to persist.
 
 /** The WebSocket `OPEN` ready state (the same for every implementation). */
 const OPEN = 1;
+
+/**
+ * The client's own events; a frame type with one of these names is not emitted as an
+ * event of that name (it would be taken for the client's own).
+ */
+const CLIENT_EVENTS = new Set([
+  "open",
+  "close",
+  "error",
+  "reconnecting",
+  "reconnected",
+  "reconnect-failed",
+  "state",
+  "subscribed",
+  "frame",
+]);
+
+/** Replaces a detached socket's handlers: some implementations (Node's `ws`) throw on an
+ * `error` event nobody listens to, e.g. when a socket is abandoned while connecting. */
+const ignore = () => {};
 
 /**
  * Connection states, in the order a connection usually goes through them.
@@ -147,6 +172,12 @@ export class WshubClient {
     this._timers = { reconnect: null, welcome: null, ping: null, pong: null, stable: null };
     this._welcome = null;
     this._everConnected = false;
+    /**
+     * Counts `_open()` calls and `close()`s: an `_open()` that finds another one started
+     * (or a close) while it awaited the token gives up, so that `close(); connect();`
+     * during a token fetch (React's StrictMode does it) opens one socket, not two.
+     */
+    this._generation = 0;
   }
 
   /** @returns {ConnectionState} */
@@ -183,6 +214,7 @@ export class WshubClient {
    *   were missed and could not be replayed.
    * - `message`, `join`, `leave` (frame): a room's frames, after its handlers.
    * - `direct`, `broadcast` (frame): a `send` to this connection, a broadcast.
+   * - any other frame type the server sends (frame), by its `type`.
    * - `frame` (frame): every frame from the server, first.
    * @param {string} event
    * @param {Function} listener
@@ -225,6 +257,7 @@ export class WshubClient {
    * @param {string} [reason]
    */
   close(code = 1000, reason = "") {
+    this._generation += 1;
     this._clearTimers();
     const socket = this._socket;
     this._detach();
@@ -311,61 +344,67 @@ export class WshubClient {
    * Publishes to a room (every subscriber gets it, this client too if subscribed).
    * @param {string} room
    * @param {any} data any JSON value
+   * @param {{timeout?: number}} [options] the reply's timeout, in ms (default
+   *   `requestTimeout`)
    * @returns {Promise<object>} the `ok`, with the message's `offset`
    */
-  publish(room, data) {
-    return this.request({ type: "publish", room, data });
+  publish(room, data, options) {
+    return this.request({ type: "publish", room, data }, options);
   }
 
   /**
    * Sends to one connection, by its client id.
    * @param {string} to
    * @param {any} data
+   * @param {{timeout?: number}} [options]
    * @returns {Promise<object>} the `ok`; rejected with `not_found` when no such connection
    */
-  send(to, data) {
-    return this.request({ type: "send", to, data });
+  send(to, data, options) {
+    return this.request({ type: "send", to, data }, options);
   }
 
   /**
    * Sends to every connection.
    * @param {any} data
+   * @param {{timeout?: number}} [options]
    * @returns {Promise<object>}
    */
-  broadcast(data) {
-    return this.request({ type: "broadcast", data });
+  broadcast(data, options) {
+    return this.request({ type: "broadcast", data }, options);
   }
 
   /**
    * Who is in a room.
    * @param {string} room
+   * @param {{timeout?: number}} [options]
    * @returns {Promise<object>} the `ok`, with `clients: [{client, user}]`
    */
-  presence(room) {
-    return this.request({ type: "presence", room });
+  presence(room, options) {
+    return this.request({ type: "presence", room }, options);
   }
 
   /**
    * A room's stored messages: the newest `limit` ones, or with `since` the oldest `limit`
    * ones after that position.
    * @param {string} room
-   * @param {{since?: StreamPosition, limit?: number}} [options]
+   * @param {{since?: StreamPosition, limit?: number, timeout?: number}} [options]
    * @returns {Promise<object>} the `ok`, with `epoch` and `messages`
    */
-  history(room, { since, limit } = {}) {
+  history(room, { since, limit, timeout } = {}) {
     const command = { type: "history", room };
     if (since) command.since = since;
     if (limit !== undefined) command.limit = limit;
-    return this.request(command);
+    return this.request(command, { timeout });
   }
 
   /**
    * Measures a round trip.
+   * @param {{timeout?: number}} [options]
    * @returns {Promise<number>} milliseconds between the `ping` and its `pong`
    */
-  async ping() {
+  async ping(options) {
     const started = Date.now();
-    await this.request({ type: "ping" });
+    await this.request({ type: "ping" }, options);
     return Date.now() - started;
   }
 
@@ -402,17 +441,19 @@ export class WshubClient {
   // ---- connection lifecycle ----
 
   async _open() {
+    const generation = ++this._generation;
     this._setState(this._everConnected || this._attempt > 0 ? "reconnecting" : "connecting");
     let url;
     try {
       url = await this._url();
     } catch (error) {
+      if (generation !== this._generation) return;
       this._emit("error", error);
       this._scheduleReconnect();
       return;
     }
-    // close() may have been called while the token was being fetched.
-    if (this._state === "closed") return;
+    // close() (and maybe connect()) may have been called while the token was fetched.
+    if (generation !== this._generation || this._state === "closed") return;
     const WebSocketImpl = this.options.WebSocket || globalThis.WebSocket;
     let socket;
     try {
@@ -472,12 +513,12 @@ export class WshubClient {
       case "leave":
         this._onRoomFrame(frame);
         break;
-      case "direct":
-      case "broadcast":
-        this._emit(frame.type, frame);
-        break;
       default:
-        // Unknown types are new optional features of a newer server: ignore them.
+        // `direct`, `broadcast`, and types this client does not know (new optional
+        // features of a newer server): to whoever listens for them by name.
+        if (typeof frame.type === "string" && !CLIENT_EVENTS.has(frame.type)) {
+          this._emit(frame.type, frame);
+        }
         break;
     }
   }
@@ -647,7 +688,8 @@ export class WshubClient {
   _detach() {
     const socket = this._socket;
     if (socket) {
-      socket.onmessage = socket.onerror = socket.onclose = null;
+      socket.onmessage = socket.onclose = null;
+      socket.onerror = ignore;
     }
     this._socket = null;
   }

@@ -1,9 +1,9 @@
 // Unit tests of the browser client against a fake WebSocket, with mocked timers.
-// Run with: node --test crates/wshub-server/assets/tests/
+// Run with: node --test clients/js/test/ (from the repository root), or npm test in clients/js
 import { test, mock, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 
-import { WshubClient, WshubError, backoffDelay } from "../client.js";
+import { WshubClient, WshubError, backoffDelay } from "../src/wshub.js";
 
 /** A fake WebSocket class whose instances the test drives by hand. */
 function fakeWebSocket() {
@@ -381,4 +381,41 @@ test("direct and broadcast frames are events; a listener can be removed", async 
   socket.receive({ type: "direct", from: "c9", data: "unheard" });
   socket.receive({ type: "broadcast", from: null, data: "to all" });
   assert.deepEqual(seen, ["to you", "to all"]);
+});
+
+test("close() then connect() while the token is fetched opens one socket", async () => {
+  let release;
+  const client = newClient({ token: () => new Promise((resolve) => { release = resolve; }) });
+  client.connect();
+  const first = release;
+  client.close();
+  client.connect();
+  first("t1");
+  release("t2");
+  await flush();
+  assert.equal(fake.sockets.length, 1);
+  assert.equal(new URL(fake.sockets[0].url).searchParams.get("token"), "t2");
+  fake.sockets[0].welcome();
+  assert.equal(client.state, "connected");
+});
+
+test("frames of other types are emitted by their type; client event names are not", async () => {
+  const { client, socket } = await connected();
+  const seen = [];
+  client.on("custom", (f) => seen.push(["custom", f.x]));
+  client.on("state", (e) => seen.push(["state", e.state]));
+  socket.receive({ type: "custom", x: 1 });
+  socket.receive({ type: "state", state: "bogus" });
+  assert.deepEqual(seen, [["custom", 1]]);
+  assert.equal(client.state, "connected");
+});
+
+test("a per-call timeout wins over requestTimeout", async () => {
+  const { client } = await connected({ requestTimeout: 10_000 });
+  const published = client.publish("lobby", 1, { timeout: 100 });
+  mock.timers.tick(100);
+  await assert.rejects(published, { code: "timeout" });
+  const history = client.history("lobby", { limit: 1, timeout: 50 });
+  mock.timers.tick(50);
+  await assert.rejects(history, { code: "timeout" });
 });

@@ -1,0 +1,176 @@
+// React hooks for the wshub browser client, in a module of their own so that an
+// application without React never loads it:
+//
+//   import { useWshub, useRoom } from "wshub-client/react";
+//
+//   function Chat() {
+//     const { state, client } = useWshub("wss://hub.example.com/ws", { token });
+//     const { messages, members, publish, recovered } = useRoom(client, "chat:lobby");
+//     ...
+//   }
+//
+// `react` is a peer dependency: these hooks use the application's own copy.
+import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
+
+import { WshubClient } from "./wshub.js";
+
+/** The frame types `lastMessage` follows: what other peers and backends send. */
+const MESSAGE_TYPES = new Set(["message", "direct", "broadcast"]);
+
+/**
+ * A wshub connection for a component tree.
+ *
+ * With a URL (or a path starting with `/`, resolved against the page's host), the hook
+ * creates its own client with `options` (read once, when the client is created; a new URL
+ * makes a new client), connects it on mount and closes it on unmount. With a
+ * `WshubClient`, it uses that one, connects it if it was never connected, and leaves
+ * closing it to its owner. With nothing, it creates a client from `options` alone (by
+ * default `/ws` on the page's host).
+ *
+ * @param {string|WshubClient|null|undefined} urlOrClient
+ * @param {import("./wshub.js").WshubClientOptions} [options]
+ * @returns {{state: string, lastMessage: object|null, send: Function, publish: Function,
+ *   client: WshubClient}}
+ */
+export function useWshub(urlOrClient, options = {}) {
+  const given = urlOrClient instanceof WshubClient ? urlOrClient : null;
+  const url = given ? null : urlOrClient || null;
+  const optionsRef = useRef(options);
+  optionsRef.current = options;
+
+  const client = useMemo(() => {
+    if (given) return given;
+    const settings = { ...optionsRef.current };
+    if (url && url.startsWith("/")) settings.path = url;
+    else if (url) settings.url = url;
+    return new WshubClient(settings);
+  }, [given, url]);
+
+  useEffect(() => {
+    if (given) {
+      if (client.state === "idle") client.connect();
+      return undefined;
+    }
+    // Mounted (or mounted again, e.g. by StrictMode): open; unmounted: close for good.
+    client.connect();
+    return () => client.close();
+  }, [client, given]);
+
+  const state = useSyncExternalStore(
+    useCallback((onChange) => client.on("state", onChange), [client]),
+    () => client.state,
+    () => client.state,
+  );
+
+  const [lastMessage, setLastMessage] = useState(null);
+  useEffect(() => {
+    setLastMessage(null);
+    return client.on("frame", (frame) => {
+      if (MESSAGE_TYPES.has(frame.type)) setLastMessage(frame);
+    });
+  }, [client]);
+
+  const send = useCallback((to, data, callOptions) => client.send(to, data, callOptions), [client]);
+  const publish = useCallback((room, data, callOptions) => client.publish(room, data, callOptions), [client]);
+
+  return { state, lastMessage, send, publish, client };
+}
+
+/**
+ * One room of a client: its messages (live, and those replayed after a reconnect, each
+ * once, oldest first), its members (from `presence` after every subscribe, then kept up
+ * to date by `join` and `leave`), a `publish` bound to the room, and `recovered`: null
+ * until a subscribe with recovery was answered, then whether every missed message came
+ * back (false: some were lost while disconnected).
+ *
+ * The room is subscribed to while the component is mounted (the subscription is shared
+ * with any other handler of the same room on that client) and left on unmount.
+ *
+ * @param {WshubClient|null|undefined} client the client, e.g. `useWshub(...).client`;
+ *   nothing happens while it is null
+ * @param {string|null|undefined} room nothing happens while it is null or empty
+ * @param {{limit?: number}} [options] `limit`: how many messages to keep (the newest;
+ *   default 200)
+ * @returns {{messages: object[], members: {client: string, user: string|null}[],
+ *   publish: Function, recovered: boolean|null, error: Error|null}}
+ */
+export function useRoom(client, room, options = {}) {
+  const limit = options.limit ?? 200;
+  const [messages, setMessages] = useState([]);
+  const [members, setMembers] = useState([]);
+  const [recovered, setRecovered] = useState(null);
+  const [error, setError] = useState(null);
+
+  useEffect(() => {
+    setMessages([]);
+    setMembers([]);
+    setRecovered(null);
+    setError(null);
+    if (!client || !room) return undefined;
+    let active = true;
+    let sawSubscribed = false;
+
+    const refreshMembers = () => {
+      client.presence(room).then(
+        (reply) => {
+          if (active) setMembers(reply.clients);
+        },
+        () => {
+          // Disconnected meanwhile: the next subscribe asks again.
+        },
+      );
+    };
+    const handler = (frame) => {
+      if (!active) return;
+      if (frame.type === "message") {
+        setMessages((list) => {
+          const next = list.concat([frame]);
+          return next.length > limit ? next.slice(next.length - limit) : next;
+        });
+      } else if (frame.type === "join") {
+        setMembers((list) =>
+          list.some((m) => m.client === frame.client)
+            ? list
+            : list.concat([{ client: frame.client, user: frame.user ?? null }]),
+        );
+      } else if (frame.type === "leave") {
+        setMembers((list) => list.filter((m) => m.client !== frame.client));
+      }
+    };
+    // Who came and went while disconnected is not replayed: ask again after every
+    // (re)subscribe.
+    const offSubscribed = client.on("subscribed", (event) => {
+      if (!active || event.room !== room) return;
+      sawSubscribed = true;
+      if (event.recovered !== undefined) setRecovered(event.recovered);
+      refreshMembers();
+    });
+    client.subscribe(room, handler).then(
+      () => {
+        // A room some other handler of this client had already subscribed to fires
+        // no `subscribed` event: ask here then.
+        if (active && !sawSubscribed) refreshMembers();
+      },
+      (refused) => {
+        if (active) setError(refused);
+      },
+    );
+    return () => {
+      active = false;
+      offSubscribed();
+      client.unsubscribe(room, handler).catch(() => {
+        // Disconnected: the server forgets the room with the connection.
+      });
+    };
+  }, [client, room, limit]);
+
+  const publish = useCallback(
+    (data, callOptions) => {
+      if (!client || !room) return Promise.reject(new Error("useRoom: no client or room"));
+      return client.publish(room, data, callOptions);
+    },
+    [client, room],
+  );
+
+  return { messages, members, publish, recovered, error };
+}

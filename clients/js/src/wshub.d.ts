@@ -1,0 +1,300 @@
+// Type declarations of wshub.js, written by hand to match it; `npm run typecheck` checks
+// them against test/types/usage.ts. Frame shapes follow PROTOCOL.md.
+
+/** Any JSON value: what `data` carries. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/**
+ * Connection states, in the order a connection usually goes through them: `idle` (created),
+ * `connecting` (first connection), `connected` (welcome received), `reconnecting`
+ * (waiting for or opening the next attempt), `failed` (attempts used up; `connect()`
+ * starts over), `closed` (`close()` was called, or the server closed with a code that
+ * `shouldReconnect` refused).
+ */
+export type ConnectionState = "idle" | "connecting" | "connected" | "reconnecting" | "failed" | "closed";
+
+/** A stream position in one room. */
+export interface StreamPosition {
+  epoch: string;
+  offset: number;
+}
+
+/** The server's first frame on every connection. */
+export interface WelcomeFrame {
+  type: "welcome";
+  client: string;
+  user: string | null;
+  ping_interval_ms: number;
+  version: number;
+  [field: string]: unknown;
+}
+
+/** A publish to a subscribed room. */
+export interface MessageFrame<T = Json> {
+  type: "message";
+  room: string;
+  data: T;
+  /** The publisher's connection id; null when published through the HTTP API. */
+  from: string | null;
+  offset: number;
+  epoch: string;
+}
+
+/** Another connection joined (`join`) or left (`leave`) a room this one is in. */
+export interface PresenceFrame {
+  type: "join" | "leave";
+  room: string;
+  client: string;
+  user: string | null;
+}
+
+/** A `send` to this connection. */
+export interface DirectFrame<T = Json> {
+  type: "direct";
+  from: string | null;
+  data: T;
+}
+
+/** A broadcast to every connection. */
+export interface BroadcastFrame<T = Json> {
+  type: "broadcast";
+  from: string | null;
+  data: T;
+}
+
+/** What a room handler receives. */
+export type RoomFrame<T = Json> = MessageFrame<T> | PresenceFrame;
+
+/** Any frame from the server (types a newer server adds included). */
+export interface Frame {
+  type: string;
+  [field: string]: unknown;
+}
+
+/** The `ok` reply of a request; the fields depend on the command. */
+export interface OkReply {
+  type: "ok";
+  id: number;
+  [field: string]: unknown;
+}
+
+export interface SubscribeReply extends OkReply {
+  room: string;
+  epoch: string;
+  /** The room's latest offset when the subscribe was accepted. */
+  offset: number;
+  /** Present when `since` was sent: whether every missed message is replayed. */
+  recovered?: boolean;
+}
+
+export interface PublishReply extends OkReply {
+  room: string;
+  offset: number;
+}
+
+export interface PresenceMember {
+  client: string;
+  user: string | null;
+}
+
+export interface PresenceReply extends OkReply {
+  room: string;
+  clients: PresenceMember[];
+}
+
+export interface HistoryReply extends OkReply {
+  room: string;
+  epoch: string;
+  messages: MessageFrame[];
+  recovered?: boolean;
+}
+
+/** Options of a single request. */
+export interface RequestOptions {
+  /** How long to wait for the reply, in ms. Default: the client's `requestTimeout`. */
+  timeout?: number;
+}
+
+export interface HistoryOptions extends RequestOptions {
+  /** Messages after this position (the oldest `limit` of them); without it, the newest. */
+  since?: StreamPosition;
+  limit?: number;
+}
+
+export interface SubscribeOptions {
+  /** Resume from a position saved earlier (see `position()`), e.g. across page loads. */
+  since?: StreamPosition;
+}
+
+/** The `WebSocket` constructor the client uses: the browser's, or e.g. Node's `ws`. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface WshubClientOptions {
+  /** The WebSocket URL. Default: `ws(s)://<page host><path>`. */
+  url?: string;
+  /** The endpoint's path, used when `url` is not given. Default `/ws`. */
+  path?: string;
+  /**
+   * A JWT, or a function returning one, called before every connection attempt (so it can
+   * fetch a fresh token). Sent as the `token` query parameter.
+   */
+  token?: string | null | (() => string | null | undefined | Promise<string | null | undefined>);
+  /** The first reconnect delay's cap, in ms. Default 500. */
+  minReconnectDelay?: number;
+  /** The cap of every reconnect delay, in ms. Default 30000. */
+  maxReconnectDelay?: number;
+  /** Attempts in a row before giving up (`reconnect-failed`). Default Infinity. */
+  maxReconnectAttempts?: number;
+  /** How long a connection must stay up before the attempt count starts over, in ms. Default 5000. */
+  stableAfter?: number;
+  /** How long a request waits for its reply, and a connection for `welcome`, in ms. Default 10000. */
+  requestTimeout?: number;
+  /** How often to send an application `ping`, in ms; 0 turns it off. Default 25000. */
+  pingInterval?: number;
+  /** How long to wait for its `pong` before reconnecting, in ms. Default 10000. */
+  pongTimeout?: number;
+  /** Whether to reconnect after the server closed. Default: unless the code is 1000. */
+  shouldReconnect?: (event: CloseEvent) => boolean;
+  /** The WebSocket constructor. Default: the global one. */
+  WebSocket?: WebSocketConstructor;
+  /** The jitter's source, in [0, 1). Default `Math.random`. */
+  random?: () => number;
+}
+
+export interface CloseEvent {
+  code: number;
+  reason: string;
+}
+
+export interface ReconnectingEvent {
+  /** 1 for the first attempt after a drop. */
+  attempt: number;
+  /** Milliseconds until the attempt. */
+  delay: number;
+}
+
+export interface StateEvent {
+  state: ConnectionState;
+  previous: ConnectionState;
+  attempt: number;
+}
+
+export interface SubscribedEvent {
+  room: string;
+  epoch: string;
+  offset: number;
+  /** Present when the subscribe carried `since`; false when messages were lost. */
+  recovered: boolean | undefined;
+  /** True when this is the automatic resubscribe after a reconnect. */
+  resubscribed: boolean;
+}
+
+/** The client's events and what their listeners receive. */
+export interface WshubEvents {
+  open: WelcomeFrame;
+  reconnected: WelcomeFrame;
+  close: CloseEvent;
+  reconnecting: ReconnectingEvent;
+  "reconnect-failed": { attempts: number };
+  state: StateEvent;
+  error: WshubError | Error;
+  subscribed: SubscribedEvent;
+  message: MessageFrame;
+  join: PresenceFrame;
+  leave: PresenceFrame;
+  direct: DirectFrame;
+  broadcast: BroadcastFrame;
+  frame: Frame;
+}
+
+/** Error codes of PROTOCOL.md and the client's own (`timeout`, `disconnected`, `closed`). */
+export type WshubErrorCode =
+  | "bad_request"
+  | "unknown_type"
+  | "unauthorized"
+  | "forbidden"
+  | "not_found"
+  | "rate_limited"
+  | "limit_exceeded"
+  | "internal"
+  | "timeout"
+  | "disconnected"
+  | "closed";
+
+/** An error reply from the server, or a request that could not be answered. */
+export class WshubError extends Error {
+  constructor(code: string, message: string, frame?: object);
+  name: "WshubError";
+  /** A {@link WshubErrorCode}, or a code a newer server added. */
+  code: WshubErrorCode | (string & {});
+  /** The server's error frame, when there was one. */
+  frame: object | undefined;
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (1 for the first): a random delay between 0
+ * and `min(max, min * 2^(attempt-1))` ms.
+ */
+export function backoffDelay(
+  attempt: number,
+  options?: { min?: number; max?: number; random?: () => number },
+): number;
+
+/** A client of one wshub server: one WebSocket at a time, reopened when it drops. */
+export class WshubClient {
+  constructor(options?: WshubClientOptions);
+  /** The options in effect, defaults filled in. */
+  readonly options: Required<Omit<WshubClientOptions, "url" | "token" | "WebSocket">> &
+    Pick<WshubClientOptions, "url" | "token" | "WebSocket">;
+  readonly state: ConnectionState;
+  /** The connection id the server gave this connection, or null when not connected. */
+  readonly clientId: string | null;
+  /** The user (`sub` of the token), or null. */
+  readonly user: string | null;
+  /** The current reconnect attempt (0 when connected or never dropped). */
+  readonly attempt: number;
+
+  /** Listens to an event; returns a function that removes the listener. */
+  on<E extends keyof WshubEvents>(event: E, listener: (value: WshubEvents[E]) => void): () => void;
+  /** Listens to frames of a type the client has no event of its own for. */
+  on(event: string, listener: (frame: Frame) => void): () => void;
+  off<E extends keyof WshubEvents>(event: E, listener: (value: WshubEvents[E]) => void): void;
+  off(event: string, listener: (frame: Frame) => void): void;
+
+  /** Opens the connection and keeps it open until `close()`. */
+  connect(): void;
+  /** Closes for good: no reconnection; pending requests are rejected with `closed`. */
+  close(code?: number, reason?: string): void;
+
+  /**
+   * Subscribes `handler` to a room; the subscription outlives reconnects, resuming from
+   * the last message seen, and delivers each message once. Resolves to the subscribe's `ok`.
+   */
+  subscribe<T = Json>(
+    room: string,
+    handler?: ((frame: RoomFrame<T>) => void) | null,
+    options?: SubscribeOptions,
+  ): Promise<SubscribeReply>;
+  /** Removes `handler` (or every handler); unsubscribes when none is left. */
+  unsubscribe(room: string, handler?: (frame: RoomFrame<any>) => void): Promise<void>;
+  /** The last position seen in a room, or null. */
+  position(room: string): StreamPosition | null;
+
+  publish(room: string, data: unknown, options?: RequestOptions): Promise<PublishReply>;
+  send(to: string, data: unknown, options?: RequestOptions): Promise<OkReply>;
+  broadcast(data: unknown, options?: RequestOptions): Promise<OkReply>;
+  presence(room: string, options?: RequestOptions): Promise<PresenceReply>;
+  history(room: string, options?: HistoryOptions): Promise<HistoryReply>;
+  /** Resolves to the round trip in ms. */
+  ping(options?: RequestOptions): Promise<number>;
+  /** Sends any command with a fresh `id`; resolves to its `ok` (or `pong`) frame. */
+  request<R extends Frame = OkReply>(command: { type: string; [field: string]: unknown }, options?: RequestOptions): Promise<R>;
+}

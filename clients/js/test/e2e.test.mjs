@@ -1,0 +1,198 @@
+// End to end: the real `wshub` binary's demo page (/websocket, which loads /client.js) in
+// headless Chromium, driven by playwright-core. Two people chat through it; then the server
+// is killed and started again on the same port, and both pages must show reconnecting, then
+// reconnected, and the messages sent meanwhile.
+//
+// Chromium: $CHROMIUM, or Debian's /usr/bin/chromium (test.sh installs it). Screenshots
+// of every page are written to clients/js/test-results/ when a test fails.
+// Run with: node --test clients/js/test/e2e.test.mjs
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+import { startServer, stopAll } from "./support/server.mjs";
+
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const RESULTS = resolve(dirname(fileURLToPath(import.meta.url)), "../test-results");
+const STEP = 20_000; // the longest any single expectation may wait
+
+let server;
+let browser;
+const pages = [];
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    // Playwright gives every launch a fresh, empty profile directory of its own.
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await stopAll();
+});
+
+/** A page of its own browser context (its own localStorage), on the demo page. */
+async function openDemo(name) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP);
+  page.errors = [];
+  page.on("pageerror", (error) => page.errors.push(String(error)));
+  page.label = name;
+  pages.push(page);
+  await page.goto(`${server.http}/websocket`);
+  await expectState(page, "connected");
+  return page;
+}
+
+const testid = (page, id) => page.locator(`[data-testid="${id}"]`);
+
+async function expectState(page, state) {
+  await testid(page, "state").and(page.locator(`[data-state="${state}"]`)).waitFor();
+}
+
+async function join(page, name, room) {
+  await testid(page, "name").fill(name);
+  await testid(page, "name").press("Tab"); // "change" fires on blur
+  await testid(page, "room").fill(room);
+  await testid(page, "join").click();
+  await page.locator(`[data-testid="current-room"]:text-is("${room}")`).waitFor();
+}
+
+async function say(page, text) {
+  await testid(page, "message").fill(text);
+  await testid(page, "send").click();
+}
+
+/** Waits until the page's message list shows `text` (exact text of a message's body). */
+async function expectMessage(page, text) {
+  await testid(page, "messages").locator("li", { hasText: text }).first().waitFor();
+}
+
+async function expectMembers(page, count) {
+  await page.locator(`[data-testid="member-count"]:text-is("${count}")`).waitFor();
+}
+
+/**
+ * Runs a test body; on failure (or always, with E2E_SCREENSHOTS=1), screenshots every page
+ * into test-results/.
+ */
+async function withScreenshots(name, body) {
+  try {
+    await body();
+    if (process.env.E2E_SCREENSHOTS) await screenshots(name);
+  } catch (error) {
+    await screenshots(name);
+    throw error;
+  }
+}
+
+async function screenshots(name) {
+  mkdirSync(RESULTS, { recursive: true });
+  for (const page of pages) {
+    if (page.isClosed()) continue;
+    const file = resolve(RESULTS, `${name}-${page.label}.png`);
+    await page.screenshot({ path: file, fullPage: true, timeout: 5000 }).catch(() => {});
+    console.error(`screenshot: ${file}; page errors: ${JSON.stringify(page.errors)}`);
+  }
+}
+
+test("two people chat through the demo page, then the server restarts on the same port", { timeout: 120_000 }, async () => {
+  await withScreenshots("chat-restart", async () => {
+    const room = `e2e-${process.pid}`;
+    const alice = await openDemo("alice");
+    const bob = await openDemo("bob");
+
+    await join(alice, "Alice", room);
+    await join(bob, "Bob", room);
+    await expectMembers(alice, 2);
+    await expectMembers(bob, 2);
+
+    await say(alice, "hello from Alice");
+    await say(bob, "hello from Bob");
+    for (const page of [alice, bob]) {
+      await expectMessage(page, "hello from Alice");
+      await expectMessage(page, "hello from Bob");
+    }
+    // Each sees the other by name in the member list (names come with their messages),
+    // and itself marked "(you)".
+    await testid(alice, "members").locator("li", { hasText: "Bob" }).waitFor();
+    await testid(alice, "members").locator("li", { hasText: "Alice (you)" }).waitFor();
+    await testid(bob, "members").locator("li", { hasText: "Alice" }).waitFor();
+    await testid(bob, "members").locator("li", { hasText: "Bob (you)" }).waitFor();
+    // The message order is the room's offset order, the same on both pages.
+    const offsets = async (page) => testid(page, "messages").locator("li[data-offset]").evaluateAll((items) => items.map((li) => li.dataset.offset));
+    assert.deepEqual(await offsets(alice), ["1", "2"]);
+    assert.deepEqual(await offsets(bob), ["1", "2"]);
+
+    // The server goes away: both pages say so.
+    const port = server.port;
+    await server.kill();
+    await expectState(alice, "reconnecting");
+    await expectState(bob, "reconnecting");
+    assert.match(await testid(alice, "state").textContent(), /reconnecting/);
+
+    // It comes back on the same port; a backend publishes at once, before the pages are
+    // back (or just after: either way they must show it exactly once).
+    server = await startServer({ port });
+    const published = await server.api("POST", "/api/publish", {
+      room,
+      data: { name: "backend", text: "published while you were away" },
+    });
+    assert.equal(published.status, 200);
+
+    for (const page of [alice, bob]) {
+      await expectState(page, "connected");
+      await page.locator('[data-testid="state"][data-reconnects="1"]').waitFor();
+      await expectMessage(page, "Reconnected.");
+      await expectMessage(page, "published while you were away");
+      // The history died with the old process: the page says messages may be missing.
+      await testid(page, "notice").and(page.locator(":visible")).waitFor();
+      await expectMembers(page, 2);
+    }
+
+    // Typing works again, on both sides.
+    await say(bob, "still here?");
+    await say(alice, "yes");
+    for (const page of [alice, bob]) {
+      await expectMessage(page, "still here?");
+      await expectMessage(page, "yes");
+      const texts = await testid(page, "messages").locator("li").allTextContents();
+      assert.equal(texts.filter((t) => t.includes("published while you were away")).length, 1, `once on ${page.label}`);
+    }
+    assert.deepEqual(alice.errors, []);
+    assert.deepEqual(bob.errors, []);
+  });
+});
+
+test("the page serves the client module it imports, with a JavaScript type", { timeout: 30_000 }, async () => {
+  await withScreenshots("client-module", async () => {
+    const page = await openDemo("module");
+    const exported = await page.evaluate(async () => {
+      const module = await import("/client.js");
+      return Object.keys(module).sort();
+    });
+    assert.deepEqual(exported, ["WshubClient", "WshubError", "backoffDelay"]);
+    // The page exposes its client; a request round trip through the real server.
+    const rtt = await page.evaluate(() => window.wshub.ping());
+    assert.ok(rtt >= 0);
+  });
+});

@@ -1,0 +1,173 @@
+// The React hooks, rendered in Node by react-test-renderer, against the real `wshub`
+// binary (the `ws` package as the WebSocket).
+// Run with: node --test clients/js/test/react.test.mjs
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createElement, StrictMode } from "react";
+import TestRenderer from "react-test-renderer";
+import WebSocket from "ws";
+
+import { WshubClient } from "../src/wshub.js";
+import { useRoom, useWshub } from "../src/react.js";
+import { startServer, stopAll, waitFor, nextEvent } from "./support/server.mjs";
+
+// react-test-renderer 19 warns once that it is deprecated; the warning is not about us.
+const consoleError = console.error;
+console.error = (...args) => {
+  if (String(args[0]).includes("react-test-renderer is deprecated")) return;
+  consoleError(...args);
+};
+
+let server;
+const renderers = [];
+const owned = [];
+
+before(async () => {
+  server = await startServer();
+});
+
+after(async () => {
+  for (const renderer of renderers) renderer.unmount();
+  for (const client of owned) client.close();
+  console.error = consoleError;
+  await stopAll();
+});
+
+const fast = { WebSocket, minReconnectDelay: 20, maxReconnectDelay: 200, requestTimeout: 3000 };
+
+/**
+ * Runs `fn` inside React's `act()`. Only then is this an "act environment": the updates
+ * the server's frames cause later are rendered by React's scheduler as in a browser, and
+ * the tests wait for them with `waitFor`.
+ */
+function act(fn) {
+  globalThis.IS_REACT_ACT_ENVIRONMENT = true;
+  try {
+    TestRenderer.act(fn);
+  } finally {
+    globalThis.IS_REACT_ACT_ENVIRONMENT = false;
+  }
+}
+
+/** Renders `hook(props)` in a component; `latest()` is its newest return value. */
+function renderHook(hook, props, { strict = false } = {}) {
+  const results = [];
+  function Probe(p) {
+    results.push(hook(p));
+    return null;
+  }
+  const element = (p) => (strict ? createElement(StrictMode, null, createElement(Probe, p)) : createElement(Probe, p));
+  let renderer;
+  act(() => {
+    renderer = TestRenderer.create(element(props));
+  });
+  renderers.push(renderer);
+  return {
+    latest: () => results.at(-1),
+    rerender: (next) => act(() => renderer.update(element(next))),
+    unmount: () => act(() => renderer.unmount()),
+  };
+}
+
+test("useWshub with a URL: connects, follows the state, keeps the last message, closes on unmount", { timeout: 15_000 }, async () => {
+  const hook = renderHook(({ url }) => useWshub(url, fast), { url: server.ws }, { strict: true });
+  await waitFor("connected", () => hook.latest().state === "connected");
+  const { client, publish, send } = hook.latest();
+  assert.ok(client instanceof WshubClient);
+  assert.equal(hook.latest().lastMessage, null);
+
+  // A direct message through the HTTP API becomes lastMessage.
+  await server.api("POST", "/api/send", { to: client.clientId, data: { n: 1 } });
+  await waitFor("lastMessage", () => hook.latest().lastMessage);
+  assert.deepEqual(hook.latest().lastMessage, { type: "direct", from: null, data: { n: 1 } });
+
+  await client.subscribe("react-url", () => {});
+  const ok = await publish("react-url", { n: 2 });
+  assert.equal(ok.offset, 1);
+  await waitFor("the room message as lastMessage", () => hook.latest().lastMessage?.type === "message");
+  await assert.rejects(send("nobody", 1), { code: "not_found" });
+  // Stable across renders.
+  assert.equal(hook.latest().publish, publish);
+
+  hook.unmount();
+  assert.equal(client.state, "closed");
+});
+
+test("useWshub with a client it does not own: connects it, never closes it", { timeout: 15_000 }, async () => {
+  const client = new WshubClient({ url: server.ws, ...fast });
+  owned.push(client);
+  const hook = renderHook(({ c }) => useWshub(c), { c: client });
+  await waitFor("connected", () => hook.latest().state === "connected");
+  assert.equal(hook.latest().client, client);
+  hook.unmount();
+  assert.equal(client.state, "connected");
+});
+
+test("useRoom: members, messages, publish, and recovery across a server-side disconnect", { timeout: 20_000 }, async () => {
+  const room = `react-room-${process.pid}`;
+  const client = new WshubClient({ url: server.ws, ...fast, shouldReconnect: () => true });
+  const other = new WshubClient({ url: server.ws, ...fast });
+  owned.push(client, other);
+  const otherOpen = nextEvent(other, "open");
+  other.connect();
+  await otherOpen;
+
+  const hook = renderHook(
+    ({ c }) => {
+      const { client: live, state } = useWshub(c);
+      return { state, ...useRoom(live, room) };
+    },
+    { c: client },
+  );
+  await waitFor("connected", () => hook.latest().state === "connected");
+  await waitFor("itself among the members", () => hook.latest().members.some((m) => m.client === client.clientId));
+  assert.equal(hook.latest().recovered, null);
+
+  await other.subscribe(room, () => {});
+  await waitFor("the other member's join", () => hook.latest().members.length === 2);
+
+  await hook.latest().publish({ text: "one" });
+  await other.publish(room, { text: "two" });
+  await waitFor("two messages", () => hook.latest().messages.length === 2);
+  assert.deepEqual(
+    hook.latest().messages.map((m) => m.data.text),
+    ["one", "two"],
+  );
+
+  // Dropped by the server; three messages are published while it is away.
+  const firstId = client.clientId;
+  const closed = nextEvent(client, "close");
+  const reconnected = nextEvent(client, "subscribed", { timeout: 10_000, filter: (e) => e.resubscribed });
+  await server.api("POST", "/api/disconnect", { client: firstId });
+  await closed;
+  for (const text of ["three", "four", "five"]) await other.publish(room, { text });
+  await reconnected;
+  await waitFor("the missed messages", () => hook.latest().messages.length === 5, { timeout: 5000 });
+  assert.deepEqual(
+    hook.latest().messages.map((m) => [m.data.text, m.offset]),
+    [["one", 1], ["two", 2], ["three", 3], ["four", 4], ["five", 5]],
+  );
+  await waitFor("recovered", () => hook.latest().recovered === true);
+  await waitFor("members after the reconnect", () =>
+    hook.latest().members.some((m) => m.client === client.clientId) && !hook.latest().members.some((m) => m.client === firstId),
+  );
+
+  // The other member leaves.
+  other.close();
+  await waitFor("the leave", () => hook.latest().members.length === 1);
+
+  // Unmounting leaves the room.
+  hook.unmount();
+  await waitFor("the room left", async () => {
+    const reply = await server.api("GET", `/api/rooms/${room}/presence`);
+    return reply.status === 200 && reply.body.clients.length === 0;
+  });
+});
+
+test("useRoom with no client or room does nothing", { timeout: 5000 }, () => {
+  const hook = renderHook(() => useRoom(null, null), {});
+  assert.deepEqual(hook.latest().messages, []);
+  assert.deepEqual(hook.latest().members, []);
+  assert.equal(hook.latest().recovered, null);
+  return assert.rejects(hook.latest().publish("x"));
+});
