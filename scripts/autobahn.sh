@@ -64,7 +64,23 @@ mkdir -p "$out"
 rm -rf "$reports"
 
 server_pid=""
+child_pid=""
+# Runs a command under `timeout`, in the background and waited for, so that a signal to this
+# script is handled at once (bash runs traps only between foreground commands).
+bounded() {
+  local secs=$1 rc=0
+  shift
+  timeout -k 10 "$secs" "$@" &
+  child_pid=$!
+  wait "$child_pid" || rc=$?
+  child_pid=""
+  return "$rc"
+}
 cleanup() {
+  if [ -n "$child_pid" ]; then
+    kill "$child_pid" 2>/dev/null || true   # timeout passes the signal on to its command
+    wait "$child_pid" 2>/dev/null || true
+  fi
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill "$server_pid" 2>/dev/null || true
     # Bounded: the echo server stops on SIGTERM at once; SIGKILL it after 5 s if not.
@@ -86,7 +102,7 @@ else
   setup="$ROOT/scripts/autobahn-setup.sh"
 fi
 left=$(remaining)
-timeout -k 10 "$left" "$setup"
+bounded "$left" "$setup"
 
 ld_path="$AUTOBAHN_HOME/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 wstest=(env -u PYTHONPATH -u PYTHONHOME "LD_LIBRARY_PATH=$ld_path"
@@ -96,7 +112,9 @@ wstest=(env -u PYTHONPATH -u PYTHONHOME "LD_LIBRARY_PATH=$ld_path"
 # 2. The server under test, built in release mode as a user would run it.
 echo "autobahn: building examples/echo (release)"
 left=$(remaining)
-timeout -k 10 "$left" cargo build --release --quiet -p wshub --example echo
+build_started=$SECONDS
+bounded "$left" cargo build --release --quiet -p wshub --example echo
+echo "autobahn: build took $(( SECONDS - build_started ))s"
 target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
 echo_bin="$target_dir/release/examples/echo"
 [ -x "$echo_bin" ] || { echo "autobahn: no binary at $echo_bin" >&2; exit 1; }
@@ -138,8 +156,7 @@ echo "autobahn: running case groups ${groups[*]} (log: ${wstest_log#"$ROOT"/})"
 started=$SECONDS
 status=0
 left=$(remaining)
-(cd "$out" && timeout -k 10 "$left" "${wstest[@]}" -m fuzzingclient -s "$spec") \
-  >"$wstest_log" 2>&1 || status=$?
+bounded "$left" "${wstest[@]}" -m fuzzingclient -s "$spec" >"$wstest_log" 2>&1 || status=$?
 echo "autobahn: wstest took $(( SECONDS - started ))s"
 if (( status != 0 )); then
   if (( status == 124 || status == 137 )); then
