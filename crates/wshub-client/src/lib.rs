@@ -68,7 +68,9 @@ pub use backoff::{Backoff, BackoffSchedule, FixedJitter, Jitter, RandomJitter, S
 pub use connection::{Client, ClientBuilder, ConnectionState, Event, Events, ReconnectPolicy};
 pub use error::Error;
 pub use heartbeat::Heartbeat;
-pub use protocol::{History, WshubClient, WshubClientBuilder, WshubEvent, WshubEvents};
+pub use protocol::{
+    History, PublishReply, WshubClient, WshubClientBuilder, WshubEvent, WshubEvents,
+};
 pub use subscription::{Subscription, SubscriptionEvent};
 pub use transport::Message;
 pub use wshub_protocol;

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -90,6 +91,29 @@ impl Stream for WshubEvents {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WshubEvent>> {
         self.rx.poll_recv(cx)
+    }
+}
+
+/// The reply to a [`WshubClient::publish`]: resolves to the message's offset, or fails
+/// with the server's error, [`Error::Timeout`] or [`Error::Disconnected`]. The publish was
+/// already written (or queued) when this was returned; dropping it before it resolves
+/// keeps a queued publish from being sent.
+#[must_use = "the publish fails silently unless its reply is awaited"]
+pub struct PublishReply {
+    reply: Pin<Box<dyn Future<Output = Result<Offset, Error>> + Send>>,
+}
+
+impl fmt::Debug for PublishReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishReply").finish_non_exhaustive()
+    }
+}
+
+impl Future for PublishReply {
+    type Output = Result<Offset, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.reply.as_mut().poll(cx)
     }
 }
 
@@ -270,26 +294,45 @@ impl WshubClient {
         self.inner.core.unsubscribe(&room, None).await
     }
 
-    /// Publishes `data` (serialized to JSON) to `room`; returns the message's offset.
+    /// Publishes `data` (serialized to JSON) to `room`; the future resolves to the
+    /// message's offset.
     ///
-    /// While disconnected the publish waits in the offline queue (when enabled) and is
-    /// sent after reconnecting; a full queue fails at once with
-    /// [`Error::OfflineQueueFull`]. A queued publish whose call timed out or was dropped is
-    /// not sent. A publish in flight when the connection drops fails with
-    /// [`Error::Disconnected`]: it may or may not have been delivered.
-    pub async fn publish<T: Serialize + ?Sized>(
-        &self,
-        room: impl AsRef<str>,
-        data: &T,
-    ) -> Result<Offset, Error> {
-        let room = RoomName::parse(room.as_ref())?;
-        let data = Payload::from_value(data).map_err(Error::json)?;
-        self.inner.core.publish(room, data).await
+    /// The command is written, or queued, when `publish` is called, not when the future is
+    /// first polled: publishes go out in call order, and the future is `'static`. While
+    /// disconnected the publish waits in the offline queue (when enabled) and is sent after
+    /// reconnecting; a full queue fails at once with [`Error::OfflineQueueFull`]. A queued
+    /// publish whose future timed out or was dropped is not sent. A publish in flight when
+    /// the connection drops fails with [`Error::Disconnected`]: it may or may not have
+    /// been delivered.
+    pub fn publish<T: Serialize + ?Sized>(&self, room: impl AsRef<str>, data: &T) -> PublishReply {
+        let started = RoomName::parse(room.as_ref())
+            .map_err(Error::from)
+            .and_then(|room| {
+                let data = Payload::from_value(data).map_err(Error::json)?;
+                self.inner.core.start_publish(room, data)
+            });
+        self.finish_publish(started)
     }
 
     /// Publishes raw JSON data, as [`WshubClient::publish`].
-    pub async fn publish_payload(&self, room: &RoomName, data: Payload) -> Result<Offset, Error> {
-        self.inner.core.publish(room.clone(), data).await
+    pub fn publish_payload(&self, room: &RoomName, data: Payload) -> PublishReply {
+        let started = self.inner.core.start_publish(room.clone(), data);
+        self.finish_publish(started)
+    }
+
+    fn finish_publish(&self, started: Result<Started, Error>) -> PublishReply {
+        let core = Arc::clone(&self.inner.core);
+        PublishReply {
+            reply: Box::pin(async move {
+                let (id, reply) = started?;
+                match core.wait("publish", id, reply).await? {
+                    ServerFrame::Ok(ok) => ok
+                        .offset
+                        .ok_or(Error::UnexpectedReply { command: "publish" }),
+                    _ => Err(Error::UnexpectedReply { command: "publish" }),
+                }
+            }),
+        }
     }
 
     /// Sends `data` to one connection (by its connection id). [`Error::Server`] with
@@ -475,6 +518,12 @@ impl fmt::Debug for Core {
 
 type Deliveries = Vec<(mpsc::Sender<SubscriptionEvent>, SubscriptionEvent)>;
 
+/// A written or queued publish: its id (`None` while queued) and where its reply arrives.
+type Started = (
+    Option<CommandId>,
+    oneshot::Receiver<Result<ServerFrame, Error>>,
+);
+
 impl Core {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
@@ -540,45 +589,37 @@ impl Core {
         self.wait(command, Some(id), rx).await
     }
 
-    async fn publish(&self, room: RoomName, data: Payload) -> Result<Offset, Error> {
+    /// Writes a publish, or queues it while offline; returns what to wait on.
+    fn start_publish(&self, room: RoomName, data: Payload) -> Result<Started, Error> {
         let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut state = self.lock();
-            if state.closed {
-                return Err(Error::ClientClosed);
-            }
-            if state.ready {
-                let waiter = Waiter::Request {
-                    command: "publish",
+        let mut state = self.lock();
+        if state.closed {
+            return Err(Error::ClientClosed);
+        }
+        if !state.ready {
+            self.enqueue(
+                &mut state,
+                Queued {
+                    room,
+                    data,
                     reply: tx,
-                };
-                let (r, d) = (room.clone(), data.clone());
-                match self.send_command(&mut state, waiter, |id| publish_command(id, r, d)) {
-                    Ok(id) => Some(id),
-                    Err((Error::NotConnected, Some(Waiter::Request { reply, .. }))) => {
-                        // The connection dropped under us: queue as if offline.
-                        self.enqueue(&mut state, Queued { room, data, reply })?;
-                        None
-                    }
-                    Err((error, _)) => return Err(error),
-                }
-            } else {
-                self.enqueue(
-                    &mut state,
-                    Queued {
-                        room,
-                        data,
-                        reply: tx,
-                    },
-                )?;
-                None
-            }
+                },
+            )?;
+            return Ok((None, rx));
+        }
+        let waiter = Waiter::Request {
+            command: "publish",
+            reply: tx,
         };
-        match self.wait("publish", id, rx).await? {
-            ServerFrame::Ok(ok) => ok
-                .offset
-                .ok_or(Error::UnexpectedReply { command: "publish" }),
-            _ => Err(Error::UnexpectedReply { command: "publish" }),
+        let (r, d) = (room.clone(), data.clone());
+        match self.send_command(&mut state, waiter, |id| publish_command(id, r, d)) {
+            Ok(id) => Ok((Some(id), rx)),
+            Err((Error::NotConnected, Some(Waiter::Request { reply, .. }))) => {
+                // The connection dropped under us: queue as if offline.
+                self.enqueue(&mut state, Queued { room, data, reply })?;
+                Ok((None, rx))
+            }
+            Err((error, _)) => Err(error),
         }
     }
 
