@@ -4,7 +4,7 @@
 //! server frame: `welcome` makes the connection ready (rooms are joined again with `since`,
 //! then the publishes queued while offline are sent), replies go to the command that
 //! waits for their `id`, `message`/`join`/`leave` go to their room's [`Subscription`]
-//! (after the duplicate check of [`crate::cursor`]), `direct` and `broadcast` to
+//! (after the duplicate check of the private `cursor` module), `direct` and `broadcast` to
 //! [`WshubEvents`].
 //!
 //! Commands are written under the state lock, so their order on the wire is the order in
