@@ -189,7 +189,7 @@ pub(crate) struct Shared {
     /// Set when the connection has been unregistered; changed only under the room lock.
     pub(crate) gone: AtomicBool,
     /// Received messages waiting for the async handler, when the hub has one.
-    pub(crate) inbox: Option<tokio::sync::Mutex<mpsc::Receiver<Message>>>,
+    pub(crate) inbox: Option<Box<tokio::sync::Mutex<mpsc::Receiver<Message>>>>,
     /// The hub this connection belongs to. A strong handle: the hub's map points back
     /// here only until the connection ends and unregisters, so no cycle outlives it.
     pub(crate) hub: Hub,

@@ -48,6 +48,13 @@ impl InFlight {
     };
 }
 
+/// Where received messages go for an async handler.
+struct Inbox {
+    sender: PollSender<Message>,
+    /// A received message waiting for room in the inbox; reading pauses meanwhile.
+    parked: Option<Message>,
+}
+
 pub(crate) struct Driver {
     conn: Connection,
     hub: Arc<HubInner>,
@@ -56,10 +63,9 @@ pub(crate) struct Driver {
     in_flight: Option<InFlight>,
     heartbeat: Heartbeat,
     timer: Pin<Box<Sleep>>,
-    timer_at: Instant,
-    inbox: Option<PollSender<Message>>,
-    /// A received message waiting for room in the handler's inbox; reading pauses meanwhile.
-    parked: Option<Message>,
+    /// The async handler's inbox, for hubs that have a handler; boxed, so that hubs with
+    /// callbacks only do not pay for it in every connection.
+    inbox: Option<Box<Inbox>>,
     /// Our close frame is queued; nothing else will be sent.
     close_sent: bool,
     /// The peer's close frame arrived, or the transport is answering a protocol error.
@@ -76,7 +82,7 @@ impl Driver {
     ) -> Self {
         let now = Instant::now();
         let heartbeat = Heartbeat::new(&hub.config, now);
-        let timer_at = heartbeat.next_deadline();
+        let first_deadline = heartbeat.next_deadline();
         Self {
             conn,
             hub,
@@ -84,10 +90,13 @@ impl Driver {
             batch: VecDeque::new(),
             in_flight: None,
             heartbeat,
-            timer: Box::pin(tokio::time::sleep_until(timer_at.into())),
-            timer_at,
-            inbox: inbox.map(PollSender::new),
-            parked: None,
+            timer: Box::pin(tokio::time::sleep_until(first_deadline.into())),
+            inbox: inbox.map(|sender| {
+                Box::new(Inbox {
+                    sender: PollSender::new(sender),
+                    parked: None,
+                })
+            }),
             close_sent: false,
             peer_closing: false,
             outcome: Disconnect {
@@ -120,16 +129,15 @@ impl Driver {
                             bytes: 0,
                             oldest: self.batch.front().map(Message::created),
                         };
-                        let mut batch = std::mem::take(&mut self.batch);
-                        for message in batch.drain(..) {
+                        // The batch buffer is consumed, not kept: an idle connection holds
+                        // no queue memory (one allocation per burst is cheap beside a write).
+                        for message in std::mem::take(&mut self.batch) {
                             flight.messages += 1;
                             flight.bytes += message.len() as u64;
                             if let Err(e) = self.transport.queue(message) {
                                 return Poll::Ready(self.fail(e));
                             }
                         }
-                        // Keep the emptied buffer and its capacity for the next batch.
-                        self.batch = batch;
                         self.start_write(flight);
                         progress = true;
                     }
@@ -145,7 +153,7 @@ impl Driver {
                             // Only an overflowing send queue discards what is pending.
                             self.report_error(Error::SendQueueFull);
                         }
-                        self.heartbeat.closing(now);
+                        self.heartbeat.closing(now, &self.hub.config);
                         self.start_write(InFlight::EMPTY);
                         progress = true;
                     }
@@ -173,16 +181,16 @@ impl Driver {
                     // Only a write the socket cannot take at once starts the write-wait
                     // clock: most writes complete immediately, and leaving the timer alone
                     // for them saves two timer-wheel updates per write.
-                    Poll::Pending => self.heartbeat.write_started(now),
+                    Poll::Pending => self.heartbeat.write_started(now, &self.hub.config),
                 }
             }
 
             // Inbound: read only while the handler keeps up.
-            if let Some(message) = self.parked.take() {
+            if let Some(message) = self.inbox.as_mut().and_then(|i| i.parked.take()) {
                 self.deliver(cx, message);
-                progress |= self.parked.is_none();
+                progress |= !self.is_parked();
             }
-            if self.parked.is_none() {
+            if !self.is_parked() {
                 match self.transport.poll_next(cx) {
                     Poll::Ready(Some(Ok(incoming))) => {
                         self.heartbeat.heard();
@@ -198,7 +206,7 @@ impl Driver {
                         self.outcome.code = e.close_code();
                         self.outcome.initiated_by_server = true;
                         self.peer_closing = true;
-                        self.heartbeat.closing(now);
+                        self.heartbeat.closing(now, &self.hub.config);
                         self.report_error(e);
                         progress = true;
                     }
@@ -208,7 +216,7 @@ impl Driver {
             }
 
             // Timers.
-            match self.heartbeat.check(now) {
+            match self.heartbeat.check(now, &self.hub.config) {
                 Beat::Idle => {}
                 Beat::Ping => {
                     if let Err(e) = self.transport.queue_ping() {
@@ -222,10 +230,9 @@ impl Driver {
                 Beat::WriteTimeout => return Poll::Ready(self.fail(Error::WriteTimeout)),
                 Beat::CloseTimeout => return Poll::Ready(self.finish()),
             }
-            let deadline = self.heartbeat.next_deadline();
-            if deadline != self.timer_at {
-                self.timer.as_mut().reset(deadline.into());
-                self.timer_at = deadline;
+            let deadline = tokio::time::Instant::from_std(self.heartbeat.next_deadline());
+            if deadline != self.timer.deadline() {
+                self.timer.as_mut().reset(deadline);
             }
             if self.timer.as_mut().poll(cx).is_ready() {
                 progress = true;
@@ -274,9 +281,13 @@ impl Driver {
                     self.outcome.initiated_by_server = false;
                 }
                 self.peer_closing = true;
-                self.heartbeat.closing(now);
+                self.heartbeat.closing(now, &self.hub.config);
             }
         }
+    }
+
+    fn is_parked(&self) -> bool {
+        self.inbox.as_ref().is_some_and(|i| i.parked.is_some())
     }
 
     /// Hands a message to the async handler's inbox, parking it while the inbox is full.
@@ -284,14 +295,14 @@ impl Driver {
         let Some(inbox) = &mut self.inbox else {
             return;
         };
-        match inbox.poll_reserve(cx) {
+        match inbox.sender.poll_reserve(cx) {
             Poll::Ready(Ok(())) => {
                 // Cannot fail after a successful reserve, except when the handler is gone.
-                let _ = inbox.send_item(message);
+                let _ = inbox.sender.send_item(message);
             }
             // The handler has returned; the connection is closing anyway.
             Poll::Ready(Err(_)) => {}
-            Poll::Pending => self.parked = Some(message),
+            Poll::Pending => inbox.parked = Some(message),
         }
     }
 

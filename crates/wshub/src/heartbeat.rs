@@ -2,7 +2,10 @@
 //! stalled write or an unanswered close gives up. Pure bookkeeping over `Instant`s, so the
 //! connection task needs one timer and the rules are testable without sockets.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+#[cfg(test)]
+use std::time::Duration;
 
 use crate::HubConfig;
 
@@ -21,16 +24,15 @@ pub(crate) enum Beat {
     CloseTimeout,
 }
 
+/// The deadlines themselves (not the durations, which the hub's config holds once for
+/// every connection), so a connection carries only a few instants.
 #[derive(Debug)]
 pub(crate) struct Heartbeat {
-    ping_interval: Duration,
-    pong_wait: Duration,
-    write_wait: Duration,
     next_ping: Instant,
-    /// When the oldest unanswered ping was sent.
-    awaiting_since: Option<Instant>,
-    /// When the write in progress began.
-    writing_since: Option<Instant>,
+    /// When the oldest unanswered ping stops being answerable in time.
+    pong_deadline: Option<Instant>,
+    /// When the write in progress, which the socket could not take at once, times out.
+    write_deadline: Option<Instant>,
     /// When the connection stops waiting for the close handshake.
     close_by: Option<Instant>,
 }
@@ -38,56 +40,47 @@ pub(crate) struct Heartbeat {
 impl Heartbeat {
     pub(crate) fn new(config: &HubConfig, now: Instant) -> Self {
         Self {
-            ping_interval: config.ping_interval,
-            pong_wait: config.pong_wait,
-            write_wait: config.write_wait,
             next_ping: now + config.ping_interval,
-            awaiting_since: None,
-            writing_since: None,
+            pong_deadline: None,
+            write_deadline: None,
             close_by: None,
         }
     }
 
     /// Any frame from the peer proves it alive.
     pub(crate) fn heard(&mut self) {
-        self.awaiting_since = None;
+        self.pong_deadline = None;
     }
 
-    pub(crate) fn write_started(&mut self, now: Instant) {
-        self.writing_since.get_or_insert(now);
+    pub(crate) fn write_started(&mut self, now: Instant, config: &HubConfig) {
+        self.write_deadline.get_or_insert(now + config.write_wait);
     }
 
     pub(crate) fn write_finished(&mut self) {
-        self.writing_since = None;
+        self.write_deadline = None;
     }
 
     /// The connection is closing: stop pinging and give the handshake one write wait.
-    pub(crate) fn closing(&mut self, now: Instant) {
-        self.close_by.get_or_insert(now + self.write_wait);
+    pub(crate) fn closing(&mut self, now: Instant, config: &HubConfig) {
+        self.close_by.get_or_insert(now + config.write_wait);
     }
 
-    pub(crate) fn check(&mut self, now: Instant) -> Beat {
+    pub(crate) fn check(&mut self, now: Instant, config: &HubConfig) -> Beat {
         if self.close_by.is_some_and(|t| now >= t) {
             return Beat::CloseTimeout;
         }
-        if self
-            .writing_since
-            .is_some_and(|t| now >= t + self.write_wait)
-        {
+        if self.write_deadline.is_some_and(|t| now >= t) {
             return Beat::WriteTimeout;
         }
         if self.close_by.is_some() {
             return Beat::Idle;
         }
-        if self
-            .awaiting_since
-            .is_some_and(|t| now >= t + self.pong_wait)
-        {
+        if self.pong_deadline.is_some_and(|t| now >= t) {
             return Beat::PongTimeout;
         }
         if now >= self.next_ping {
-            self.next_ping = now + self.ping_interval;
-            self.awaiting_since.get_or_insert(now);
+            self.next_ping = now + config.ping_interval;
+            self.pong_deadline.get_or_insert(now + config.pong_wait);
             return Beat::Ping;
         }
         Beat::Idle
@@ -96,13 +89,13 @@ impl Heartbeat {
     /// The earliest instant at which [`check`](Self::check) may return something new.
     pub(crate) fn next_deadline(&self) -> Instant {
         let mut next = self.close_by.unwrap_or(self.next_ping);
-        if let Some(t) = self.writing_since {
-            next = next.min(t + self.write_wait);
+        if let Some(t) = self.write_deadline {
+            next = next.min(t);
         }
         if self.close_by.is_none()
-            && let Some(t) = self.awaiting_since
+            && let Some(t) = self.pong_deadline
         {
-            next = next.min(t + self.pong_wait);
+            next = next.min(t);
         }
         next
     }
@@ -122,40 +115,52 @@ mod tests {
     #[test]
     fn pings_on_schedule_and_times_out_a_silent_peer() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(&config(), t0);
-        assert_eq!(hb.check(t0), Beat::Idle);
+        let c = config();
+        let mut hb = Heartbeat::new(&c, t0);
+        assert_eq!(hb.check(t0, &c), Beat::Idle);
         assert_eq!(hb.next_deadline(), t0 + Duration::from_secs(10));
-        assert_eq!(hb.check(t0 + Duration::from_secs(10)), Beat::Ping);
-        assert_eq!(hb.check(t0 + Duration::from_secs(20)), Beat::Ping);
+        assert_eq!(hb.check(t0 + Duration::from_secs(10), &c), Beat::Ping);
+        assert_eq!(hb.check(t0 + Duration::from_secs(20), &c), Beat::Ping);
         // The pong wait counts from the first unanswered ping.
         assert_eq!(hb.next_deadline(), t0 + Duration::from_secs(30));
-        assert_eq!(hb.check(t0 + Duration::from_secs(35)), Beat::PongTimeout);
+        assert_eq!(
+            hb.check(t0 + Duration::from_secs(35), &c),
+            Beat::PongTimeout
+        );
     }
 
     #[test]
     fn an_answer_resets_the_pong_wait() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(&config(), t0);
-        assert_eq!(hb.check(t0 + Duration::from_secs(10)), Beat::Ping);
+        let c = config();
+        let mut hb = Heartbeat::new(&c, t0);
+        assert_eq!(hb.check(t0 + Duration::from_secs(10), &c), Beat::Ping);
         hb.heard();
-        assert_eq!(hb.check(t0 + Duration::from_secs(19)), Beat::Idle);
-        assert_eq!(hb.check(t0 + Duration::from_secs(40)), Beat::Ping);
+        assert_eq!(hb.check(t0 + Duration::from_secs(19), &c), Beat::Idle);
+        assert_eq!(hb.check(t0 + Duration::from_secs(40), &c), Beat::Ping);
     }
 
     #[test]
     fn stalled_writes_and_closes_time_out() {
         let t0 = Instant::now();
-        let mut hb = Heartbeat::new(&config(), t0);
-        hb.write_started(t0);
+        let c = config();
+        let mut hb = Heartbeat::new(&c, t0);
+        hb.write_started(t0, &c);
         assert_eq!(hb.next_deadline(), t0 + Duration::from_secs(5));
-        assert_eq!(hb.check(t0 + Duration::from_secs(5)), Beat::WriteTimeout);
-        hb.write_finished();
-        hb.closing(t0 + Duration::from_secs(6));
         assert_eq!(
-            hb.check(t0 + Duration::from_secs(10)),
+            hb.check(t0 + Duration::from_secs(5), &c),
+            Beat::WriteTimeout
+        );
+        hb.write_finished();
+        hb.closing(t0 + Duration::from_secs(6), &c);
+        assert_eq!(
+            hb.check(t0 + Duration::from_secs(10), &c),
             Beat::Idle,
             "no pings while closing"
         );
-        assert_eq!(hb.check(t0 + Duration::from_secs(11)), Beat::CloseTimeout);
+        assert_eq!(
+            hb.check(t0 + Duration::from_secs(11), &c),
+            Beat::CloseTimeout
+        );
     }
 }

@@ -199,7 +199,7 @@ impl SendQueue {
         if !state.messages.is_empty() {
             let total: usize = state.messages.iter().map(Message::len).sum();
             if total <= max_bytes {
-                // Swap the buffers: no copying, and both keep their capacity for reuse.
+                // Hand the whole queue over without copying; the queue starts afresh.
                 std::mem::swap(&mut state.messages, batch);
             } else {
                 let mut bytes = 0;

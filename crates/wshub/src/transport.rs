@@ -554,6 +554,10 @@ impl Transport {
             };
             self.advance_out(written);
         }
+        if self.out.capacity() > 0 {
+            // Everything is written: give the queue's memory back while idle.
+            self.out = VecDeque::new();
+        }
         Poll::Ready(Ok(()))
     }
 

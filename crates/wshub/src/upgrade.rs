@@ -345,7 +345,7 @@ impl PendingConnection {
         let (inbox_tx, inbox_rx) = match inner.handler {
             Some(_) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(config.inbox_capacity.max(1));
-                (Some(tx), Some(tokio::sync::Mutex::new(rx)))
+                (Some(tx), Some(Box::new(tokio::sync::Mutex::new(rx))))
             }
             None => (None, None),
         };
