@@ -45,6 +45,9 @@ pub enum Error {
     /// Serializing or parsing JSON failed.
     #[error("JSON: {0}")]
     Json(#[source] serde_json::Error),
+    /// TLS could not be set up (unreadable or mismatched certificate and key).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// An I/O error on the socket or listener.
     #[error("I/O: {0}")]
     Io(#[from] io::Error),

@@ -11,7 +11,8 @@
 //! - `transport`: one WebSocket connection over its byte stream; `frame`: RFC 6455
 //!   framing as pure functions.
 //! - `upgrade`: the axum route: limits, origin check, auth hook, then the upgrade.
-//! - [`server`](Server): a stand-alone server for programs without axum.
+//! - [`server`](Server): a stand-alone server for programs without axum, with TLS
+//!   ([`TlsConfig`], feature `tls`, on by default).
 //! - [`config`](HubConfig), [`error`](Error), [`close`](CloseCode), [`stats`](Stats),
 //!   [`message`](Message).
 
@@ -27,6 +28,8 @@ mod message;
 mod outbound;
 mod server;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 mod upgrade;
 
@@ -38,6 +41,8 @@ pub use hub::{Hub, HubBuilder};
 pub use message::{Message, MessageKind};
 pub use server::Server;
 pub use stats::{LATENCY_BUCKET_BOUNDS_MICROS, LatencyHistogram, Stats};
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
 pub use upgrade::{HandshakeRequest, Rejection};
 
 impl Hub {

@@ -73,19 +73,46 @@ impl Server {
         hub: Hub,
         router: Router,
     ) -> Result<Self, Error> {
+        Self::start_inner(addr, hub, router, None).await
+    }
+
+    /// Like [`start_with_router`](Self::start_with_router), over TLS: `wss://` and
+    /// `https://`. The TLS handshake shares [`HubConfig::handshake_timeout`](crate::HubConfig)
+    /// with the HTTP request.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the address cannot be bound.
+    #[cfg(feature = "tls")]
+    pub async fn start_tls(
+        addr: impl ToSocketAddrs,
+        hub: Hub,
+        router: Router,
+        tls: crate::TlsConfig,
+    ) -> Result<Self, Error> {
+        Self::start_inner(addr, hub, router, Some(tls)).await
+    }
+
+    async fn start_inner(
+        addr: impl ToSocketAddrs,
+        hub: Hub,
+        router: Router,
+        tls: Option<Tls>,
+    ) -> Result<Self, Error> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let running = Arc::new(AtomicBool::new(true));
         let stop = CancellationToken::new();
         let http_connections = TaskTracker::new();
+        let secure = tls.is_some();
         let accept_loop = tokio::spawn(accept_loop(
             listener,
             router,
+            tls,
             hub.config().handshake_timeout,
             stop.clone(),
             http_connections.clone(),
         ));
-        tracing::info!(%local_addr, path = %hub.config().path, "wshub server listening");
+        tracing::info!(%local_addr, path = %hub.config().path, tls = secure, "wshub server listening");
         Ok(Self {
             hub,
             local_addr,
@@ -133,10 +160,17 @@ impl Server {
     }
 }
 
+#[cfg(feature = "tls")]
+type Tls = crate::TlsConfig;
+/// Without the `tls` feature no TLS configuration can exist.
+#[cfg(not(feature = "tls"))]
+type Tls = std::convert::Infallible;
+
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
-    header_timeout: Duration,
+    tls: Option<Tls>,
+    handshake_timeout: Duration,
     stop: CancellationToken,
     http_connections: TaskTracker,
 ) {
@@ -156,35 +190,63 @@ async fn accept_loop(
         };
         let router = router.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         http_connections.spawn(async move {
-            let service =
-                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    let mut router = router.clone();
-                    async move {
-                        let response = router.call(request.map(Body::new)).await;
-                        Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
-                    }
-                });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, %peer, "http connection ended");
+            match tls {
+                None => serve_http(stream, peer, router, handshake_timeout, stop).await,
+                #[cfg(feature = "tls")]
+                Some(tls) => {
+                    match tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            serve_http(stream, peer, router, handshake_timeout, stop).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
-                }
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match never {},
             }
         });
+    }
+}
+
+/// Serves HTTP/1.1 (and upgrades) on one accepted stream until it ends or the server stops.
+async fn serve_http<I>(
+    stream: I,
+    peer: SocketAddr,
+    router: Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        async move {
+            let response = router.call(request.map(Body::new)).await;
+            Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, %peer, "http connection ended");
+            }
+        }
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
+        }
     }
 }

@@ -305,13 +305,16 @@ impl Transport {
                 }
             }
             Io::Upgraded(stream) => {
+                // No readiness to wait on here (TLS, or another server's stream): read
+                // into the stack and copy what came, so an idle connection still holds no
+                // buffer. The copy is small beside decryption.
+                let mut chunk = [0_u8; READ_CHUNK_BYTES];
+                let mut buf = ReadBuf::new(&mut chunk);
+                ready!(Pin::new(stream).poll_read(cx, &mut buf))?;
+                let filled = buf.filled();
                 reserve(&mut self.read_buf);
-                let result = ready!(tokio_util::io::poll_read_buf(
-                    Pin::new(stream),
-                    cx,
-                    &mut self.read_buf
-                ));
-                Poll::Ready(result)
+                self.read_buf.extend_from_slice(filled);
+                Poll::Ready(Ok(filled.len()))
             }
         }
     }

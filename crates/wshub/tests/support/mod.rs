@@ -81,7 +81,10 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// The next data message's text (skipping control frames); panics on close or error.
-pub async fn next_text(ws: &mut Client) -> String {
+pub async fn next_text<S>(ws: &mut WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match within("next message", ws.next()).await {
             Some(Ok(WsMessage::Text(text))) => return text.to_string(),
@@ -92,7 +95,10 @@ pub async fn next_text(ws: &mut Client) -> String {
 }
 
 /// Reads until the server's close frame and returns its code (skipping data messages).
-pub async fn close_code(ws: &mut Client) -> Option<u16> {
+pub async fn close_code<S>(ws: &mut WebSocketStream<S>) -> Option<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match within("close frame", ws.next()).await {
             Some(Ok(WsMessage::Close(frame))) => return frame.map(|f| u16::from(f.code)),
@@ -103,7 +109,10 @@ pub async fn close_code(ws: &mut Client) -> Option<u16> {
     }
 }
 
-pub async fn send_text(ws: &mut Client, text: impl Into<String>) {
+pub async fn send_text<S>(ws: &mut WebSocketStream<S>, text: impl Into<String>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     within("send", ws.send(WsMessage::text(text.into())))
         .await
         .expect("send");
