@@ -1,0 +1,228 @@
+//! The memory backplane: one node, everything in this process (the default).
+//!
+//! History is a [`History`] of publication payloads; offsets are numbered under the room's
+//! history lock, so they are gap-free. There are no other nodes: broadcasts and room events
+//! go nowhere, a send or disconnect reaches only this node's own ids, and presence is a map.
+//! Every operation takes effect before its future is first polled, so a caller that spawns
+//! the future still sees the effect in order.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use wshub::ConnectionId;
+use wshub_protocol::{RoomName, StreamPosition};
+
+use crate::{
+    Backplane, BoxFuture, Error, Event, Events, Health, HistoryPage, HistoryQuery, PresenceMember,
+    Publication, Routed,
+    history::{History, HistoryConfig},
+};
+
+/// The memory backplane's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryConfig {
+    /// How much history each room keeps.
+    pub history: HistoryConfig,
+    /// The node id of this node's connections (`Hub::node_id`); 0 by default.
+    pub node_id: u64,
+}
+
+/// The single-node backplane. See the [module docs](self).
+#[derive(Debug)]
+pub struct MemoryBackplane {
+    node_id: u64,
+    history: History,
+    /// Room → members, in the order they were added.
+    presence: Mutex<HashMap<RoomName, Vec<PresenceMember>>>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: Mutex<Option<Events>>,
+}
+
+impl MemoryBackplane {
+    /// An empty backplane.
+    pub fn new(config: MemoryConfig) -> MemoryBackplane {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        MemoryBackplane {
+            node_id: config.node_id,
+            history: History::new(config.history),
+            presence: Mutex::new(HashMap::new()),
+            events_tx,
+            events_rx: Mutex::new(Some(events_rx)),
+        }
+    }
+
+    /// The history store.
+    pub fn store(&self) -> &History {
+        &self.history
+    }
+
+    fn read(&self, room: &RoomName, query: &HistoryQuery) -> HistoryPage {
+        let publication = |position: StreamPosition, payload: Bytes| Publication {
+            room: room.clone(),
+            position,
+            payload,
+        };
+        self.history.with_room(room, |state| {
+            let (messages, first, recovered) = match query {
+                HistoryQuery::Since { position, limit } => {
+                    let recovery = state.since(position, *limit);
+                    (recovery.messages, recovery.first, recovery.recovered)
+                }
+                HistoryQuery::Latest { limit } => {
+                    let page = state.latest(*limit);
+                    (page.messages, page.first, true)
+                }
+            };
+            let epoch = state.epoch().clone();
+            let publications = messages
+                .into_iter()
+                .zip(first.get()..)
+                .map(|(payload, offset)| {
+                    publication(StreamPosition::new(epoch.clone(), offset.into()), payload)
+                })
+                .collect();
+            HistoryPage {
+                publications,
+                position: state.position(),
+                recovered,
+            }
+        })
+    }
+
+    fn route(&self, to: ConnectionId, event: Event) -> Routed {
+        if to.node() == self.node_id && self.events_tx.send(event).is_ok() {
+            Routed::Delivered
+        } else {
+            Routed::NoSuchNode
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl Backplane for MemoryBackplane {
+    fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    fn take_events(&self) -> Option<Events> {
+        lock(&self.events_rx).take()
+    }
+
+    fn publish<'a>(
+        &'a self,
+        room: &'a RoomName,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<Publication, Error>> {
+        let appended = self.history.append(room, |_| payload.clone());
+        ready(Ok(Publication {
+            room: room.clone(),
+            position: appended.position,
+            payload,
+        }))
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
+        ready(Ok(self.read(room, &query)))
+    }
+
+    fn subscribe<'a>(&'a self, _room: &'a RoomName) -> BoxFuture<'a, Result<(), Error>> {
+        // Publications are numbered and returned by `publish` on this very node.
+        ready(Ok(()))
+    }
+
+    fn unsubscribe<'a>(&'a self, _room: &'a RoomName) -> BoxFuture<'a, Result<(), Error>> {
+        ready(Ok(()))
+    }
+
+    fn broadcast(&self, _payload: Bytes) -> BoxFuture<'_, Result<(), Error>> {
+        ready(Ok(()))
+    }
+
+    fn send(&self, to: ConnectionId, payload: Bytes) -> BoxFuture<'_, Result<Routed, Error>> {
+        ready(Ok(self.route(to, Event::Send { to, payload })))
+    }
+
+    fn disconnect(&self, client: ConnectionId) -> BoxFuture<'_, Result<Routed, Error>> {
+        ready(Ok(self.route(client, Event::Disconnect { client })))
+    }
+
+    fn room_event<'a>(
+        &'a self,
+        _room: &'a RoomName,
+        _payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        ready(Ok(()))
+    }
+
+    fn presence_add<'a>(
+        &'a self,
+        room: &'a RoomName,
+        member: PresenceMember,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let mut presence = lock(&self.presence);
+        let members = presence.entry(room.clone()).or_default();
+        match members.iter_mut().find(|m| m.client == member.client) {
+            Some(existing) => *existing = member,
+            None => members.push(member),
+        }
+        ready(Ok(()))
+    }
+
+    fn presence_remove<'a>(
+        &'a self,
+        room: &'a RoomName,
+        client: ConnectionId,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let mut presence = lock(&self.presence);
+        if let Some(members) = presence.get_mut(room) {
+            members.retain(|m| m.client != client);
+            if members.is_empty() {
+                presence.remove(room);
+            }
+        }
+        ready(Ok(()))
+    }
+
+    fn presence<'a>(
+        &'a self,
+        room: &'a RoomName,
+    ) -> BoxFuture<'a, Result<Vec<PresenceMember>, Error>> {
+        let members = lock(&self.presence).get(room).cloned().unwrap_or_default();
+        ready(Ok(members))
+    }
+
+    fn health(&self) -> Health {
+        Health::Connected
+    }
+
+    fn clamp_limit(&self, requested: Option<usize>) -> usize {
+        self.history.clamp_limit(requested)
+    }
+
+    fn local_rooms(&self) -> Option<usize> {
+        Some(self.history.room_count())
+    }
+
+    fn sweep(&self) {
+        self.history.sweep();
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}

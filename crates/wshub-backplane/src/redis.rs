@@ -1,0 +1,811 @@
+//! The Redis backplane (feature `redis`): any number of nodes sharing one Redis server.
+//!
+//! # Data layout (every key and channel starts with [`RedisConfig::prefix`])
+//!
+//! | key or channel | type | what |
+//! |---|---|---|
+//! | `meta:<room>` | hash `e`, `s` | the room's epoch and latest offset; expires `meta_ttl` after its last use |
+//! | `stream:<room>` | stream | retained publications, entry id `<offset>-0`, fields `t` (ms) and `d` (payload); at most `max_messages`, expires `ttl` after the last publish |
+//! | `pz:<room>`, `ph:<room>` | sorted set, hash | presence: client → expiry (ms), client → user |
+//! | channel `room:<room>` | pub/sub | `P <offset> <epoch> <payload>` or `E <payload>` (room event) |
+//! | channel `node:<12 hex digits>` | pub/sub | `S <client> <payload>` (send) or `D <client>` (disconnect) |
+//! | channel `broadcast` | pub/sub | `<origin node, 12 hex digits> <payload>` |
+//!
+//! # Why it keeps the promises of [`Backplane`]
+//!
+//! A publish is one Lua script (as centrifuge's Redis broker does): `HINCRBY` of the
+//! offset, `XADD` to the stream, `PUBLISH` to the room's channel. Redis runs scripts one at a
+//! time, so offsets are gap-free and the channel carries them in offset order. A room whose
+//! `meta` hash is gone (expired, or Redis lost its data) gets a new epoch, chosen by the
+//! caller and written by the script that finds it missing, and its stale stream is dropped.
+//! Times come from Redis (`TIME`), so node clocks do not matter.
+//!
+//! Delivery uses RESP3 push messages on one multiplexed connection (redis-rs's
+//! `ConnectionManager`), which reconnects with backoff and resubscribes every channel by
+//! itself. What was published while the connection was down is lost from the channel:
+//! [`Event::Resumed`] tells the node, which catches up from the streams.
+//!
+//! Presence entries carry an expiry; this node refreshes its own every third of
+//! [`RedisConfig::presence_ttl`], so a dead node's entries are gone within that ttl.
+//! Reading presence drops expired entries first.
+//!
+//! Offsets are Lua numbers inside the scripts: exact up to 2⁵³, far beyond any room's life.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use redis::{
+    AsyncTypedCommands, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Script,
+    Value,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+use wshub::ConnectionId;
+use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
+
+use crate::{
+    Backplane, BoxFuture, Error, Event, Events, Health, HistoryPage, HistoryQuery, PresenceMember,
+    Publication, Routed, history::HistoryConfig, history::new_epoch, node_hex,
+};
+
+/// The Redis backplane's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// The server, e.g. `redis://127.0.0.1:6379` (`--redis`).
+    pub url: String,
+    /// What every key and channel name starts with. Default `wshub:`. Nodes of one cluster
+    /// share it; tests use a unique one per run.
+    pub prefix: String,
+    /// How much history each room keeps (count, age, and how long a room's epoch and offset
+    /// outlive its last use).
+    pub history: HistoryConfig,
+    /// This node's id (`Hub::node_id`): its own channel.
+    pub node_id: u64,
+    /// How long a presence entry outlives the node that stopped refreshing it. Default 30 s.
+    pub presence_ttl: Duration,
+    /// How long one command may take before it fails. Default 5 s.
+    pub response_timeout: Duration,
+    /// How often the connection is checked (a `PING`), which is also how fast a lost
+    /// connection is noticed when no command is running. Default 1 s.
+    pub health_interval: Duration,
+}
+
+impl RedisConfig {
+    /// Settings for `url` with every default.
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            prefix: "wshub:".to_owned(),
+            history: HistoryConfig::default(),
+            node_id: 0,
+            presence_ttl: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(5),
+            health_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Numbers, stores and publishes one publication. KEYS: meta, stream. ARGV: payload, new
+/// epoch, max messages, ttl ms, meta ttl ms, channel.
+const PUBLISH: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 's', 1)
+local id = string.format('%d', offset)
+local size = tonumber(ARGV[3])
+if size > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XADD', KEYS[2], 'MAXLEN', size, id .. '-0', 't', now, 'd', ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[6], 'P ' .. id .. ' ' .. epoch .. ' ' .. ARGV[1])
+return {id, epoch}
+";
+
+/// Reads a room's position and history. KEYS: meta, stream. ARGV: new epoch, ttl ms, meta
+/// ttl ms, mode (`s` since, `l` latest), the reader's epoch, first id wanted, limit.
+/// Returns `{epoch, offset, oldest id or '', id1, payload1, id2, payload2, ...}`.
+const READ: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local offset = redis.call('HGET', KEYS[1], 's')
+local t = redis.call('TIME')
+local horizon = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
+while true do
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  if #first == 0 or tonumber(first[1][2][2]) > horizon then break end
+  redis.call('XDEL', KEYS[2], first[1][1])
+end
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local out = {epoch, offset, ''}
+if #oldest > 0 then out[3] = oldest[1][1] end
+local limit = tonumber(ARGV[7])
+if limit > 0 then
+  local entries
+  if ARGV[4] == 's' then
+    local from = ARGV[6]
+    if ARGV[5] ~= epoch then from = '-' end
+    entries = redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', limit)
+  else
+    entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)
+  end
+  for _, e in ipairs(entries) do
+    out[#out + 1] = e[1]
+    out[#out + 1] = e[2][4]
+  end
+end
+return out
+";
+
+/// Adds or refreshes presence entries. KEYS: zset, hash. ARGV: ttl ms, then client, user
+/// pairs.
+const PRESENCE_ADD: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return 1
+";
+
+/// Lists presence after dropping expired entries. KEYS: zset, hash.
+const PRESENCE_LIST: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #expired > 0 then
+  redis.call('HDEL', KEYS[2], unpack(expired))
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+end
+return redis.call('HGETALL', KEYS[2])
+";
+
+/// The Redis backplane. See the [module docs](self). Dropping it stops its background
+/// tasks.
+#[derive(Debug)]
+pub struct RedisBackplane {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    config: RedisConfig,
+    health: Mutex<Health>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: Mutex<Option<Events>>,
+    /// This node's presence entries, refreshed periodically: room → client → user.
+    own_presence: Mutex<HashMap<RoomName, HashMap<ConnectionId, Option<String>>>>,
+    publish: Script,
+    read: Script,
+    presence_add: Script,
+    presence_list: Script,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("prefix", &self.config.prefix)
+            .field("node", &node_hex(self.config.node_id))
+            .field("health", &*lock(&self.health))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unavailable(error: redis::RedisError) -> Error {
+    Error::Unavailable(error.to_string())
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl RedisBackplane {
+    /// Connects to Redis and subscribes to this node's channels. Needs a Tokio runtime (it
+    /// spawns the health check and the presence refresh).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a malformed URL, [`Error::Unavailable`] when Redis
+    /// cannot be reached now (later outages are survived: see [`Health`]).
+    pub async fn connect(config: RedisConfig) -> Result<RedisBackplane, Error> {
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|error| Error::InvalidConfig(format!("{}: {error}", config.url)))?;
+        // RESP3: pub/sub pushes share the multiplexed connection, and the manager
+        // resubscribes after a reconnect.
+        let redis_settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(redis_settings);
+        let client = Client::open(info).map_err(|error| Error::InvalidConfig(error.to_string()))?;
+
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let forward = Forwarder {
+            prefix: config.prefix.clone(),
+            node_hex: node_hex(config.node_id),
+            events: events_tx.clone(),
+        };
+        let manager_config = ConnectionManagerConfig::new()
+            .set_push_sender(move |info: PushInfo| forward.push(info))
+            .set_automatic_resubscription()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.response_timeout))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = tokio::time::timeout(
+            config.response_timeout,
+            ConnectionManager::new_with_config(client, manager_config),
+        )
+        .await
+        .map_err(|_| Error::Unavailable(format!("{}: connection timed out", config.url)))?
+        .map_err(unavailable)?;
+
+        let inner = Arc::new(Inner {
+            conn,
+            health: Mutex::new(Health::Connected),
+            events_tx,
+            events_rx: Mutex::new(Some(events_rx)),
+            own_presence: Mutex::new(HashMap::new()),
+            publish: Script::new(PUBLISH),
+            read: Script::new(READ),
+            presence_add: Script::new(PRESENCE_ADD),
+            presence_list: Script::new(PRESENCE_LIST),
+            config,
+        });
+        let mut conn = inner.conn.clone();
+        conn.subscribe(&[
+            inner.node_channel(inner.config.node_id),
+            inner.broadcast_channel(),
+        ])
+        .await
+        .map_err(unavailable)?;
+        let tasks = vec![
+            tokio::spawn(health_check(Arc::clone(&inner))),
+            tokio::spawn(refresh_presence(Arc::clone(&inner))),
+        ];
+        Ok(RedisBackplane { inner, tasks })
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+}
+
+impl Drop for RedisBackplane {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn key(&self, kind: &str, room: &RoomName) -> String {
+        format!("{}{kind}:{room}", self.config.prefix)
+    }
+
+    fn room_channel(&self, room: &RoomName) -> String {
+        self.key("room", room)
+    }
+
+    fn node_channel(&self, node: u64) -> String {
+        format!("{}node:{}", self.config.prefix, node_hex(node))
+    }
+
+    fn broadcast_channel(&self) -> String {
+        format!("{}broadcast", self.config.prefix)
+    }
+
+    /// Records the outcome of a command in the health state.
+    fn observe<T>(&self, result: Result<T, redis::RedisError>) -> Result<T, Error> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() {
+                    let mut health = lock(&self.health);
+                    if health.is_connected() {
+                        tracing::warn!(%error, "redis backplane unreachable");
+                    }
+                    *health = Health::Degraded(error.to_string());
+                }
+                Err(unavailable(error))
+            }
+        }
+    }
+
+    async fn publish(&self, room: &RoomName, payload: Bytes) -> Result<Publication, Error> {
+        let mut conn = self.conn.clone();
+        let result: Result<(String, String), _> = self
+            .publish
+            .key(self.key("meta", room))
+            .key(self.key("stream", room))
+            .arg(payload.as_ref())
+            .arg(new_epoch().as_str())
+            .arg(self.config.history.max_messages)
+            .arg(millis(self.config.history.ttl))
+            .arg(millis(self.meta_ttl()))
+            .arg(self.room_channel(room))
+            .invoke_async(&mut conn)
+            .await;
+        let (offset, epoch) = self.observe(result)?;
+        let offset = offset
+            .parse::<u64>()
+            .map_err(|_| Error::Protocol(format!("offset {offset:?}")))?;
+        Ok(Publication {
+            room: room.clone(),
+            position: StreamPosition::new(Epoch::from(epoch), Offset(offset)),
+            payload,
+        })
+    }
+
+    fn meta_ttl(&self) -> Duration {
+        self.config.history.meta_ttl.max(self.config.history.ttl)
+    }
+
+    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<HistoryPage, Error> {
+        let (mode, reader_epoch, from, limit) = match &query {
+            HistoryQuery::Since { position, limit } => (
+                "s",
+                position.epoch.as_str().to_owned(),
+                format!("{}-0", position.offset.get().saturating_add(1)),
+                *limit,
+            ),
+            HistoryQuery::Latest { limit } => ("l", String::new(), String::new(), *limit),
+        };
+        let limit = limit.min(self.config.history.max_messages);
+        let mut conn = self.conn.clone();
+        let result: Result<Vec<Vec<u8>>, _> = self
+            .read
+            .key(self.key("meta", room))
+            .key(self.key("stream", room))
+            .arg(new_epoch().as_str())
+            .arg(millis(self.config.history.ttl))
+            .arg(millis(self.meta_ttl()))
+            .arg(mode)
+            .arg(reader_epoch)
+            .arg(from)
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await;
+        let reply = self.observe(result)?;
+        let mut fields = reply.into_iter();
+        let mut text = |what: &str| {
+            fields
+                .next()
+                .and_then(|field| String::from_utf8(field).ok())
+                .ok_or_else(|| Error::Protocol(format!("history reply without {what}")))
+        };
+        let epoch = Epoch::from(text("epoch")?);
+        let latest = Offset(parse_u64(&text("offset")?)?);
+        let oldest = text("oldest id")?;
+        let oldest = if oldest.is_empty() {
+            latest.get().saturating_add(1)
+        } else {
+            parse_id(&oldest)?
+        };
+        let mut publications = Vec::new();
+        while let Some(id) = fields.next() {
+            let payload = fields
+                .next()
+                .ok_or_else(|| Error::Protocol("history entry without payload".to_owned()))?;
+            let id = String::from_utf8(id).map_err(|_| Error::Protocol("entry id".to_owned()))?;
+            publications.push(Publication {
+                room: room.clone(),
+                position: StreamPosition::new(epoch.clone(), Offset(parse_id(&id)?)),
+                payload: Bytes::from(payload),
+            });
+        }
+        let recovered = match &query {
+            HistoryQuery::Latest { .. } => {
+                publications.reverse();
+                true
+            }
+            HistoryQuery::Since { position, .. } => {
+                position.epoch == epoch
+                    && position.offset <= latest
+                    && oldest <= position.offset.get().saturating_add(1)
+            }
+        };
+        Ok(HistoryPage {
+            publications,
+            position: StreamPosition::new(epoch, latest),
+            recovered,
+        })
+    }
+
+    async fn publish_raw(&self, channel: String, message: Vec<u8>) -> Result<usize, Error> {
+        let mut conn = self.conn.clone();
+        let result = conn.publish(channel, message).await;
+        self.observe(result)
+    }
+
+    async fn add_presence(
+        &self,
+        room: &RoomName,
+        members: &HashMap<ConnectionId, Option<String>>,
+    ) -> Result<(), Error> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.presence_add.key(self.key("pz", room));
+        invocation
+            .key(self.key("ph", room))
+            .arg(millis(self.config.presence_ttl));
+        for (client, user) in members {
+            invocation
+                .arg(client.to_string())
+                .arg(encode_user(user.as_deref()));
+        }
+        let mut conn = self.conn.clone();
+        let result: Result<i64, _> = invocation.invoke_async(&mut conn).await;
+        self.observe(result).map(drop)
+    }
+}
+
+fn encode_user(user: Option<&str>) -> String {
+    match user {
+        Some(user) => format!("u{user}"),
+        None => "-".to_owned(),
+    }
+}
+
+fn decode_user(value: &str) -> Option<String> {
+    value.strip_prefix('u').map(str::to_owned)
+}
+
+fn parse_u64(text: &str) -> Result<u64, Error> {
+    text.parse()
+        .map_err(|_| Error::Protocol(format!("not a number: {text:?}")))
+}
+
+/// The offset of a stream entry id `<offset>-0`.
+fn parse_id(id: &str) -> Result<u64, Error> {
+    parse_u64(id.split_once('-').map_or(id, |(offset, _)| offset))
+}
+
+/// Turns RESP3 pushes into [`Event`]s. Runs on the connection's reader: never blocks.
+struct Forwarder {
+    prefix: String,
+    node_hex: String,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Forwarder {
+    fn push(&self, info: PushInfo) -> Result<(), mpsc::error::SendError<Event>> {
+        if info.kind != PushKind::Message {
+            return Ok(());
+        }
+        let mut data = info.data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(message))) =
+            (data.next(), data.next())
+        else {
+            return Ok(());
+        };
+        match self.event(&channel, Bytes::from(message)) {
+            Some(event) => self.events.send(event),
+            None => {
+                tracing::debug!("ignored an unreadable backplane message");
+                Ok(())
+            }
+        }
+    }
+
+    fn event(&self, channel: &[u8], message: Bytes) -> Option<Event> {
+        let channel = std::str::from_utf8(channel)
+            .ok()?
+            .strip_prefix(&self.prefix)?;
+        let (word, rest) = split_word(&message)?;
+        if let Some(room) = channel.strip_prefix("room:") {
+            let room = RoomName::parse(room).ok()?;
+            return match word {
+                b"P" => {
+                    let rest = message.slice_ref(rest);
+                    let (offset, rest) = split_word(&rest)?;
+                    let offset = std::str::from_utf8(offset).ok()?.parse().ok()?;
+                    let (epoch, payload) = split_word(rest)?;
+                    let epoch = Epoch::from(std::str::from_utf8(epoch).ok()?);
+                    Some(Event::Publication(Publication {
+                        room,
+                        position: StreamPosition::new(epoch, Offset(offset)),
+                        payload: message.slice_ref(payload),
+                    }))
+                }
+                b"E" => Some(Event::RoomEvent {
+                    room,
+                    payload: message.slice_ref(rest),
+                }),
+                _ => None,
+            };
+        }
+        if channel == "broadcast" {
+            // A node does not receive its own broadcasts: it delivered them itself.
+            return (word != self.node_hex.as_bytes()).then(|| Event::Broadcast {
+                payload: message.slice_ref(rest),
+            });
+        }
+        if channel.strip_prefix("node:")? == self.node_hex {
+            return match word {
+                b"S" => {
+                    let (to, payload) = split_word(rest)?;
+                    Some(Event::Send {
+                        to: std::str::from_utf8(to).ok()?.parse().ok()?,
+                        payload: message.slice_ref(payload),
+                    })
+                }
+                b"D" => Some(Event::Disconnect {
+                    client: std::str::from_utf8(rest).ok()?.parse().ok()?,
+                }),
+                _ => None,
+            };
+        }
+        None
+    }
+}
+
+/// Splits at the first space: the word before, the rest after.
+fn split_word(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let space = bytes.iter().position(|b| *b == b' ')?;
+    Some((&bytes[..space], &bytes[space + 1..]))
+}
+
+/// Checks the connection every `health_interval`; a failure marks the backplane degraded, the
+/// first success after one marks it connected and tells the node ([`Event::Resumed`]).
+async fn health_check(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.config.health_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut conn = inner.conn.clone();
+        let result = tokio::time::timeout(inner.config.response_timeout, conn.ping()).await;
+        let was_connected = lock(&inner.health).is_connected();
+        match result {
+            Ok(Ok(_)) if !was_connected => {
+                tracing::info!("redis backplane reachable again");
+                *lock(&inner.health) = Health::Connected;
+                let _ = inner.events_tx.send(Event::Resumed);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                let _ = inner.observe::<()>(Err(error));
+            }
+            Err(_) => {
+                if was_connected {
+                    tracing::warn!("redis backplane does not answer");
+                }
+                *lock(&inner.health) = Health::Degraded("ping timed out".to_owned());
+            }
+        }
+    }
+}
+
+/// Refreshes this node's presence entries every third of the presence ttl.
+async fn refresh_presence(inner: Arc<Inner>) {
+    let period = (inner.config.presence_ttl / 3).max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let rooms: Vec<(RoomName, HashMap<ConnectionId, Option<String>>)> =
+            lock(&inner.own_presence)
+                .iter()
+                .map(|(room, members)| (room.clone(), members.clone()))
+                .collect();
+        for (room, members) in rooms {
+            if inner.add_presence(&room, &members).await.is_err() {
+                // Degraded: the next tick tries again.
+                break;
+            }
+        }
+    }
+}
+
+impl Backplane for RedisBackplane {
+    fn node_id(&self) -> u64 {
+        self.inner.config.node_id
+    }
+
+    fn take_events(&self) -> Option<Events> {
+        lock(&self.inner.events_rx).take()
+    }
+
+    fn publish<'a>(
+        &'a self,
+        room: &'a RoomName,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<Publication, Error>> {
+        Box::pin(self.inner.publish(room, payload))
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
+        Box::pin(self.inner.history(room, query))
+    }
+
+    fn subscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let mut conn = self.inner.conn.clone();
+            let result = conn.subscribe(self.inner.room_channel(room)).await;
+            self.inner.observe(result)
+        })
+    }
+
+    fn unsubscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let mut conn = self.inner.conn.clone();
+            let result = conn.unsubscribe(self.inner.room_channel(room)).await;
+            self.inner.observe(result)
+        })
+    }
+
+    fn broadcast(&self, payload: Bytes) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let mut message = node_hex(self.inner.config.node_id).into_bytes();
+            message.push(b' ');
+            message.extend_from_slice(&payload);
+            self.inner
+                .publish_raw(self.inner.broadcast_channel(), message)
+                .await
+                .map(drop)
+        })
+    }
+
+    fn send(&self, to: ConnectionId, payload: Bytes) -> BoxFuture<'_, Result<Routed, Error>> {
+        Box::pin(async move {
+            let mut message = format!("S {to} ").into_bytes();
+            message.extend_from_slice(&payload);
+            let receivers = self
+                .inner
+                .publish_raw(self.inner.node_channel(to.node()), message)
+                .await?;
+            Ok(routed(receivers))
+        })
+    }
+
+    fn disconnect(&self, client: ConnectionId) -> BoxFuture<'_, Result<Routed, Error>> {
+        Box::pin(async move {
+            let message = format!("D {client}").into_bytes();
+            let receivers = self
+                .inner
+                .publish_raw(self.inner.node_channel(client.node()), message)
+                .await?;
+            Ok(routed(receivers))
+        })
+    }
+
+    fn room_event<'a>(
+        &'a self,
+        room: &'a RoomName,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let mut message = b"E ".to_vec();
+            message.extend_from_slice(&payload);
+            self.inner
+                .publish_raw(self.inner.room_channel(room), message)
+                .await
+                .map(drop)
+        })
+    }
+
+    fn presence_add<'a>(
+        &'a self,
+        room: &'a RoomName,
+        member: PresenceMember,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        lock(&self.inner.own_presence)
+            .entry(room.clone())
+            .or_default()
+            .insert(member.client, member.user.clone());
+        Box::pin(async move {
+            let one = HashMap::from([(member.client, member.user)]);
+            self.inner.add_presence(room, &one).await
+        })
+    }
+
+    fn presence_remove<'a>(
+        &'a self,
+        room: &'a RoomName,
+        client: ConnectionId,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        {
+            let mut own = lock(&self.inner.own_presence);
+            if let Some(members) = own.get_mut(room) {
+                members.remove(&client);
+                if members.is_empty() {
+                    own.remove(room);
+                }
+            }
+        }
+        Box::pin(async move {
+            let mut conn = self.inner.conn.clone();
+            let client = client.to_string();
+            let mut pipe = redis::pipe();
+            pipe.zrem(self.inner.key("pz", room), &client)
+                .ignore()
+                .hdel(self.inner.key("ph", room), &client)
+                .ignore();
+            let result: Result<(), _> = pipe.query_async(&mut conn).await;
+            self.inner.observe(result)
+        })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        room: &'a RoomName,
+    ) -> BoxFuture<'a, Result<Vec<PresenceMember>, Error>> {
+        Box::pin(async move {
+            let mut conn = self.inner.conn.clone();
+            let result: Result<Vec<String>, _> = self
+                .inner
+                .presence_list
+                .key(self.inner.key("pz", room))
+                .key(self.inner.key("ph", room))
+                .invoke_async(&mut conn)
+                .await;
+            let flat = self.inner.observe(result)?;
+            let mut members = Vec::with_capacity(flat.len() / 2);
+            let mut fields = flat.iter();
+            while let (Some(client), Some(user)) = (fields.next(), fields.next()) {
+                if let Ok(client) = client.parse() {
+                    members.push(PresenceMember {
+                        client,
+                        user: decode_user(user),
+                    });
+                }
+            }
+            Ok(members)
+        })
+    }
+
+    fn health(&self) -> Health {
+        lock(&self.inner.health).clone()
+    }
+
+    fn clamp_limit(&self, requested: Option<usize>) -> usize {
+        let max = self.inner.config.history.max_messages;
+        requested.map_or(max, |limit| limit.min(max))
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+fn routed(receivers: usize) -> Routed {
+    if receivers > 0 {
+        Routed::Delivered
+    } else {
+        Routed::NoSuchNode
+    }
+}

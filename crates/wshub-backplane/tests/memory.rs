@@ -1,0 +1,42 @@
+//! The shared suite against the memory backplane.
+
+mod suite;
+
+use std::sync::Arc;
+
+use wshub_backplane::{Backplane, MemoryBackplane, MemoryConfig};
+
+#[tokio::test]
+async fn memory_backplane_passes_the_single_node_suite() {
+    let factory: suite::Factory = Arc::new(|node_id| {
+        Box::pin(async move {
+            Arc::new(MemoryBackplane::new(MemoryConfig {
+                node_id,
+                ..MemoryConfig::default()
+            })) as Arc<dyn Backplane>
+        })
+    });
+    suite::single_node(factory).await;
+}
+
+#[tokio::test]
+async fn memory_backplane_routes_only_to_its_own_node() {
+    let backplane = MemoryBackplane::new(MemoryConfig {
+        node_id: 5,
+        ..MemoryConfig::default()
+    });
+    let mut events = backplane.take_events().unwrap();
+    let own = suite::client(5, 1);
+    let routed = backplane
+        .send(own, bytes::Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(routed, wshub_backplane::Routed::Delivered);
+    assert!(matches!(
+        suite::next_event(&mut events).await,
+        wshub_backplane::Event::Send { .. }
+    ));
+    let other = suite::client(6, 1);
+    let routed = backplane.disconnect(other).await.unwrap();
+    assert_eq!(routed, wshub_backplane::Routed::NoSuchNode);
+}

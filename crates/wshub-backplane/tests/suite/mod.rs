@@ -1,0 +1,389 @@
+//! The shared test suite every backplane passes (as centrifuge's map brokers share one):
+//! each test takes a factory that makes a fresh backplane for a node id, all of them
+//! sharing one store.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{collections::HashSet, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use wshub::ConnectionId;
+use wshub_backplane::{Backplane, Event, Events, HistoryQuery, PresenceMember, Publication};
+use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
+
+/// The bound on any single step.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// Makes a backplane for a node id; every backplane of one factory shares one store.
+pub type Factory = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = Arc<dyn Backplane>>>>>;
+
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out: {what}"),
+    }
+}
+
+pub fn room(name: &str) -> RoomName {
+    RoomName::parse(name).unwrap()
+}
+
+pub fn client(node: u64, seq: u64) -> ConnectionId {
+    format!("{node:012x}-{seq:x}").parse().unwrap()
+}
+
+fn payloads(publications: &[Publication]) -> Vec<&[u8]> {
+    publications.iter().map(|p| p.payload.as_ref()).collect()
+}
+
+async fn publish(backplane: &dyn Backplane, room: &RoomName, payload: &'static str) -> Publication {
+    within(
+        "publish",
+        backplane.publish(room, Bytes::from_static(payload.as_bytes())),
+    )
+    .await
+    .unwrap()
+}
+
+async fn history(
+    backplane: &dyn Backplane,
+    room: &RoomName,
+    query: HistoryQuery,
+) -> wshub_backplane::HistoryPage {
+    within("history", backplane.history(room, query))
+        .await
+        .unwrap()
+}
+
+/// Every single-node behaviour, in one go.
+pub async fn single_node(factory: Factory) {
+    let backplane = factory(1).await;
+    offsets_start_at_one_and_have_no_gaps(&*backplane).await;
+    history_since_and_latest(&*backplane).await;
+    concurrent_publishes_get_distinct_consecutive_offsets(Arc::clone(&backplane)).await;
+    presence_add_list_remove(&*backplane).await;
+    assert_eq!(backplane.clamp_limit(None), 100);
+    assert_eq!(backplane.clamp_limit(Some(5)), 5);
+    assert_eq!(backplane.clamp_limit(Some(500)), 100);
+    assert!(backplane.health().is_connected());
+    assert!(backplane.take_events().is_some());
+    assert!(backplane.take_events().is_none(), "events are taken once");
+}
+
+async fn offsets_start_at_one_and_have_no_gaps(backplane: &dyn Backplane) {
+    let r = room("offsets");
+    let start = history(backplane, &r, HistoryQuery::Latest { limit: 0 }).await;
+    assert_eq!(start.position.offset, Offset::ZERO);
+    assert!(start.publications.is_empty());
+    for expected in 1..=5 {
+        let publication = publish(backplane, &r, "x").await;
+        assert_eq!(publication.position.offset, Offset(expected));
+        assert_eq!(
+            publication.position.epoch, start.position.epoch,
+            "reading created the epoch"
+        );
+        assert_eq!(publication.room, r);
+    }
+    let other = publish(backplane, &room("offsets:other"), "y").await;
+    assert_eq!(
+        other.position.offset,
+        Offset(1),
+        "rooms are numbered separately"
+    );
+    assert_ne!(other.position.epoch, start.position.epoch);
+}
+
+async fn history_since_and_latest(backplane: &dyn Backplane) {
+    let r = room("history");
+    let mut published = Vec::new();
+    for payload in ["m1", "m2", "m3", "m4", "m5"] {
+        published.push(publish(backplane, &r, payload).await);
+    }
+    let epoch = published[0].position.epoch.clone();
+    let at = |offset| StreamPosition::new(epoch.clone(), Offset(offset));
+
+    let latest = history(backplane, &r, HistoryQuery::Latest { limit: 2 }).await;
+    assert_eq!(payloads(&latest.publications), [b"m4", b"m5"]);
+    assert_eq!(latest.publications, published[3..]);
+    assert_eq!(latest.position, at(5));
+
+    let since = history(
+        backplane,
+        &r,
+        HistoryQuery::Since {
+            position: at(2),
+            limit: 100,
+        },
+    )
+    .await;
+    assert!(since.recovered);
+    assert_eq!(since.publications, published[2..]);
+
+    let page = history(
+        backplane,
+        &r,
+        HistoryQuery::Since {
+            position: at(1),
+            limit: 2,
+        },
+    )
+    .await;
+    assert!(page.recovered, "recovered does not depend on the limit");
+    assert_eq!(payloads(&page.publications), [b"m2", b"m3"]);
+
+    let nothing_missed = history(
+        backplane,
+        &r,
+        HistoryQuery::Since {
+            position: at(5),
+            limit: 100,
+        },
+    )
+    .await;
+    assert!(nothing_missed.recovered);
+    assert!(nothing_missed.publications.is_empty());
+
+    let beyond = history(
+        backplane,
+        &r,
+        HistoryQuery::Since {
+            position: at(9),
+            limit: 100,
+        },
+    )
+    .await;
+    assert!(!beyond.recovered);
+    assert!(beyond.publications.is_empty());
+
+    let stale = StreamPosition::new(Epoch::from("stale"), Offset(3));
+    let other_epoch = history(
+        backplane,
+        &r,
+        HistoryQuery::Since {
+            position: stale,
+            limit: 100,
+        },
+    )
+    .await;
+    assert!(!other_epoch.recovered);
+    assert_eq!(
+        other_epoch.publications, published,
+        "the retained history from its start"
+    );
+    assert_eq!(other_epoch.position, at(5));
+}
+
+async fn concurrent_publishes_get_distinct_consecutive_offsets(backplane: Arc<dyn Backplane>) {
+    let r = room("concurrent");
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (backplane, r) = (Arc::clone(&backplane), r.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for _ in 0..25 {
+                let publication = backplane
+                    .publish(&r, Bytes::from_static(b"c"))
+                    .await
+                    .unwrap();
+                offsets.push(publication.position.offset.get());
+            }
+            offsets
+        }));
+    }
+    let mut all = HashSet::new();
+    for task in tasks {
+        let offsets = within("publisher", task).await.unwrap();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "one publisher's offsets increase"
+        );
+        all.extend(offsets);
+    }
+    assert_eq!(all, (1..=100).collect::<HashSet<u64>>());
+    let page = history(&*backplane, &r, HistoryQuery::Latest { limit: 100 }).await;
+    let offsets: Vec<u64> = page
+        .publications
+        .iter()
+        .map(|p| p.position.offset.get())
+        .collect();
+    assert_eq!(
+        offsets,
+        (1..=100).collect::<Vec<u64>>(),
+        "history in offset order"
+    );
+}
+
+async fn presence_add_list_remove(backplane: &dyn Backplane) {
+    let r = room("presence");
+    let node = backplane.node_id();
+    let alice = PresenceMember {
+        client: client(node, 1),
+        user: Some("alice".to_owned()),
+    };
+    let anonymous = PresenceMember {
+        client: client(node, 2),
+        user: None,
+    };
+    within("add", backplane.presence_add(&r, alice.clone()))
+        .await
+        .unwrap();
+    within("add", backplane.presence_add(&r, anonymous.clone()))
+        .await
+        .unwrap();
+    within("add again", backplane.presence_add(&r, alice.clone()))
+        .await
+        .unwrap();
+    let mut members = within("list", backplane.presence(&r)).await.unwrap();
+    members.sort_by_key(|m| m.client.to_string());
+    assert_eq!(members, [alice.clone(), anonymous.clone()]);
+    within("remove", backplane.presence_remove(&r, alice.client))
+        .await
+        .unwrap();
+    within(
+        "remove absent",
+        backplane.presence_remove(&r, client(node, 99)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        within("list", backplane.presence(&r)).await.unwrap(),
+        std::slice::from_ref(&anonymous)
+    );
+    within("remove", backplane.presence_remove(&r, anonymous.client))
+        .await
+        .unwrap();
+    assert!(
+        within("list", backplane.presence(&r))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        within("other room", backplane.presence(&room("presence:empty")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The next event, skipping none.
+pub async fn next_event(events: &mut Events) -> Event {
+    within("event", events.recv()).await.expect("events end")
+}
+
+/// Several nodes on one store: delivery, routing, presence across nodes.
+pub async fn multi_node(factory: Factory) {
+    let one = factory(0xa1).await;
+    let two = factory(0xb2).await;
+    let mut one_events = one.take_events().unwrap();
+    let mut two_events = two.take_events().unwrap();
+    let r = room("cluster:room");
+
+    // Publications reach a subscribed node in offset order.
+    within("subscribe", two.subscribe(&r)).await.unwrap();
+    let mut published = Vec::new();
+    for payload in ["a", "b", "c"] {
+        published.push(publish(&*one, &r, payload).await);
+    }
+    for expected in &published {
+        assert_eq!(
+            next_event(&mut two_events).await,
+            Event::Publication(expected.clone())
+        );
+    }
+    // Node two's own publication comes back to it (deduplicated by offset in the server).
+    let own = publish(&*two, &r, "d").await;
+    assert_eq!(own.position.offset, Offset(4));
+    assert_eq!(next_event(&mut two_events).await, Event::Publication(own));
+
+    // Room events reach subscribed nodes.
+    within(
+        "room event",
+        one.room_event(&r, Bytes::from_static(b"joined")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        next_event(&mut two_events).await,
+        Event::RoomEvent {
+            room: r.clone(),
+            payload: Bytes::from_static(b"joined")
+        }
+    );
+
+    // Broadcasts reach the other nodes, not the sender.
+    within("broadcast", one.broadcast(Bytes::from_static(b"all")))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut two_events).await,
+        Event::Broadcast {
+            payload: Bytes::from_static(b"all")
+        }
+    );
+
+    // Sends and disconnects go to the node named by the id's prefix.
+    let on_two = client(0xb2, 7);
+    let routed = within("send", one.send(on_two, Bytes::from_static(b"psst")))
+        .await
+        .unwrap();
+    assert_eq!(routed, wshub_backplane::Routed::Delivered);
+    assert_eq!(
+        next_event(&mut two_events).await,
+        Event::Send {
+            to: on_two,
+            payload: Bytes::from_static(b"psst")
+        }
+    );
+    let routed = within("disconnect", one.disconnect(on_two)).await.unwrap();
+    assert_eq!(routed, wshub_backplane::Routed::Delivered);
+    assert_eq!(
+        next_event(&mut two_events).await,
+        Event::Disconnect { client: on_two }
+    );
+    let nowhere = client(0xdead, 1);
+    assert_eq!(
+        within("send", one.send(nowhere, Bytes::from_static(b"?")))
+            .await
+            .unwrap(),
+        wshub_backplane::Routed::NoSuchNode
+    );
+
+    // After unsubscribing, node two no longer gets the room; node one got nothing at all.
+    within("unsubscribe", two.unsubscribe(&r)).await.unwrap();
+    publish(&*one, &r, "e").await;
+    within("broadcast", two.broadcast(Bytes::from_static(b"from two")))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut one_events).await,
+        Event::Broadcast {
+            payload: Bytes::from_static(b"from two")
+        }
+    );
+    assert!(
+        two_events.try_recv().is_err(),
+        "nothing after unsubscribing"
+    );
+
+    // Presence lists every node's members.
+    let p = room("cluster:presence");
+    let a = PresenceMember {
+        client: client(0xa1, 1),
+        user: Some("a".to_owned()),
+    };
+    let b = PresenceMember {
+        client: client(0xb2, 1),
+        user: None,
+    };
+    within("add", one.presence_add(&p, a.clone()))
+        .await
+        .unwrap();
+    within("add", two.presence_add(&p, b.clone()))
+        .await
+        .unwrap();
+    for node in [&one, &two] {
+        let mut members = within("list", node.presence(&p)).await.unwrap();
+        members.sort_by_key(|m| m.client.to_string());
+        assert_eq!(members, [a.clone(), b.clone()]);
+    }
+}
