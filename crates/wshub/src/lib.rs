@@ -22,6 +22,8 @@ mod connection;
 mod driver;
 mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod heartbeat;
 mod hub;
 mod message;

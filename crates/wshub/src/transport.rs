@@ -202,10 +202,11 @@ struct Assembly {
     data: BytesMut,
 }
 
-/// A server-side WebSocket connection.
+/// A server-side WebSocket connection. `S` is its byte stream; parsing and queuing need
+/// none, so the fuzz targets run them with `()`.
 #[derive(Debug)]
-pub(crate) struct Transport {
-    io: Io,
+pub(crate) struct Transport<S = Io> {
+    io: S,
     max_message_bytes: usize,
     /// Received bytes not yet taken; no allocation while the connection is idle.
     read_buf: BytesMut,
@@ -222,9 +223,9 @@ pub(crate) struct Transport {
     finishing: bool,
 }
 
-impl Transport {
+impl<S> Transport<S> {
     /// Speaks WebSocket (as the server) over an upgraded stream.
-    pub(crate) fn server(io: Io, max_message_bytes: usize) -> Self {
+    pub(crate) fn server(io: S, max_message_bytes: usize) -> Self {
         Self {
             io,
             max_message_bytes,
@@ -238,7 +239,9 @@ impl Transport {
             finishing: false,
         }
     }
+}
 
+impl Transport {
     /// Polls for the next frame. After an error, or after the peer's close, keep polling:
     /// the transport flushes the close frame that answers it, then returns `None`.
     pub(crate) fn poll_next(
@@ -317,6 +320,19 @@ impl Transport {
                 Poll::Ready(Ok(filled.len()))
             }
         }
+    }
+}
+
+/// Parsing, assembly and queuing: no I/O here.
+impl<S> Transport<S> {
+    /// Takes `bytes` as if read from the socket, then returns the next frame as
+    /// [`poll_next`](Transport::poll_next) would, without I/O (for `crate::fuzzing`).
+    pub(crate) fn receive(&mut self, bytes: &[u8]) -> Result<Option<Incoming>, Error> {
+        if self.finishing {
+            return Ok(None);
+        }
+        self.read_buf.extend_from_slice(bytes);
+        self.next_frame().map_err(|error| self.fail(error))
     }
 
     fn release_read_buf(&mut self) {
@@ -515,7 +531,9 @@ impl Transport {
         self.push_close(code, reason);
         Ok(())
     }
+}
 
+impl Transport {
     /// Writes everything queued: runs of small frames copied into one contiguous buffer
     /// (a per-thread scratch buffer, so no connection keeps one), larger frames with
     /// vectored writes straight from their shared payloads.
