@@ -272,7 +272,8 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     /// Asks the node holding `client` to close it ([`Event::Disconnect`]).
     fn disconnect(&self, client: ConnectionId) -> BoxFuture<'_, Result<Routed, Error>>;
 
-    /// Hands `payload` to the other nodes subscribed to `room` as an [`Event::RoomEvent`].
+    /// Hands `payload` to the other nodes subscribed to `room` as an [`Event::RoomEvent`]
+    /// (never to this one).
     fn room_event<'a>(
         &'a self,
         room: &'a RoomName,

@@ -7,7 +7,7 @@
 //! | `meta:<room>` | hash `e`, `s` | the room's epoch and latest offset; expires `meta_ttl` after its last use |
 //! | `stream:<room>` | stream | retained publications, entry id `<offset>-0`, fields `t` (ms) and `d` (payload); at most `max_messages`, expires `ttl` after the last publish |
 //! | `pz:<room>`, `ph:<room>` | sorted set, hash | presence: client → expiry (ms), client → user |
-//! | channel `room:<room>` | pub/sub | `P <offset> <epoch> <payload>` or `E <payload>` (room event) |
+//! | channel `room:<room>` | pub/sub | `P <offset> <epoch> <payload>`, or `E <origin node> <payload>` (room event) |
 //! | channel `node:<12 hex digits>` | pub/sub | `S <client> <payload>` (send) or `D <client>` (disconnect) |
 //! | channel `broadcast` | pub/sub | `<origin node, 12 hex digits> <payload>` |
 //!
@@ -538,10 +538,14 @@ impl Forwarder {
                         payload: message.slice_ref(payload),
                     }))
                 }
-                b"E" => Some(Event::RoomEvent {
-                    room,
-                    payload: message.slice_ref(rest),
-                }),
+                b"E" => {
+                    // `E <origin node> <payload>`: a node does not receive its own.
+                    let (origin, payload) = split_word(rest)?;
+                    (origin != self.node_hex.as_bytes()).then(|| Event::RoomEvent {
+                        room,
+                        payload: message.slice_ref(payload),
+                    })
+                }
                 _ => None,
             };
         }
@@ -709,7 +713,7 @@ impl Backplane for RedisBackplane {
         payload: Bytes,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            let mut message = b"E ".to_vec();
+            let mut message = format!("E {} ", node_hex(self.inner.config.node_id)).into_bytes();
             message.extend_from_slice(&payload);
             self.inner
                 .publish_raw(self.inner.room_channel(room), message)

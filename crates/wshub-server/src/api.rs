@@ -12,7 +12,7 @@ use axum::{
     routing::{get, post},
 };
 use serde::de::DeserializeOwned;
-use wshub::{CloseCode, Hub};
+use wshub::Hub;
 use wshub_protocol::{
     ErrorCode, RoomName, encode,
     http::{
@@ -21,9 +21,11 @@ use wshub_protocol::{
     },
 };
 
+use wshub_backplane::HistoryQuery;
+
 use crate::{
     session::parse_connection_id,
-    state::{ServerState, text},
+    state::{Failure, ServerState},
 };
 
 /// What the API handlers share.
@@ -130,12 +132,29 @@ fn room_from_path(room: &str) -> Result<RoomName, ApiError> {
     })
 }
 
-fn internal() -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorCode::Internal,
-        "internal error",
-    )
+/// The status and body of a failed shared operation.
+fn failed(failure: Failure) -> ApiError {
+    match failure {
+        Failure::NotFound(client) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no connection {client}"),
+        ),
+        // The connection exists but is closing or overflowing: it will not get it.
+        Failure::Refused(message) => {
+            ApiError::new(StatusCode::CONFLICT, ErrorCode::LimitExceeded, message)
+        }
+        Failure::Unavailable(message) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal,
+            format!("backplane unavailable: {message}"),
+        ),
+        _ => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "internal error",
+        ),
+    }
 }
 
 async fn publish(
@@ -147,7 +166,9 @@ async fn publish(
     let request: PublishRequest = parse(&body)?;
     let position = api
         .state
-        .publish(&api.hub, &request.room, request.data.as_raw(), None);
+        .publish(&api.hub, &request.room, request.data.as_raw(), None)
+        .await
+        .map_err(failed)?;
     Ok(axum::Json(PublishResponse {
         room: request.room,
         offset: position.offset,
@@ -163,8 +184,10 @@ async fn broadcast(
 ) -> Result<Response, ApiError> {
     authorize(&api, &headers)?;
     let request: BroadcastRequest = parse(&body)?;
-    let message = text(encode::broadcast(None, request.data.as_raw())).ok_or_else(internal)?;
-    api.hub.broadcast(message);
+    api.state
+        .broadcast(&api.hub, None, request.data.as_raw())
+        .await
+        .map_err(failed)?;
     Ok(json_response(bytes::Bytes::from_static(b"{}")))
 }
 
@@ -183,17 +206,11 @@ async fn send(
         )
     };
     let to = parse_connection_id(&request.to).map_err(|_| not_found())?;
-    let message = text(encode::direct(None, request.data.as_raw())).ok_or_else(internal)?;
-    match api.hub.send_to(to, message) {
-        Ok(()) => Ok(json_response(bytes::Bytes::from_static(b"{}"))),
-        Err(wshub::Error::NotFound(_)) => Err(not_found()),
-        // The connection exists but is closing or overflowing: it will not get it.
-        Err(error) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::LimitExceeded,
-            error.to_string(),
-        )),
-    }
+    api.state
+        .send(&api.hub, to, None, request.data.as_raw())
+        .await
+        .map_err(failed)?;
+    Ok(json_response(bytes::Bytes::from_static(b"{}")))
 }
 
 async fn disconnect(
@@ -203,17 +220,17 @@ async fn disconnect(
 ) -> Result<Response, ApiError> {
     authorize(&api, &headers)?;
     let request: DisconnectRequest = parse(&body)?;
-    let conn = parse_connection_id(&request.client)
-        .ok()
-        .and_then(|id| api.hub.connection(id))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::NotFound,
-                format!("no connection {}", request.client),
-            )
-        })?;
-    conn.close(CloseCode::NORMAL, "disconnected by server");
+    let client = parse_connection_id(&request.client).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no connection {}", request.client),
+        )
+    })?;
+    api.state
+        .disconnect(&api.hub, client)
+        .await
+        .map_err(failed)?;
     Ok(json_response(bytes::Bytes::from_static(b"{}")))
 }
 
@@ -241,7 +258,7 @@ async fn presence(
 ) -> Result<Response, ApiError> {
     authorize(&api, &headers)?;
     let room = room_from_path(&room)?;
-    let clients = api.state.presence(&api.hub, &room);
+    let clients = api.state.presence(&api.hub, &room).await;
     Ok(axum::Json(PresenceResponse { room, clients }).into_response())
 }
 
@@ -260,20 +277,42 @@ async fn history(
             error.body_text(),
         )
     })?;
-    let history = &api.state.history;
-    let limit = history.clamp_limit(params.limit);
-    let body = match params.since(&history.position(&room).epoch) {
+    let backplane = api.state.backplane();
+    let limit = backplane.clamp_limit(params.limit);
+    // `since_offset` without `epoch` means the room's current epoch: read it first.
+    let current = api
+        .state
+        .history(&room, HistoryQuery::Latest { limit: 0 })
+        .await
+        .map_err(failed)?
+        .position
+        .epoch;
+    let body = match params.since(&current) {
         Some(since) => {
-            let recovery = history.since(&room, &since, limit);
+            let page = api
+                .state
+                .history(
+                    &room,
+                    HistoryQuery::Since {
+                        position: since,
+                        limit,
+                    },
+                )
+                .await
+                .map_err(failed)?;
             encode::history_response(
                 &room,
-                &recovery.epoch,
-                Some(recovery.recovered),
-                &recovery.messages,
+                &page.position.epoch,
+                Some(page.recovered),
+                &page.messages,
             )
         }
         None => {
-            let page = history.latest(&room, limit);
+            let page = api
+                .state
+                .history(&room, HistoryQuery::Latest { limit })
+                .await
+                .map_err(failed)?;
             encode::history_response(&room, &page.position.epoch, None, &page.messages)
         }
     };

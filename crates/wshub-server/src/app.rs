@@ -1,5 +1,6 @@
-//! The server assembled: the hub with its auth hook and protocol handler, the HTTP routes
-//! around it, and the background sweep of expired history.
+//! The server assembled: the hub with its auth hook and protocol handler, the backplane and
+//! the task delivering what it brings from other nodes, the HTTP routes around them, and the
+//! background sweep of expired history.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -13,10 +14,14 @@ use axum::{
 use wshub::{Hub, Identity, Rejection, Server};
 use wshub_protocol::RoomName;
 
+use wshub_backplane::{
+    Backplane, Health, MemoryBackplane, MemoryConfig, RedisBackplane, RedisConfig,
+};
+
 use crate::{
     api::{self, Api},
     assets, metrics, session,
-    state::{ServerOptions, ServerState},
+    state::{BackplaneOptions, ServerOptions, ServerState},
 };
 
 /// How often expired history is dropped.
@@ -31,10 +36,69 @@ pub struct App {
     pub state: Arc<ServerState>,
     /// Every route: the WebSocket endpoint, the HTTP API, stats, metrics, the demo page.
     pub router: Router,
+    /// The task delivering what other nodes send.
+    pump: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Builds the server from its options.
-pub fn build(mut options: ServerOptions) -> App {
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The address could not be bound.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] wshub::Error),
+    /// The backplane could not be reached or configured.
+    #[error("{0}")]
+    Backplane(#[from] wshub_backplane::Error),
+    /// The chosen backplane is not available in this build.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Builds the server from its options, on the memory backplane (one node) whatever
+/// `options.backplane` says; [`build_connected`] (or [`serve`]) connects the chosen one.
+/// Call it inside a Tokio runtime.
+pub fn build(options: ServerOptions) -> App {
+    let (hub, state) = assemble(options);
+    let backplane = Arc::new(MemoryBackplane::new(MemoryConfig {
+        history: state.options.history,
+        node_id: hub.node_id(),
+    }));
+    finish(hub, state, backplane)
+}
+
+/// Builds the server from its options and connects the backplane they choose.
+///
+/// # Errors
+/// When the backplane cannot be reached, or is not available in this build.
+pub async fn build_connected(options: ServerOptions) -> Result<App, StartError> {
+    let (hub, state) = assemble(options);
+    let backplane: Arc<dyn Backplane> = match &state.options.backplane {
+        BackplaneOptions::Memory => Arc::new(MemoryBackplane::new(MemoryConfig {
+            history: state.options.history,
+            node_id: hub.node_id(),
+        })),
+        BackplaneOptions::Redis { url, prefix } => {
+            let config = RedisConfig {
+                prefix: prefix.clone(),
+                history: state.options.history,
+                node_id: hub.node_id(),
+                ..RedisConfig::new(url.clone())
+            };
+            Arc::new(RedisBackplane::connect(config).await?)
+        }
+        BackplaneOptions::Nats { .. } => {
+            return Err(StartError::Unsupported(
+                "the NATS backplane is not implemented yet; use --redis".to_owned(),
+            ));
+        }
+    };
+    tracing::info!(backplane = backplane.kind(), node = %wshub_backplane::node_hex(hub.node_id()), "backplane connected");
+    Ok(finish(hub, state, backplane))
+}
+
+/// The hub and the shared state, before the backplane is attached.
+fn assemble(mut options: ServerOptions) -> (Hub, Arc<ServerState>) {
     // A subscribe with recovery queues its whole replay at once: the send queue must hold
     // a full history with room to spare, or a recovering client would be cut off as slow.
     let replay_room = options
@@ -70,15 +134,38 @@ pub fn build(mut options: ServerOptions) -> App {
     let session_state = Arc::clone(&state);
     let hub = builder
         .on_disconnect(move |conn, _| {
-            // The connection has left its rooms; tell their members.
+            // The connection has left its rooms; tell their members, here and on the other
+            // nodes, and drop it from the backplane's presence.
             for room in conn.rooms() {
                 if let Ok(room) = RoomName::parse(&room) {
                     leave_state.presence_event(conn.hub(), &room, conn, false);
+                    let (state, conn) = (Arc::clone(&leave_state), conn.clone());
+                    tokio::spawn(async move { state.leave_backplane(&room, &conn).await });
                 }
             }
         })
         .handler(move |conn| session::run(Arc::clone(&session_state), conn))
         .build();
+    (hub, state)
+}
+
+/// Attaches the backplane, starts delivering its events, and adds the routes.
+fn finish(hub: Hub, state: Arc<ServerState>, backplane: Arc<dyn Backplane>) -> App {
+    let events = backplane.take_events();
+    state.attach(backplane);
+    let pump = match (events, tokio::runtime::Handle::try_current()) {
+        (Some(events), Ok(runtime)) => {
+            Some(runtime.spawn(Arc::clone(&state).pump(hub.clone(), events)))
+        }
+        (None, _) => {
+            tracing::error!("the backplane's events were already taken");
+            None
+        }
+        (_, Err(_)) => {
+            tracing::error!("built outside a Tokio runtime: nothing from other nodes is delivered");
+            None
+        }
+    };
 
     let api = Api {
         hub: hub.clone(),
@@ -92,14 +179,28 @@ pub fn build(mut options: ServerOptions) -> App {
     let demo_page = bytes::Bytes::from(assets::DEMO_HTML.replace(assets::DEMO_PATH_META, &meta));
     let router = hub.router().merge(api::routes(api.clone())).merge(
         Router::new()
-            .route("/healthz", get(|| async { "ok" }))
+            .route("/healthz", get(healthz))
             .route("/stats", get(stats))
             .route("/metrics", get(metrics_text))
             .route("/websocket", get(move || async move { Html(demo_page) }))
             .route("/client.js", get(client_js))
             .with_state(api),
     );
-    App { hub, state, router }
+    App {
+        hub,
+        state,
+        router,
+        pump,
+    }
+}
+
+/// `ok`, or `degraded: <why>` when the backplane is unreachable (still 200: the node keeps
+/// serving its own connections).
+async fn healthz(State(api): State<Api>) -> Response {
+    match api.state.backplane_health() {
+        Health::Connected => "ok".into_response(),
+        Health::Degraded(why) => format!("degraded: backplane unreachable: {why}").into_response(),
+    }
 }
 
 /// Escapes text for an HTML attribute value.
@@ -118,8 +219,18 @@ async fn client_js() -> Response {
         .into_response()
 }
 
+/// Rooms with history state on this node (the memory backplane), or rooms this node follows
+/// (a shared backplane keeps the history elsewhere).
+fn history_rooms(state: &ServerState) -> usize {
+    state
+        .backplane()
+        .local_rooms()
+        .unwrap_or_else(|| state.rooms.len())
+}
+
 async fn stats(State(api): State<Api>) -> Response {
     let stats = api.hub.stats();
+    let health = api.state.backplane_health();
     axum::Json(serde_json::json!({
         "clients": stats.connections,
         "rooms": stats.rooms,
@@ -131,19 +242,32 @@ async fn stats(State(api): State<Api>) -> Response {
         "slow_consumer_disconnects": stats.slow_consumer_disconnects,
         "total_connections": stats.total_connections,
         "rejected_handshakes": stats.rejected_handshakes,
-        "history_rooms": api.state.history.room_count(),
+        "history_rooms": history_rooms(&api.state),
+        "backplane": api.state.backplane().kind(),
+        "backplane_connected": health.is_connected(),
+        "backplane_error": match &health {
+            Health::Connected => None,
+            Health::Degraded(why) => Some(why.clone()),
+        },
         "uptime": api.state.started.elapsed().as_secs(),
     }))
     .into_response()
 }
 
 async fn metrics_text(State(api): State<Api>) -> Response {
-    let body = metrics::render(
+    let mut body = metrics::render(
         &api.hub.stats(),
         &api.state.counters,
-        api.state.history.room_count(),
+        history_rooms(&api.state),
         api.state.started.elapsed(),
     );
+    let up = u8::from(api.state.backplane_health().is_connected());
+    body.push_str(&format!(
+        "# HELP wshub_backplane_up Whether the backplane is reachable (1) or the node is degraded (0).\n\
+         # TYPE wshub_backplane_up gauge\n\
+         wshub_backplane_up{{backplane=\"{}\"}} {up}\n",
+        api.state.backplane().kind()
+    ));
     (
         [(
             header::CONTENT_TYPE,
@@ -160,6 +284,7 @@ pub struct RunningServer {
     server: Server,
     state: Arc<ServerState>,
     sweeper: tokio::task::JoinHandle<()>,
+    pump: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -182,30 +307,36 @@ impl RunningServer {
     pub async fn stop(&self, deadline: Duration) {
         self.sweeper.abort();
         self.server.stop(deadline).await;
+        if let Some(pump) = &self.pump {
+            pump.abort();
+        }
     }
 }
 
-/// Builds the server and serves it on `addr`.
+/// Builds the server, connects its backplane and serves it on `addr`.
 ///
 /// # Errors
-/// When the address cannot be bound.
-pub async fn serve(
-    options: ServerOptions,
-    addr: SocketAddr,
-) -> Result<RunningServer, wshub::Error> {
-    let App { hub, state, router } = build(options);
+/// When the backplane cannot be reached or the address cannot be bound.
+pub async fn serve(options: ServerOptions, addr: SocketAddr) -> Result<RunningServer, StartError> {
+    let App {
+        hub,
+        state,
+        router,
+        pump,
+    } = build_connected(options).await?;
     let server = Server::start_with_router(addr, hub, router).await?;
     let sweep_state = Arc::clone(&state);
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(HISTORY_SWEEP_INTERVAL);
         loop {
             tick.tick().await;
-            sweep_state.history.sweep();
+            sweep_state.backplane().sweep();
         }
     });
     Ok(RunningServer {
         server,
         state,
         sweeper,
+        pump,
     })
 }

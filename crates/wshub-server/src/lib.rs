@@ -34,7 +34,10 @@
 //! - [`app`]: the server assembled: the hub with its auth hook and handler, every route.
 //! - [`session`]: one WebSocket connection speaking the protocol, command by command.
 //! - `api`: the HTTP API for backends, behind the API key.
-//! - [`state`]: what connections and handlers share, and publish and presence.
+//! - [`state`]: what connections and handlers share; publish, send, broadcast, presence and
+//!   history, all through the backplane (`wshub-backplane`: memory, or Redis in a cluster).
+//! - `delivery`: what this node delivers to its own subscribers, per room in offset order,
+//!   exactly once, and subscribe-with-recovery with no gap and no duplicate.
 //! - [`metrics`]: the server's counters and `/metrics` in Prometheus text format.
 //! - [`settings`]: flags, environment and TOML file; [`logging`]; [`assets`] (demo page,
 //!   browser client).
@@ -50,6 +53,7 @@ pub(crate) mod api;
 pub mod app;
 pub mod assets;
 pub mod clock;
+pub(crate) mod delivery;
 pub mod history;
 pub mod logging;
 pub mod metrics;

@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
     let server = match app::serve(ServerOptions::from(&settings), settings.listen).await {
         Ok(server) => server,
         Err(error) => {
-            eprintln!("wshub: cannot listen on {}: {error}", settings.listen);
+            eprintln!("wshub: cannot start on {}: {error}", settings.listen);
             return ExitCode::FAILURE;
         }
     };

@@ -8,12 +8,13 @@ use std::{
 
 use bytes::Bytes;
 use wshub::{CloseCode, Connection, ConnectionId, Message};
+use wshub_backplane::HistoryQuery;
 use wshub_protocol::{Claims, Command, ErrorCode, ProtocolError, RoomName, encode};
 
 use crate::{
     metrics::OutKind,
     rate_limit::{Decision, RateLimiter},
-    state::{ServerState, text, user_of},
+    state::{Failure as StateFailure, ServerState, text, user_of},
     token,
 };
 
@@ -58,7 +59,7 @@ pub async fn run(state: Arc<ServerState>, conn: Connection) {
     loop {
         tokio::select! {
             message = session.conn.recv() => match message {
-                Some(message) => session.handle(message),
+                Some(message) => session.handle(message).await,
                 None => break,
             },
             () = &mut expired, if !closing => {
@@ -89,7 +90,7 @@ impl Session {
         }
     }
 
-    fn handle(&mut self, message: Message) {
+    async fn handle(&mut self, message: Message) {
         let Some(text) = message.as_text() else {
             // PROTOCOL.md, Transport: a binary frame on this endpoint closes with 1003.
             self.conn.close(
@@ -129,7 +130,7 @@ impl Session {
             }
         }
         let id = command.id().cloned();
-        match self.execute(command) {
+        match self.execute(command).await {
             Ok(Some(reply)) => self.reply(reply),
             Ok(None) => {}
             Err((code, message)) => self.reply(encode::error(id.as_ref(), code, &message)),
@@ -137,7 +138,7 @@ impl Session {
     }
 
     /// Runs one command; returns its reply (when it has an id) or its failure.
-    fn execute(&mut self, command: Command) -> Result<Option<Bytes>, Failure> {
+    async fn execute(&mut self, command: Command) -> Result<Option<Bytes>, Failure> {
         let hub = self.conn.hub().clone();
         let state = Arc::clone(&self.state);
         match command {
@@ -153,40 +154,39 @@ impl Session {
                         ),
                     ));
                 }
-                let conn = &self.conn;
-                let joined = state.history.with_room(&cmd.room, |history| {
-                    // Under the room's lock: no publish can slip between the replay and
-                    // the join, so there is no gap and no duplicate.
-                    let (position, recovered, replay) = match &cmd.since {
-                        Some(since) => {
-                            let recovery = history.since(since, usize::MAX);
-                            let position = wshub_protocol::StreamPosition::new(
-                                recovery.epoch,
-                                recovery.offset,
-                            );
-                            (position, Some(recovery.recovered), recovery.messages)
-                        }
-                        None => (history.position(), None, Vec::new()),
-                    };
-                    let joined = conn.join(cmd.room.as_str());
-                    if let Some(id) = &cmd.id {
-                        self.reply(encode::ok_subscribe(id, &cmd.room, &position, recovered));
+                let subscribed = state
+                    .subscribe(
+                        &self.conn,
+                        &cmd.room,
+                        cmd.since.as_ref(),
+                        |position, recovered, replay| {
+                            // Under the room's delivery lock: nothing is delivered to the room
+                            // between the replay and the join (see `delivery`).
+                            if let Some(id) = &cmd.id {
+                                self.reply(encode::ok_subscribe(
+                                    id, &cmd.room, position, recovered,
+                                ));
+                            }
+                            for frame in replay {
+                                self.reply(frame);
+                            }
+                        },
+                    )
+                    .await;
+                match subscribed {
+                    Ok(subscribed) if subscribed.joined => {
+                        state.presence_event(&hub, &cmd.room, &self.conn, true);
                     }
-                    for frame in replay {
-                        self.reply(frame);
-                    }
-                    joined
-                });
-                match joined {
-                    Ok(true) => state.presence_event(&hub, &cmd.room, &self.conn, true),
-                    Ok(false) => {}
-                    Err(_) => return Ok(None),
+                    Ok(_) => {}
+                    Err(StateFailure::Refused(_)) => return Ok(None),
+                    Err(failure) => return Err(from_state(failure)),
                 }
                 Ok(None)
             }
             Command::Unsubscribe(cmd) => {
                 if self.conn.leave(cmd.room.as_str()) {
                     state.presence_event(&hub, &cmd.room, &self.conn, false);
+                    state.leave_backplane(&cmd.room, &self.conn).await;
                 }
                 Ok(cmd.id.map(|id| encode::ok_room(&id, &cmd.room)))
             }
@@ -194,32 +194,32 @@ impl Session {
                 if !token::may_publish(self.claims.as_ref(), cmd.room.as_str()) {
                     return Err(forbidden(&cmd.room, "publish to"));
                 }
-                let position =
-                    state.publish(&hub, &cmd.room, cmd.data.as_raw(), Some(self.conn.id()));
+                let position = state
+                    .publish(&hub, &cmd.room, cmd.data.as_raw(), Some(self.conn.id()))
+                    .await
+                    .map_err(from_state)?;
                 Ok(cmd
                     .id
                     .map(|id| encode::ok_publish(&id, &cmd.room, position.offset)))
             }
             Command::Send(cmd) => {
                 let to = parse_connection_id(&cmd.to)?;
-                let frame = encode::direct(Some(&self.conn.id().to_string()), cmd.data.as_raw());
-                let message = text(frame).ok_or_else(internal)?;
-                hub.send_to(to, message).map_err(|error| match error {
-                    wshub::Error::NotFound(_) => not_found(&cmd.to),
-                    other => (ErrorCode::Internal, other.to_string()),
-                })?;
-                state.counters.record_out(OutKind::Direct, 1);
+                state
+                    .send(&hub, to, Some(self.conn.id()), cmd.data.as_raw())
+                    .await
+                    .map_err(from_state)?;
                 Ok(cmd.id.map(|id| encode::ok(&id)))
             }
             Command::Broadcast(cmd) => {
-                let frame = encode::broadcast(Some(&self.conn.id().to_string()), cmd.data.as_raw());
-                let delivered = hub.broadcast(text(frame).ok_or_else(internal)?);
-                state.counters.record_out(OutKind::Broadcast, delivered);
+                state
+                    .broadcast(&hub, Some(self.conn.id()), cmd.data.as_raw())
+                    .await
+                    .map_err(from_state)?;
                 Ok(cmd.id.map(|id| encode::ok(&id)))
             }
             Command::Presence(cmd) => {
                 self.check_subscribe(&cmd.room)?;
-                let clients = state.presence(&hub, &cmd.room);
+                let clients = state.presence(&hub, &cmd.room).await;
                 Ok(cmd
                     .id
                     .map(|id| encode::ok_presence(&id, &cmd.room, &clients)))
@@ -229,29 +229,22 @@ impl Session {
                 let Some(id) = cmd.id else {
                     return Ok(None);
                 };
-                let limit = state.history.clamp_limit(cmd.limit);
-                Ok(Some(match &cmd.since {
-                    Some(since) => {
-                        let recovery = state.history.since(&cmd.room, since, limit);
-                        encode::ok_history(
-                            &id,
-                            &cmd.room,
-                            &recovery.epoch,
-                            Some(recovery.recovered),
-                            &recovery.messages,
-                        )
-                    }
-                    None => {
-                        let page = state.history.latest(&cmd.room, limit);
-                        encode::ok_history(
-                            &id,
-                            &cmd.room,
-                            &page.position.epoch,
-                            None,
-                            &page.messages,
-                        )
-                    }
-                }))
+                let limit = state.backplane().clamp_limit(cmd.limit);
+                let query = match &cmd.since {
+                    Some(since) => HistoryQuery::Since {
+                        position: since.clone(),
+                        limit,
+                    },
+                    None => HistoryQuery::Latest { limit },
+                };
+                let page = state.history(&cmd.room, query).await.map_err(from_state)?;
+                Ok(Some(encode::ok_history(
+                    &id,
+                    &cmd.room,
+                    &page.position.epoch,
+                    cmd.since.is_some().then_some(page.recovered),
+                    &page.messages,
+                )))
             }
             // A ping is answered even without an id (with `"id": null`): plain WebSocket
             // tools use it to check the connection by hand.
@@ -279,8 +272,13 @@ fn not_found(client: &str) -> Failure {
     (ErrorCode::NotFound, format!("no connection {client}"))
 }
 
-fn internal() -> Failure {
-    (ErrorCode::Internal, "internal error".to_owned())
+/// The error frame's code and message for a failure of a shared operation.
+fn from_state(failure: StateFailure) -> Failure {
+    let code = match &failure {
+        StateFailure::NotFound(_) => ErrorCode::NotFound,
+        _ => ErrorCode::Internal,
+    };
+    (code, failure.to_string())
 }
 
 /// A connection id from a command; an id that cannot exist is simply not found.

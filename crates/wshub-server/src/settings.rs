@@ -91,6 +91,13 @@ pub struct Settings {
     /// How logs are written: human-readable text or one JSON object per line
     /// (`--log-format`). Default [`LogFormat::Text`].
     pub log_format: LogFormat,
+    /// The Redis server that nodes of a cluster share (`--redis`, `WSHUB_REDIS`, `redis`),
+    /// e.g. `redis://127.0.0.1:6379`. Default none: one node, everything in memory.
+    pub redis: Option<String>,
+    /// The NATS server that nodes of a cluster share (`--nats`, `WSHUB_NATS`, `nats`), e.g.
+    /// `nats://127.0.0.1:4222`. Not implemented yet: the server refuses to start with it.
+    /// Default none.
+    pub nats: Option<String>,
 }
 
 /// A per-connection rate limit: a token bucket refilled at `per_second` and holding at most
@@ -127,6 +134,8 @@ impl Default for Settings {
             config_file: None,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
+            redis: None,
+            nats: None,
         }
     }
 }
@@ -156,6 +165,9 @@ impl fmt::Debug for Settings {
             .field("config_file", &self.config_file)
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format)
+            // A URL may carry a password.
+            .field("redis", &self.redis.as_ref().map(|url| redact_url(url)))
+            .field("nats", &self.nats.as_ref().map(|url| redact_url(url)))
             .finish()
     }
 }
@@ -455,6 +467,28 @@ const LOG_FORMAT: Spec = Spec {
     help: "Log format: text or json (one object per line).",
 };
 
+const REDIS: Spec = Spec {
+    flag: "redis",
+    env: "WSHUB_REDIS",
+    key: "redis",
+    default: None,
+    value_name: "URL",
+    secret: false,
+    help: "Redis server shared by the nodes of a cluster, e.g. redis://127.0.0.1:6379 (with a \
+         password: redis://:PASSWORD@host:6379). Without it (and without --nats) the server is \
+         one node with everything in memory.",
+};
+const NATS: Spec = Spec {
+    flag: "nats",
+    env: "WSHUB_NATS",
+    key: "nats",
+    default: None,
+    value_name: "URL",
+    secret: false,
+    help: "NATS server (with JetStream) shared by the nodes of a cluster, e.g. \
+         nats://127.0.0.1:4222. Not implemented yet: use --redis.",
+};
+
 /// Every setting, in `--help` order.
 pub const SPECS: &[Spec] = &[
     LISTEN,
@@ -475,6 +509,8 @@ pub const SPECS: &[Spec] = &[
     CONFIG,
     LOG_LEVEL,
     LOG_FORMAT,
+    REDIS,
+    NATS,
 ];
 
 /// The routes the server serves besides the WebSocket endpoint (PROTOCOL.md); the endpoint
@@ -587,6 +623,8 @@ impl Settings {
             config_file: sources.file.as_ref().map(|file| file.path.clone()),
             log_level: sources.get(&LOG_LEVEL, parse_log_level)?,
             log_format: sources.get(&LOG_FORMAT, parse_log_format)?,
+            redis: sources.get_opt(&REDIS, |s| parse_url(s, &["redis", "rediss"]))?,
+            nats: sources.get_opt(&NATS, |s| parse_url(s, &["nats", "tls"]))?,
         })
     }
 
@@ -646,6 +684,9 @@ impl Settings {
                     .to_owned(),
             ),
             _ => {}
+        }
+        if self.redis.is_some() && self.nats.is_some() {
+            warnings.push("both --redis and --nats are set: Redis is used".to_owned());
         }
         warnings
     }
@@ -898,6 +939,33 @@ fn parse_log_level(s: &str) -> Result<String, String> {
                  directives such as info,wshub=debug"
             )
         })
+}
+
+/// A server URL with one of `schemes`; the backplane checks the rest when it connects.
+fn parse_url(s: &str, schemes: &[&str]) -> Result<String, String> {
+    let s = s.trim();
+    match s.split_once("://") {
+        Some((scheme, rest)) if schemes.contains(&scheme) && !rest.is_empty() => Ok(s.to_owned()),
+        _ => Err(format!(
+            "expected a URL such as {}://127.0.0.1 (schemes: {})",
+            schemes.first().copied().unwrap_or_default(),
+            schemes.join(", ")
+        )),
+    }
+}
+
+/// A URL with its password (between `:` and `@` after the scheme) hidden.
+fn redact_url(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) => match rest.split_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+                format!("{scheme}://{user}:<redacted>@{host}")
+            }
+            _ => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {

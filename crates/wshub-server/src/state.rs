@@ -1,20 +1,54 @@
-//! What every connection and every HTTP handler of the server shares: the hub, the
-//! history, the token verifier, the options, and the operations both the WebSocket
-//! protocol and the HTTP API perform (publish, presence).
+//! What every connection and every HTTP handler of the server shares: the hub's options,
+//! the backplane, the token verifier, and the operations both the WebSocket protocol and
+//! the HTTP API perform (publish, send, broadcast, disconnect, presence, history).
+//!
+//! Every one of them goes through the [`Backplane`]: the memory one on a single node, Redis
+//! in a cluster. What this node delivers to its own connections is decided in
+//! [`delivery`](crate::delivery): per room, in offset order, exactly once.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use wshub::{Connection, ConnectionId, Hub, HubConfig, Message};
+use wshub::{CloseCode, Connection, ConnectionId, Hub, HubConfig, Message};
+use wshub_backplane::{
+    Backplane, HistoryPage, HistoryQuery, MemoryBackplane, MemoryConfig, PresenceMember,
+    Publication, Routed,
+};
 use wshub_protocol::{PresenceClient, RoomName, StreamPosition, encode};
 
 use crate::{
-    history::{History, HistoryConfig},
+    delivery::Rooms,
+    history::HistoryConfig,
     metrics::{OutKind, ServerCounters},
     rate_limit::RateLimitConfig,
     token::TokenVerifier,
 };
+
+/// Which backplane the server uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BackplaneOptions {
+    /// Everything in this process: one node (the default).
+    #[default]
+    Memory,
+    /// A Redis server shared by every node (`--redis`).
+    Redis {
+        /// The server's URL, e.g. `redis://127.0.0.1:6379`.
+        url: String,
+        /// What every key and channel name starts with (`wshub:` by default).
+        prefix: String,
+    },
+    /// A NATS server with JetStream (`--nats`): not implemented yet; the server refuses to
+    /// start with it.
+    Nats {
+        /// The server's URL, e.g. `nats://127.0.0.1:4222`.
+        url: String,
+    },
+}
 
 /// The server's behaviour, independent of where it was configured (flags, environment,
 /// file: see `settings`).
@@ -34,6 +68,8 @@ pub struct ServerOptions {
     pub rate_limit: Option<RateLimitConfig>,
     /// The most rooms one connection may be in.
     pub max_rooms_per_connection: usize,
+    /// The backplane: memory (one node) by default.
+    pub backplane: BackplaneOptions,
 }
 
 impl Default for ServerOptions {
@@ -46,12 +82,21 @@ impl Default for ServerOptions {
             presence_events: true,
             rate_limit: Some(RateLimitConfig::default()),
             max_rooms_per_connection: 100,
+            backplane: BackplaneOptions::Memory,
         }
     }
 }
 
 impl From<&crate::settings::Settings> for ServerOptions {
     fn from(settings: &crate::settings::Settings) -> Self {
+        let backplane = match (&settings.redis, &settings.nats) {
+            (Some(url), _) => BackplaneOptions::Redis {
+                url: url.clone(),
+                prefix: "wshub:".to_owned(),
+            },
+            (None, Some(url)) => BackplaneOptions::Nats { url: url.clone() },
+            (None, None) => BackplaneOptions::Memory,
+        };
         Self {
             hub: settings.hub_config(),
             history: settings.history_config(),
@@ -60,8 +105,45 @@ impl From<&crate::settings::Settings> for ServerOptions {
             presence_events: settings.presence_events,
             rate_limit: settings.rate_limit_config(),
             max_rooms_per_connection: settings.max_rooms_per_connection,
+            backplane,
         }
     }
+}
+
+/// Why an operation that crosses the backplane failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// No such connection (on any node).
+    #[error("no connection {0}")]
+    NotFound(String),
+    /// The connection exists but is closing or overflowing.
+    #[error("{0}")]
+    Refused(String),
+    /// The backplane is unreachable.
+    #[error("backplane unavailable: {0}")]
+    Unavailable(String),
+    /// A bug.
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<wshub_backplane::Error> for Failure {
+    fn from(error: wshub_backplane::Error) -> Self {
+        tracing::warn!(%error, "backplane operation failed");
+        Failure::Unavailable(error.to_string())
+    }
+}
+
+/// A history read, with its `message` frames encoded.
+#[derive(Debug, Clone)]
+pub struct HistoryFrames {
+    /// `message` frames, oldest first.
+    pub messages: Vec<Bytes>,
+    /// The room's epoch and latest offset.
+    pub position: StreamPosition,
+    /// Whether the history reached back (for reads with `since`).
+    pub recovered: bool,
 }
 
 /// The state shared by every connection task and HTTP handler.
@@ -69,8 +151,10 @@ impl From<&crate::settings::Settings> for ServerOptions {
 pub struct ServerState {
     /// The options the server runs with.
     pub options: ServerOptions,
-    /// Per-room history, offsets and epochs.
-    pub history: History,
+    /// Set once, right after the hub is built (the backplane routes by the hub's node id).
+    backplane: OnceLock<Arc<dyn Backplane>>,
+    /// Per-room delivery state of this node.
+    pub(crate) rooms: Rooms,
     /// Verifies tokens when a secret is configured.
     pub verifier: Option<TokenVerifier>,
     /// When the server started.
@@ -80,10 +164,11 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    /// State for these options.
+    /// State for these options; [`ServerState::attach`] gives it its backplane.
     pub fn new(options: ServerOptions) -> Arc<Self> {
         Arc::new(Self {
-            history: History::new(options.history),
+            backplane: OnceLock::new(),
+            rooms: Rooms::default(),
             verifier: options
                 .jwt_secret
                 .as_ref()
@@ -94,42 +179,165 @@ impl ServerState {
         })
     }
 
-    /// Numbers a message, stores it in the room's history and delivers it to the room's
-    /// subscribers, all under the room's history lock, so that a concurrent subscribe with
-    /// recovery sees it either in the replay or live, never both or neither.
-    pub fn publish(
-        &self,
+    /// Sets the backplane (once; later calls are ignored).
+    pub fn attach(&self, backplane: Arc<dyn Backplane>) {
+        if self.backplane.set(backplane).is_err() {
+            tracing::error!("the server's backplane was set twice");
+        }
+    }
+
+    /// The backplane.
+    pub fn backplane(&self) -> &dyn Backplane {
+        match self.backplane.get() {
+            Some(backplane) => &**backplane,
+            None => {
+                // Only a bug gets here: `app` attaches it before serving anyone.
+                static DETACHED: OnceLock<MemoryBackplane> = OnceLock::new();
+                tracing::error!("the server's backplane is used before it is attached");
+                DETACHED.get_or_init(|| MemoryBackplane::new(MemoryConfig::default()))
+            }
+        }
+    }
+
+    /// Publishes to a room through the backplane and delivers it to this node's
+    /// subscribers, before returning, unless an earlier publication of the room is still
+    /// on its way to this node (it then follows it, in offset order).
+    pub async fn publish(
+        self: &Arc<Self>,
         hub: &Hub,
         room: &RoomName,
         data: &RawValue,
         from: Option<ConnectionId>,
-    ) -> StreamPosition {
+    ) -> Result<StreamPosition, Failure> {
         let from = from.map(|id| id.to_string());
-        self.history.with_room(room, |state| {
-            let appended =
-                state.append(|position| encode::message(room, data, from.as_deref(), position));
-            if let Some(message) = text(appended.frame) {
-                let delivered = hub.broadcast_to_room(room.as_str(), message);
-                self.counters.record_out(OutKind::Message, delivered);
-            }
-            appended.position
-        })
+        let payload = envelope(from.as_deref(), data);
+        let publication = self.backplane().publish(room, payload).await?;
+        let frame = encode::message(room, data, from.as_deref(), &publication.position);
+        let position = publication.position.clone();
+        self.offer(hub, publication, Some(frame));
+        Ok(position)
     }
 
-    /// The members of a room with their users.
-    pub fn presence(&self, hub: &Hub, room: &RoomName) -> Vec<PresenceClient> {
-        hub.room_members(room.as_str())
+    /// Sends to one connection, on this node or another.
+    pub async fn send(
+        &self,
+        hub: &Hub,
+        to: ConnectionId,
+        from: Option<ConnectionId>,
+        data: &RawValue,
+    ) -> Result<(), Failure> {
+        let frame = encode::direct(from.map(|id| id.to_string()).as_deref(), data);
+        if to.node() == hub.node_id() {
+            let message = text(frame).ok_or(Failure::Internal)?;
+            hub.send_to(to, message).map_err(|error| match error {
+                wshub::Error::NotFound(_) => Failure::NotFound(to.to_string()),
+                other => Failure::Refused(other.to_string()),
+            })?;
+            self.counters.record_out(OutKind::Direct, 1);
+            return Ok(());
+        }
+        match self.backplane().send(to, frame).await? {
+            Routed::Delivered => Ok(()),
+            Routed::NoSuchNode => Err(Failure::NotFound(to.to_string())),
+        }
+    }
+
+    /// Delivers to every connection of this node, then hands it to the other nodes.
+    pub async fn broadcast(
+        &self,
+        hub: &Hub,
+        from: Option<ConnectionId>,
+        data: &RawValue,
+    ) -> Result<(), Failure> {
+        let frame = encode::broadcast(from.map(|id| id.to_string()).as_deref(), data);
+        let delivered = hub.broadcast(text(frame.clone()).ok_or(Failure::Internal)?);
+        self.counters.record_out(OutKind::Broadcast, delivered);
+        self.backplane().broadcast(frame).await?;
+        Ok(())
+    }
+
+    /// Closes a connection with 1000, on this node or another.
+    pub async fn disconnect(&self, hub: &Hub, client: ConnectionId) -> Result<(), Failure> {
+        if client.node() == hub.node_id() {
+            let conn = hub
+                .connection(client)
+                .ok_or_else(|| Failure::NotFound(client.to_string()))?;
+            conn.close(CloseCode::NORMAL, "disconnected by server");
+            return Ok(());
+        }
+        match self.backplane().disconnect(client).await? {
+            Routed::Delivered => Ok(()),
+            Routed::NoSuchNode => Err(Failure::NotFound(client.to_string())),
+        }
+    }
+
+    /// The members of a room on every node: this node's from the hub, the others' from the
+    /// backplane (only this node's when the backplane is unreachable).
+    pub async fn presence(&self, hub: &Hub, room: &RoomName) -> Vec<PresenceClient> {
+        let mut clients: Vec<PresenceClient> = hub
+            .room_members(room.as_str())
             .into_iter()
             .filter_map(|id| hub.connection(id))
             .map(|conn| PresenceClient {
                 client: conn.id().to_string(),
                 user: user_of(&conn).map(str::to_owned),
             })
-            .collect()
+            .collect();
+        match self.backplane().presence(room).await {
+            Ok(members) => {
+                let mut others: Vec<PresenceClient> = members
+                    .into_iter()
+                    .filter(|member| member.client.node() != hub.node_id())
+                    .map(|member| PresenceClient {
+                        client: member.client.to_string(),
+                        user: member.user,
+                    })
+                    .collect();
+                others.sort_by(|a, b| a.client.cmp(&b.client));
+                clients.append(&mut others);
+            }
+            Err(error) => tracing::warn!(%error, "presence of other nodes unavailable"),
+        }
+        clients
     }
 
-    /// Tells a room's other members that `conn` joined or left.
-    pub fn presence_event(&self, hub: &Hub, room: &RoomName, conn: &Connection, joined: bool) {
+    /// Records `conn` as a member of `room` in the backplane's presence.
+    pub(crate) async fn presence_add(&self, room: &RoomName, conn: &Connection) {
+        let member = PresenceMember {
+            client: conn.id(),
+            user: user_of(conn).map(str::to_owned),
+        };
+        if let Err(error) = self.backplane().presence_add(room, member).await {
+            tracing::warn!(%error, "presence not recorded in the backplane");
+        }
+    }
+
+    /// Reads a room's history and encodes its `message` frames.
+    pub async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryFrames, Failure> {
+        let HistoryPage {
+            publications,
+            position,
+            recovered,
+        } = self.backplane().history(room, query).await?;
+        Ok(HistoryFrames {
+            messages: publications.iter().filter_map(message_frame).collect(),
+            position,
+            recovered,
+        })
+    }
+
+    /// Tells a room's other members, on every node, that `conn` joined or left.
+    pub fn presence_event(
+        self: &Arc<Self>,
+        hub: &Hub,
+        room: &RoomName,
+        conn: &Connection,
+        joined: bool,
+    ) {
         if !self.options.presence_events {
             return;
         }
@@ -140,9 +348,59 @@ impl ServerState {
         } else {
             encode::leave(room, &client, user)
         };
-        if let Some(message) = text(frame) {
+        if let Some(message) = text(frame.clone()) {
             let delivered = hub.broadcast_to_room_except(room.as_str(), message, conn.id());
             self.counters.record_out(OutKind::Presence, delivered);
+        }
+        let state = Arc::clone(self);
+        let room = room.clone();
+        tokio::spawn(async move {
+            if let Err(error) = state.backplane().room_event(&room, frame).await {
+                tracing::debug!(%error, "presence event not sent to other nodes");
+            }
+        });
+    }
+
+    /// Whether the backplane is working, and if not why.
+    pub fn backplane_health(&self) -> wshub_backplane::Health {
+        self.backplane().health()
+    }
+}
+
+/// What a publication carries through the backplane: the publisher's connection id (empty
+/// for the HTTP API), a newline, and the `data` JSON as the publisher sent it. Each node
+/// encodes its `message` frame from it once.
+fn envelope(from: Option<&str>, data: &RawValue) -> Bytes {
+    let from = from.unwrap_or_default();
+    let mut payload = Vec::with_capacity(from.len() + 1 + data.get().len());
+    payload.extend_from_slice(from.as_bytes());
+    payload.push(b'\n');
+    payload.extend_from_slice(data.get().as_bytes());
+    Bytes::from(payload)
+}
+
+/// The `message` frame of a publication whose payload is an [`envelope`]; `None` (logged)
+/// for a payload no wshub node wrote.
+pub(crate) fn message_frame(publication: &Publication) -> Option<Bytes> {
+    let payload = &publication.payload;
+    let decoded = payload
+        .iter()
+        .position(|b| *b == b'\n')
+        .and_then(|newline| {
+            let from = std::str::from_utf8(&payload[..newline]).ok()?;
+            let data: &RawValue = serde_json::from_slice(&payload[newline + 1..]).ok()?;
+            Some((from, data))
+        });
+    match decoded {
+        Some((from, data)) => Some(encode::message(
+            &publication.room,
+            data,
+            (!from.is_empty()).then_some(from),
+            &publication.position,
+        )),
+        None => {
+            tracing::error!(room = %publication.room, "unreadable publication from the backplane");
+            None
         }
     }
 }

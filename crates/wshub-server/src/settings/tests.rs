@@ -100,6 +100,8 @@ rate_limit = "5/10"
 max_rooms_per_connection = 3
 log_level = "debug"
 log_format = "json"
+redis = "redis://127.0.0.1:6379"
+nats = "nats://127.0.0.1:4222"
 "#,
     );
     let expected = Settings {
@@ -127,6 +129,8 @@ log_format = "json"
         config_file: Some(file.path().to_owned()),
         log_level: "debug".to_owned(),
         log_format: LogFormat::Json,
+        redis: Some("redis://127.0.0.1:6379".to_owned()),
+        nats: Some("nats://127.0.0.1:4222".to_owned()),
     };
     assert_eq!(load(&["--config", &file.arg()], &[]).unwrap(), expected);
 
@@ -149,6 +153,8 @@ log_format = "json"
         (&MAX_ROOMS_PER_CONNECTION, "3"),
         (&LOG_LEVEL, "debug"),
         (&LOG_FORMAT, "json"),
+        (&REDIS, "redis://127.0.0.1:6379"),
+        (&NATS, "nats://127.0.0.1:4222"),
     ];
     let without_file = Settings {
         config_file: None,
@@ -612,4 +618,24 @@ fn warnings_name_what_is_open_or_disabled() {
     )
     .unwrap();
     assert!(fine.warnings().is_empty());
+}
+
+#[test]
+fn backplane_urls_are_checked_and_passwords_never_shown() {
+    let error = load(&["--redis", "127.0.0.1:6379"], &[]).unwrap_err();
+    assert!(error.to_string().contains("redis://"), "{error}");
+    let error = load(&[], &[("WSHUB_NATS", "http://x")]).unwrap_err();
+    assert!(error.to_string().contains("WSHUB_NATS"), "{error}");
+    let settings = load(&["--redis", "redis://:hunter2@db:6379"], &[]).unwrap();
+    let options = crate::state::ServerOptions::from(&settings);
+    assert!(matches!(
+        options.backplane,
+        crate::state::BackplaneOptions::Redis { ref url, .. } if url == "redis://:hunter2@db:6379"
+    ));
+    assert!(!format!("{settings:?}").contains("hunter2"));
+    assert_eq!(
+        redact_url("redis://u:pw@h:1/0"),
+        "redis://u:<redacted>@h:1/0"
+    );
+    assert_eq!(redact_url("redis://h:1"), "redis://h:1");
 }
