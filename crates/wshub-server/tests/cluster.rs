@@ -1,0 +1,402 @@
+//! Three `wshub` nodes in-process, on three loopback ports, sharing a real Redis (started
+//! here when none listens on 127.0.0.1:6379), with clients spread over them: the cluster
+//! behaves as one server (PROTOCOL.md's cluster sentences).
+
+mod support;
+
+use std::{
+    hash::{BuildHasher, RandomState},
+    net::TcpStream as StdTcpStream,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use support::*;
+use wshub_server::{
+    app::RunningServer,
+    state::{BackplaneOptions, ServerOptions},
+};
+
+const KEY: &str = "cluster-key";
+
+/// Makes sure Redis listens on 127.0.0.1:6379, starting it as CI machines do when it does
+/// not. False, said loudly, only when redis-server is not installed.
+fn redis_available() -> bool {
+    if StdTcpStream::connect("127.0.0.1:6379").is_ok() {
+        return true;
+    }
+    let started = Command::new("redis-server")
+        .args([
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .status();
+    if started.is_err() {
+        eprintln!(
+            "\n*** SKIPPED: no Redis on 127.0.0.1:6379 and no redis-server to start (apt-get install redis-server) ***\n"
+        );
+        return false;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if StdTcpStream::connect("127.0.0.1:6379").is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("redis-server was started but does not listen on 127.0.0.1:6379");
+}
+
+struct Cluster {
+    nodes: Vec<RunningServer>,
+    prefix: String,
+}
+
+impl Cluster {
+    async fn start(name: &str) -> Cluster {
+        let random = RandomState::new().hash_one(std::process::id()) & 0xffff_ffff_ffff;
+        let prefix = format!("wshub:test:{random:012x}:{name}:");
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(
+                start(ServerOptions {
+                    api_key: Some(KEY.to_owned()),
+                    rate_limit: None,
+                    backplane: BackplaneOptions::Redis {
+                        url: "redis://127.0.0.1:6379".to_owned(),
+                        prefix: prefix.clone(),
+                    },
+                    ..ServerOptions::default()
+                })
+                .await,
+            );
+        }
+        Cluster { nodes, prefix }
+    }
+
+    fn addr(&self, node: usize) -> std::net::SocketAddr {
+        self.nodes[node].local_addr()
+    }
+
+    async fn stop(self) {
+        for node in self.nodes {
+            stop(node).await;
+        }
+        let script = format!(
+            "redis-cli --scan --pattern '{}*' | xargs -r redis-cli del > /dev/null",
+            self.prefix
+        );
+        let _ = Command::new("sh").args(["-c", &script]).status();
+    }
+}
+
+/// Reads frames until `n` messages of `room` have come; returns them (other frames, such as
+/// presence events, are skipped).
+async fn messages(ws: &mut Client, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = next(ws).await;
+        if frame["type"] == "message" {
+            got.push(frame);
+        }
+    }
+    got
+}
+
+/// Asserts that no message is pending: everything up to a pong is anything but a message.
+async fn no_more_messages(ws: &mut Client) {
+    send(ws, json!({"type": "ping", "id": "sync"})).await;
+    loop {
+        let frame = next(ws).await;
+        assert_ne!(frame["type"], "message", "unexpected {frame}");
+        if frame["type"] == "pong" {
+            return;
+        }
+    }
+}
+
+async fn subscribe(ws: &mut Client, room: &str) -> Value {
+    send(ws, json!({"type": "subscribe", "room": room, "id": "sub"})).await;
+    loop {
+        let frame = next(ws).await;
+        if frame["id"] == "sub" {
+            assert_eq!(frame["type"], "ok", "{frame}");
+            return frame;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_three_nodes_behaves_as_one_server() {
+    if !redis_available() {
+        return;
+    }
+    let cluster = Cluster::start("one").await;
+
+    // Two subscribers on each node.
+    let mut subscribers = Vec::new();
+    for node in 0..3 {
+        for _ in 0..2 {
+            let (mut ws, id) = connect(cluster.addr(node)).await;
+            let ok = subscribe(&mut ws, "chat").await;
+            assert_eq!(ok["offset"], 0);
+            subscribers.push((ws, id, node));
+        }
+    }
+
+    // Presence on any node lists every node's members.
+    let mut ids: Vec<String> = subscribers.iter().map(|(_, id, _)| id.clone()).collect();
+    ids.sort();
+    for node in 0..3 {
+        let (mut ws, _) = connect(cluster.addr(node)).await;
+        let reply = request(
+            &mut ws,
+            json!({"type": "presence", "room": "chat", "id": 1}),
+        )
+        .await;
+        let mut listed: Vec<String> = reply["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .map(|c| c["client"].as_str().expect("id").to_owned())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, ids, "presence on node {node}");
+    }
+
+    // Three publishers, one per node (two over WebSocket, one through the HTTP API),
+    // publishing at once: every subscriber on every node gets every message exactly once,
+    // in offset order, 1 to 30.
+    let mut publishers = Vec::new();
+    for node in 0..2 {
+        let addr = cluster.addr(node);
+        publishers.push(tokio::spawn(async move {
+            let (mut ws, _) = connect(addr).await;
+            for i in 0..10 {
+                let reply = request(
+                    &mut ws,
+                    json!({"type": "publish", "room": "chat", "data": {"node": node, "i": i}, "id": i}),
+                )
+                .await;
+                assert_eq!(reply["type"], "ok", "{reply}");
+            }
+        }));
+    }
+    let api_addr = cluster.addr(2);
+    publishers.push(tokio::spawn(async move {
+        for i in 0..10 {
+            let (status, body) = api(
+                api_addr,
+                KEY,
+                "/api/publish",
+                json!({"room": "chat", "data": {"node": 2, "i": i}}),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }));
+    for publisher in publishers {
+        within("publisher", publisher).await.expect("publisher");
+    }
+    let mut epoch = None;
+    for (ws, id, node) in &mut subscribers {
+        let got = messages(ws, 30).await;
+        let offsets: Vec<u64> = got
+            .iter()
+            .map(|m| m["offset"].as_u64().expect("offset"))
+            .collect();
+        assert_eq!(
+            offsets,
+            (1..=30).collect::<Vec<u64>>(),
+            "subscriber {id} on node {node}"
+        );
+        let epochs: std::collections::HashSet<&str> = got
+            .iter()
+            .map(|m| m["epoch"].as_str().expect("epoch"))
+            .collect();
+        assert_eq!(epochs.len(), 1, "one epoch");
+        epoch.get_or_insert_with(|| epochs.into_iter().next().expect("epoch").to_owned());
+        // Each publisher's messages in its own order.
+        for publisher in 0..3 {
+            let sequence: Vec<u64> = got
+                .iter()
+                .filter(|m| m["data"]["node"] == publisher)
+                .map(|m| m["data"]["i"].as_u64().expect("i"))
+                .collect();
+            assert_eq!(sequence, (0..10).collect::<Vec<u64>>());
+        }
+        no_more_messages(ws).await;
+    }
+    let epoch = epoch.expect("epoch");
+
+    // Send to a connection on another node, over WebSocket and through the API.
+    let target = subscribers[5].1.clone();
+    let (mut sender, sender_id) = connect(cluster.addr(0)).await;
+    let reply = request(
+        &mut sender,
+        json!({"type": "send", "to": target, "data": "psst", "id": 1}),
+    )
+    .await;
+    assert_eq!(reply, json!({"type": "ok", "id": 1}));
+    let direct = next(&mut subscribers[5].0).await;
+    assert_eq!(
+        direct,
+        json!({"type": "direct", "from": sender_id, "data": "psst"})
+    );
+    let (status, _) = api(
+        cluster.addr(1),
+        KEY,
+        "/api/send",
+        json!({"to": subscribers[0].1, "data": 7}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        next(&mut subscribers[0].0).await,
+        json!({"type": "direct", "from": null, "data": 7})
+    );
+    // A connection id of no node is not found.
+    let reply = request(
+        &mut sender,
+        json!({"type": "send", "to": "0000000dead0-1", "data": 1, "id": 2}),
+    )
+    .await;
+    assert_eq!(reply["code"], "not_found", "{reply}");
+
+    // A broadcast from one node reaches every connection of every node once.
+    let reply = request(
+        &mut sender,
+        json!({"type": "broadcast", "data": "all", "id": 3}),
+    )
+    .await;
+    // The sender gets its own broadcast before the ok (docs/protocol-notes.md).
+    assert_eq!(
+        reply,
+        json!({"type": "broadcast", "from": sender_id, "data": "all"})
+    );
+    assert_eq!(next(&mut sender).await, json!({"type": "ok", "id": 3}));
+    for (ws, _, _) in &mut subscribers {
+        assert_eq!(
+            next(ws).await,
+            json!({"type": "broadcast", "from": sender_id, "data": "all"})
+        );
+        no_more_messages(ws).await;
+    }
+
+    // A client that saw up to offset 30 on node 0 reconnects to node 2 after five more
+    // were published, and recovers exactly those, then gets live ones.
+    let (ws, _, node) = subscribers.remove(0);
+    assert_eq!(node, 0);
+    drop(ws);
+    for i in 0..5 {
+        api(
+            cluster.addr(1),
+            KEY,
+            "/api/publish",
+            json!({"room": "chat", "data": {"late": i}}),
+        )
+        .await;
+    }
+    let (mut back, _) = connect(cluster.addr(2)).await;
+    send(&mut back, json!({"type": "subscribe", "room": "chat", "id": "sub", "since": {"epoch": epoch, "offset": 30}})).await;
+    let ok = loop {
+        let frame = next(&mut back).await;
+        if frame["id"] == "sub" {
+            break frame;
+        }
+    };
+    assert_eq!(ok["recovered"], true, "{ok}");
+    assert_eq!(ok["epoch"], epoch.as_str());
+    let replayed = messages(&mut back, 5).await;
+    let offsets: Vec<u64> = replayed
+        .iter()
+        .map(|m| m["offset"].as_u64().expect("offset"))
+        .collect();
+    assert_eq!(offsets, [31, 32, 33, 34, 35]);
+    api(
+        cluster.addr(0),
+        KEY,
+        "/api/publish",
+        json!({"room": "chat", "data": "live"}),
+    )
+    .await;
+    let live = messages(&mut back, 1).await;
+    assert_eq!(live[0]["offset"], 36);
+    no_more_messages(&mut back).await;
+
+    // The API disconnects a connection on another node.
+    let (status, _) = api(
+        cluster.addr(0),
+        KEY,
+        "/api/disconnect",
+        json!({"client": subscribers[4].1}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        close_frame(&mut subscribers[4].0).await,
+        Some((1000, "disconnected by server".to_owned()))
+    );
+
+    // Every node reports its backplane.
+    for node in 0..3 {
+        let (status, body) = http(cluster.addr(node), "GET", "/healthz", &[], None).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+        let (_, stats) = http(cluster.addr(node), "GET", "/stats", &[], None).await;
+        let stats: Value = serde_json::from_str(&stats).expect("stats");
+        assert_eq!(stats["backplane"], "redis");
+        assert_eq!(stats["backplane_connected"], true);
+        let (_, metrics) = http(cluster.addr(node), "GET", "/metrics", &[], None).await;
+        assert!(
+            metrics.contains("wshub_backplane_up{backplane=\"redis\"} 1"),
+            "{metrics}"
+        );
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_leaves_are_seen_on_every_node() {
+    if !redis_available() {
+        return;
+    }
+    let cluster = Cluster::start("presence").await;
+    let (mut watcher, _) = connect(cluster.addr(0)).await;
+    subscribe(&mut watcher, "lobby").await;
+    let (mut other, other_id) = connect(cluster.addr(1)).await;
+    subscribe(&mut other, "lobby").await;
+    assert_eq!(
+        next(&mut watcher).await,
+        json!({"type": "join", "room": "lobby", "client": other_id, "user": null})
+    );
+    let reply = request(
+        &mut other,
+        json!({"type": "unsubscribe", "room": "lobby", "id": 1}),
+    )
+    .await;
+    assert_eq!(reply["type"], "ok");
+    assert_eq!(
+        next(&mut watcher).await,
+        json!({"type": "leave", "room": "lobby", "client": other_id, "user": null})
+    );
+    let reply = request(
+        &mut watcher,
+        json!({"type": "presence", "room": "lobby", "id": 2}),
+    )
+    .await;
+    assert_eq!(
+        reply["clients"].as_array().map(Vec::len),
+        Some(1),
+        "{reply}"
+    );
+    cluster.stop().await;
+}
