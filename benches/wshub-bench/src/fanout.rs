@@ -51,6 +51,36 @@ pub(crate) struct FanoutArgs {
     /// Stop waiting for deliveries once none has arrived for this many seconds.
     #[arg(long, default_value_t = 5.0)]
     drain_idle: f64,
+    /// Speak wshub's JSON protocol through this room instead of raw text: every client
+    /// subscribes to it, the sender publishes to it, and receivers read `data` out of the
+    /// `message` frames. For the standalone server (start it with `--presence-events false
+    /// --rate-limit off`, or joins and the rate limit measure something else).
+    #[arg(long)]
+    room: Option<String>,
+}
+
+/// The frame that sends `text`: as is, or as a publish to the room.
+fn outgoing(room: Option<&str>, text: String) -> Message {
+    match room {
+        None => Message::text(text),
+        Some(room) => Message::text(
+            serde_json::json!({"type": "publish", "room": room, "data": text}).to_string(),
+        ),
+    }
+}
+
+/// The measured text in a received frame: the frame itself for raw hubs, the `data` string
+/// of a `message` frame for the JSON protocol (`None` for its other frames).
+fn payload_of(text: &str) -> Option<&str> {
+    if !text.starts_with('{') {
+        return Some(text);
+    }
+    if !text.contains(r#""type":"message""#) {
+        return None;
+    }
+    let start = text.find(r#""data":""#)? + r#""data":""#.len();
+    let end = start + text[start..].find('"')?;
+    Some(&text[start..end])
 }
 
 /// Counters shared by every receiver.
@@ -106,24 +136,41 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
             args.clients,
             run.common.connect_concurrency,
             run.deadline,
-            |index, socket: Socket| {
+            |index, mut socket: Socket| {
                 let (tally, stop) = (tally.clone(), stop_rx.clone());
+                let subscribe = args.room.as_ref().map(|room| {
+                    Message::text(
+                        serde_json::json!({"type": "subscribe", "room": room}).to_string(),
+                    )
+                });
                 if sender.is_none() {
                     // The first client to open (whichever index) sends; it receives too.
                     let (sink, stream) = socket.split();
-                    sender = Some(sink);
+                    sender = Some((sink, subscribe));
                     receivers.spawn(receive(stream, tally, origin, stop));
                 } else {
                     let _ = index;
-                    receivers.spawn(receive(socket, tally, origin, stop));
+                    receivers.spawn(async move {
+                        if let Some(subscribe) = subscribe
+                            && socket.send(subscribe).await.is_err()
+                        {
+                            tally.closed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        receive(socket, tally, origin, stop).await;
+                    });
                 }
             },
         )
         .await;
     report.put_dial(args.clients, &dial);
-    let Some(mut sender) = sender else {
+    let Some((mut sender, subscribe)) = sender else {
         bail!("no client connected");
     };
+    if let Some(subscribe) = subscribe {
+        sender.send(subscribe).await.context("subscribing")?;
+    }
+    let room = args.room.as_deref();
     let clients = dial.connected;
     report.put(
         "messages",
@@ -150,7 +197,7 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
             break;
         }
         sender
-            .send(Message::text(pad(format!("w {warmups} "), args.size)))
+            .send(outgoing(room, pad(format!("w {warmups} "), args.size)))
             .await?;
         warmups += 1;
         let resend_at = Instant::now() + Duration::from_millis(250);
@@ -189,7 +236,7 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
             origin.elapsed()
         };
         let text = pad(format!("{seq} {} ", stamp.as_nanos()), args.size);
-        sender.send(Message::text(text)).await.context("sending")?;
+        sender.send(outgoing(room, text)).await.context("sending")?;
     }
     let send_time = send_start.elapsed();
 
@@ -358,6 +405,9 @@ async fn receive<S>(
             }
             continue;
         };
+        let Some(text) = payload_of(text) else {
+            continue;
+        };
         let mut measured_in_frame = false;
         for line in text.split('\n') {
             let mut fields = line.split_ascii_whitespace();
@@ -417,7 +467,16 @@ fn rate_text(rate: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::pad;
+    use super::{pad, payload_of};
+
+    #[test]
+    fn payloads_come_out_of_protocol_frames() {
+        assert_eq!(payload_of("3 99 xx"), Some("3 99 xx"));
+        let frame =
+            r#"{"type":"message","room":"b","data":"3 99 xx","from":"a-1","offset":4,"epoch":"e"}"#;
+        assert_eq!(payload_of(frame), Some("3 99 xx"));
+        assert_eq!(payload_of(r#"{"type":"welcome","client":"a-1"}"#), None);
+    }
 
     #[test]
     fn pads_to_size_without_cutting() {
