@@ -318,13 +318,17 @@ impl RunningServer {
 /// # Errors
 /// When the backplane cannot be reached or the address cannot be bound.
 pub async fn serve(options: ServerOptions, addr: SocketAddr) -> Result<RunningServer, StartError> {
+    let tls = options.tls.clone();
     let App {
         hub,
         state,
         router,
         pump,
     } = build_connected(options).await?;
-    let server = Server::start_with_router(addr, hub, router).await?;
+    let server = match tls {
+        Some(tls) => Server::start_tls(addr, hub, router, tls).await?,
+        None => Server::start_with_router(addr, hub, router).await?,
+    };
     let sweep_state = Arc::clone(&state);
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(HISTORY_SWEEP_INTERVAL);

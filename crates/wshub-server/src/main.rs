@@ -21,7 +21,23 @@ async fn main() -> ExitCode {
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
-    let server = match app::serve(ServerOptions::from(&settings), settings.listen).await {
+    let mut options = ServerOptions::from(&settings);
+    match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => match wshub::TlsConfig::from_pem_files(cert, key) {
+            Ok(tls) => options.tls = Some(tls),
+            Err(error) => {
+                eprintln!("wshub: --tls-cert/--tls-key: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {}
+        _ => {
+            eprintln!("wshub: --tls-cert and --tls-key go together: give both or neither");
+            return ExitCode::from(2);
+        }
+    }
+    let secure = options.tls.is_some();
+    let server = match app::serve(options, settings.listen).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!("wshub: cannot start on {}: {error}", settings.listen);
@@ -29,8 +45,13 @@ async fn main() -> ExitCode {
         }
     };
     let addr = server.local_addr();
+    let (ws, http) = if secure {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     println!(
-        "wshub listening on {addr}: WebSocket ws://{addr}{path}, demo page http://{addr}/websocket",
+        "wshub listening on {addr}: WebSocket {ws}://{addr}{path}, demo page {http}://{addr}/websocket",
         path = settings.path
     );
     shutdown_signal().await;

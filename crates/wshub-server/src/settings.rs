@@ -98,6 +98,11 @@ pub struct Settings {
     /// `nats://127.0.0.1:4222`. Not implemented yet: the server refuses to start with it.
     /// Default none.
     pub nats: Option<String>,
+    /// The PEM certificate chain for TLS (`--tls-cert`, `WSHUB_TLS_CERT`, `tls_cert`); with
+    /// `--tls-key`, the server speaks `wss://` and `https://`. Default none: plain TCP.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert` (`--tls-key`, `WSHUB_TLS_KEY`, `tls_key`).
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A per-connection rate limit: a token bucket refilled at `per_second` and holding at most
@@ -136,6 +141,8 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             redis: None,
             nats: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -168,6 +175,8 @@ impl fmt::Debug for Settings {
             // A URL may carry a password.
             .field("redis", &self.redis.as_ref().map(|url| redact_url(url)))
             .field("nats", &self.nats.as_ref().map(|url| redact_url(url)))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -488,6 +497,25 @@ const NATS: Spec = Spec {
     help: "NATS server (with JetStream) shared by the nodes of a cluster, e.g. \
          nats://127.0.0.1:4222. Not implemented yet: use --redis.",
 };
+const TLS_CERT: Spec = Spec {
+    flag: "tls-cert",
+    env: "WSHUB_TLS_CERT",
+    key: "tls_cert",
+    default: None,
+    value_name: "FILE",
+    secret: false,
+    help: "PEM certificate chain (leaf first); with --tls-key the server serves wss:// and \
+         https:// itself.",
+};
+const TLS_KEY: Spec = Spec {
+    flag: "tls-key",
+    env: "WSHUB_TLS_KEY",
+    key: "tls_key",
+    default: None,
+    value_name: "FILE",
+    secret: false,
+    help: "PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.",
+};
 
 /// Every setting, in `--help` order.
 pub const SPECS: &[Spec] = &[
@@ -511,6 +539,8 @@ pub const SPECS: &[Spec] = &[
     LOG_FORMAT,
     REDIS,
     NATS,
+    TLS_CERT,
+    TLS_KEY,
 ];
 
 /// The routes the server serves besides the WebSocket endpoint (PROTOCOL.md); the endpoint
@@ -625,6 +655,8 @@ impl Settings {
             log_format: sources.get(&LOG_FORMAT, parse_log_format)?,
             redis: sources.get_opt(&REDIS, |s| parse_url(s, &["redis", "rediss"]))?,
             nats: sources.get_opt(&NATS, |s| parse_url(s, &["nats", "tls"]))?,
+            tls_cert: sources.get_opt(&TLS_CERT, parse_file)?,
+            tls_key: sources.get_opt(&TLS_KEY, parse_file)?,
         })
     }
 
@@ -888,6 +920,14 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "true" | "yes" | "on" | "1" => Ok(true),
         "false" | "no" | "off" | "0" => Ok(false),
         _ => Err("expected true or false".to_owned()),
+    }
+}
+
+fn parse_file(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        Err("expected a file path".to_owned())
+    } else {
+        Ok(PathBuf::from(s))
     }
 }
 

@@ -70,6 +70,8 @@ pub struct ServerOptions {
     pub max_rooms_per_connection: usize,
     /// The backplane: memory (one node) by default.
     pub backplane: BackplaneOptions,
+    /// TLS: with it the server serves `wss://` and `https://`. Default none.
+    pub tls: Option<wshub::TlsConfig>,
 }
 
 impl Default for ServerOptions {
@@ -83,6 +85,7 @@ impl Default for ServerOptions {
             rate_limit: Some(RateLimitConfig::default()),
             max_rooms_per_connection: 100,
             backplane: BackplaneOptions::Memory,
+            tls: None,
         }
     }
 }
@@ -106,6 +109,8 @@ impl From<&crate::settings::Settings> for ServerOptions {
             rate_limit: settings.rate_limit_config(),
             max_rooms_per_connection: settings.max_rooms_per_connection,
             backplane,
+            // Reading the certificate can fail; `main` loads it and reports which file.
+            tls: None,
         }
     }
 }

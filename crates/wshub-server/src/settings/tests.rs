@@ -102,6 +102,8 @@ log_level = "debug"
 log_format = "json"
 redis = "redis://127.0.0.1:6379"
 nats = "nats://127.0.0.1:4222"
+tls_cert = "/etc/wshub/cert.pem"
+tls_key = "/etc/wshub/key.pem"
 "#,
     );
     let expected = Settings {
@@ -131,6 +133,8 @@ nats = "nats://127.0.0.1:4222"
         log_format: LogFormat::Json,
         redis: Some("redis://127.0.0.1:6379".to_owned()),
         nats: Some("nats://127.0.0.1:4222".to_owned()),
+        tls_cert: Some("/etc/wshub/cert.pem".into()),
+        tls_key: Some("/etc/wshub/key.pem".into()),
     };
     assert_eq!(load(&["--config", &file.arg()], &[]).unwrap(), expected);
 
@@ -155,6 +159,8 @@ nats = "nats://127.0.0.1:4222"
         (&LOG_FORMAT, "json"),
         (&REDIS, "redis://127.0.0.1:6379"),
         (&NATS, "nats://127.0.0.1:4222"),
+        (&TLS_CERT, "/etc/wshub/cert.pem"),
+        (&TLS_KEY, "/etc/wshub/key.pem"),
     ];
     let without_file = Settings {
         config_file: None,
