@@ -33,6 +33,9 @@
 //! - [`MemoryBackplane`] (`memory`): one node, everything in this process; the default.
 //! - `RedisBackplane` (`redis`, feature `redis`): Redis pub/sub for delivery, a Lua script
 //!   per publish for gap-free offsets, streams for history, sorted sets for presence.
+//! - `NatsBackplane` (`nats`, feature `nats`): one JetStream stream per deployment, offsets
+//!   allocated by `Nats-Expected-Last-Subject-Sequence`, live delivery by the stream's
+//!   republication on core NATS subjects, presence in a stream with a `max_age`.
 //! - [`history`]: per-room history bounded by count and age, the memory backplane's store.
 //! - [`clock`]: the time source of history expiry, replaceable in tests.
 //!
@@ -55,10 +58,14 @@ use wshub_protocol::{RoomName, StreamPosition};
 pub mod clock;
 pub mod history;
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(feature = "redis")]
 mod redis;
 
 pub use memory::{MemoryBackplane, MemoryConfig};
+#[cfg(feature = "nats")]
+pub use nats::{NatsBackplane, NatsConfig};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackplane, RedisConfig};
 
@@ -316,7 +323,7 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     /// Drops expired state; the server calls it every few seconds. Default: nothing.
     fn sweep(&self) {}
 
-    /// A short name for logs and metrics: `memory`, `redis`.
+    /// A short name for logs and metrics: `memory`, `redis`, `nats`.
     fn kind(&self) -> &'static str;
 }
 
