@@ -158,6 +158,37 @@ mod tests {
         );
     }
 
+    /// Found by the `command_decode` and `server_frame_decode` fuzz targets: without
+    /// serde_json's `float_roundtrip`, a long number was parsed to a neighbour of the nearest
+    /// `f64`, so the id echoed in a reply differed from the one sent and a second decode of
+    /// the echo gave yet another value.
+    #[test]
+    fn large_and_fractional_numbers_echo_exactly() {
+        for json in [
+            "18446740407674040737093709551616",
+            "3.8800000000000005e78",
+            "3.880000000000001e78",
+            "0.30000000000000004",
+            "1.7976931348623157e308",
+            "5e-324",
+            "-0.0",
+        ] {
+            let id = parse(json).unwrap();
+            let echoed = serde_json::to_string(&id).unwrap();
+            assert_eq!(parse(&echoed), Some(id.clone()), "{json} -> {echoed}");
+            let CommandId::Number(n) = &id else {
+                panic!("{json} is a number")
+            };
+            assert_eq!(
+                n.as_f64(),
+                json.parse::<f64>().ok(),
+                "{json} parsed inexactly"
+            );
+        }
+        // Out of range for f64: no id (the command is answered with `"id": null`).
+        assert_eq!(parse("1e400"), None);
+    }
+
     #[test]
     fn strings_up_to_64_bytes() {
         let s64 = "x".repeat(64);
