@@ -623,3 +623,24 @@ async fn a_ping_flood_from_a_client_that_never_reads_keeps_memory_bounded() {
     );
     stop(server).await;
 }
+
+/// Found by the `websocket_frames` fuzz target: when the last fragment of a text message
+/// is empty, the UTF-8 sequence the fragment before left incomplete is never checked, so
+/// the handler gets invalid UTF-8 as text (and the echo hub relays it to the client, whose
+/// own conforming WebSocket stack would close with 1007; in a chat room, everyone's would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "transport bug: an empty final fragment skips the end-of-message UTF-8 check"]
+async fn invalid_utf8_before_an_empty_final_fragment_closes_with_1007() {
+    let hub = echo_hub(HubConfig::default().write_wait(Duration::from_millis(500)));
+    let server = start_server(hub.clone()).await;
+    let addr = server.local_addr();
+    let mut bystander = connect(addr).await;
+    let mut attacker = raw_websocket(addr).await;
+    let bytes = [frame(0x01, &[b'a', 0xE2, 0x82]), frame(0x80, b"")].concat();
+    within("write", attacker.write_all(&bytes))
+        .await
+        .expect("write");
+    assert_eq!(read_close_code(&mut attacker).await, 1007);
+    still_served(&mut bystander, "an empty final fragment").await;
+    stop(server).await;
+}
