@@ -15,7 +15,8 @@ use wshub::{Hub, Identity, Rejection, Server};
 use wshub_protocol::RoomName;
 
 use wshub_backplane::{
-    Backplane, Health, MemoryBackplane, MemoryConfig, RedisBackplane, RedisConfig,
+    Backplane, Health, MemoryBackplane, MemoryConfig, NatsBackplane, NatsConfig, RedisBackplane,
+    RedisConfig,
 };
 
 use crate::{
@@ -87,10 +88,14 @@ pub async fn build_connected(options: ServerOptions) -> Result<App, StartError> 
             };
             Arc::new(RedisBackplane::connect(config).await?)
         }
-        BackplaneOptions::Nats { .. } => {
-            return Err(StartError::Unsupported(
-                "the NATS backplane is not implemented yet; use --redis".to_owned(),
-            ));
+        BackplaneOptions::Nats { url, prefix } => {
+            let config = NatsConfig {
+                prefix: prefix.clone(),
+                history: state.options.history,
+                node_id: hub.node_id(),
+                ..NatsConfig::new(url.clone())
+            };
+            Arc::new(NatsBackplane::connect(config).await?)
         }
     };
     tracing::info!(backplane = backplane.kind(), node = %wshub_backplane::node_hex(hub.node_id()), "backplane connected");

@@ -95,8 +95,7 @@ pub struct Settings {
     /// e.g. `redis://127.0.0.1:6379`. Default none: one node, everything in memory.
     pub redis: Option<String>,
     /// The NATS server that nodes of a cluster share (`--nats`, `WSHUB_NATS`, `nats`), e.g.
-    /// `nats://127.0.0.1:4222`. Not implemented yet: the server refuses to start with it.
-    /// Default none.
+    /// `nats://127.0.0.1:4222`, with JetStream enabled. Default none.
     pub nats: Option<String>,
     /// The PEM certificate chain for TLS (`--tls-cert`, `WSHUB_TLS_CERT`, `tls_cert`); with
     /// `--tls-key`, the server speaks `wss://` and `https://`. Default none: plain TCP.
@@ -495,7 +494,8 @@ const NATS: Spec = Spec {
     value_name: "URL",
     secret: false,
     help: "NATS server (with JetStream) shared by the nodes of a cluster, e.g. \
-         nats://127.0.0.1:4222. Not implemented yet: use --redis.",
+         nats://127.0.0.1:4222. Without it (and without --redis) the server is one node with \
+         everything in memory.",
 };
 const TLS_CERT: Spec = Spec {
     flag: "tls-cert",

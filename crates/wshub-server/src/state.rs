@@ -42,11 +42,13 @@ pub enum BackplaneOptions {
         /// What every key and channel name starts with (`wshub:` by default).
         prefix: String,
     },
-    /// A NATS server with JetStream (`--nats`): not implemented yet; the server refuses to
-    /// start with it.
+    /// A NATS server with JetStream shared by every node (`--nats`).
     Nats {
         /// The server's URL, e.g. `nats://127.0.0.1:4222`.
         url: String,
+        /// The first token of every subject and the start of the stream names (`wshub` by
+        /// default; letters, digits, `-` and `_`).
+        prefix: String,
     },
 }
 
@@ -97,7 +99,10 @@ impl From<&crate::settings::Settings> for ServerOptions {
                 url: url.clone(),
                 prefix: "wshub:".to_owned(),
             },
-            (None, Some(url)) => BackplaneOptions::Nats { url: url.clone() },
+            (None, Some(url)) => BackplaneOptions::Nats {
+                url: url.clone(),
+                prefix: "wshub".to_owned(),
+            },
             (None, None) => BackplaneOptions::Memory,
         };
         Self {

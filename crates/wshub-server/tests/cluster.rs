@@ -1,6 +1,7 @@
 //! Three `wshub` nodes in-process, on three loopback ports, sharing a real Redis (started
-//! here when none listens on 127.0.0.1:6379), with clients spread over them: the cluster
-//! behaves as one server (PROTOCOL.md's cluster sentences).
+//! here when none listens on 127.0.0.1:6379) or a real NATS with JetStream (started here
+//! when none listens on 127.0.0.1:4222), with clients spread over them: the cluster behaves
+//! as one server (PROTOCOL.md's cluster sentences), whichever backplane it shares.
 
 mod support;
 
@@ -56,31 +57,106 @@ fn redis_available() -> bool {
     panic!("redis-server was started but does not listen on 127.0.0.1:6379");
 }
 
+/// Makes sure NATS with JetStream listens on 127.0.0.1:4222, starting it as CI machines do
+/// when it does not. False, said loudly, only when nats-server is not installed.
+fn nats_available() -> bool {
+    if StdTcpStream::connect("127.0.0.1:4222").is_ok() {
+        return true;
+    }
+    let exec = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .unwrap_or("nats-server");
+    let store = std::env::temp_dir().join("wshub-test-nats");
+    let started = Command::new("start-stop-daemon")
+        .args(["--start", "--oknodo", "--background", "--exec", exec])
+        .args(["--", "-a", "127.0.0.1", "-p", "4222", "-js", "-sd"])
+        .arg(&store)
+        .status();
+    if !matches!(started, Ok(status) if status.success()) {
+        eprintln!(
+            "\n*** SKIPPED: no NATS on 127.0.0.1:4222 and no nats-server to start (apt-get install nats-server) ***\n"
+        );
+        return false;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if StdTcpStream::connect("127.0.0.1:4222").is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nats-server was started but does not listen on 127.0.0.1:4222");
+}
+
+/// The backplane a test cluster shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shared {
+    Redis,
+    Nats,
+}
+
+impl Shared {
+    fn available(self) -> bool {
+        match self {
+            Shared::Redis => redis_available(),
+            Shared::Nats => nats_available(),
+        }
+    }
+
+    /// The name `/stats` and `/metrics` report.
+    fn kind(self) -> &'static str {
+        match self {
+            Shared::Redis => "redis",
+            Shared::Nats => "nats",
+        }
+    }
+}
+
 struct Cluster {
     nodes: Vec<RunningServer>,
+    shared: Shared,
     prefix: String,
 }
 
 impl Cluster {
     async fn start(name: &str) -> Cluster {
+        Cluster::start_on(Shared::Redis, name).await
+    }
+
+    async fn start_on(shared: Shared, name: &str) -> Cluster {
         let random = RandomState::new().hash_one(std::process::id()) & 0xffff_ffff_ffff;
-        let prefix = format!("wshub:test:{random:012x}:{name}:");
+        let prefix = match shared {
+            Shared::Redis => format!("wshub:test:{random:012x}:{name}:"),
+            Shared::Nats => format!("wshubtest{random:012x}-{name}"),
+        };
         let mut nodes = Vec::new();
         for _ in 0..3 {
+            let backplane = match shared {
+                Shared::Redis => BackplaneOptions::Redis {
+                    url: "redis://127.0.0.1:6379".to_owned(),
+                    prefix: prefix.clone(),
+                },
+                Shared::Nats => BackplaneOptions::Nats {
+                    url: "nats://127.0.0.1:4222".to_owned(),
+                    prefix: prefix.clone(),
+                },
+            };
             nodes.push(
                 start(ServerOptions {
                     api_key: Some(KEY.to_owned()),
                     rate_limit: None,
-                    backplane: BackplaneOptions::Redis {
-                        url: "redis://127.0.0.1:6379".to_owned(),
-                        prefix: prefix.clone(),
-                    },
+                    backplane,
                     ..ServerOptions::default()
                 })
                 .await,
             );
         }
-        Cluster { nodes, prefix }
+        Cluster {
+            nodes,
+            shared,
+            prefix,
+        }
     }
 
     fn addr(&self, node: usize) -> std::net::SocketAddr {
@@ -91,11 +167,32 @@ impl Cluster {
         for node in self.nodes {
             stop(node).await;
         }
-        let script = format!(
-            "redis-cli --scan --pattern '{}*' | xargs -r redis-cli del > /dev/null",
-            self.prefix
-        );
-        let _ = Command::new("sh").args(["-c", &script]).status();
+        match self.shared {
+            Shared::Redis => {
+                let script = format!(
+                    "redis-cli --scan --pattern '{}*' | xargs -r redis-cli del > /dev/null",
+                    self.prefix
+                );
+                let _ = Command::new("sh").args(["-c", &script]).status();
+            }
+            Shared::Nats => delete_nats_streams(&self.prefix).await,
+        }
+    }
+}
+
+/// Deletes the JetStream streams of a NATS cluster's prefix.
+async fn delete_nats_streams(prefix: &str) {
+    let Ok(Ok(client)) = tokio::time::timeout(
+        Duration::from_secs(5),
+        async_nats::connect("127.0.0.1:4222"),
+    )
+    .await
+    else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    for stream in [format!("{prefix}_history"), format!("{prefix}_presence")] {
+        let _ = tokio::time::timeout(Duration::from_secs(5), js.delete_stream(&stream)).await;
     }
 }
 
@@ -137,10 +234,20 @@ async fn subscribe(ws: &mut Client, room: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_of_three_nodes_behaves_as_one_server() {
-    if !redis_available() {
+    behaves_as_one_server(Shared::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_three_nodes_on_nats_behaves_as_one_server() {
+    behaves_as_one_server(Shared::Nats).await;
+}
+
+/// The main scenario, on either backplane.
+async fn behaves_as_one_server(shared: Shared) {
+    if !shared.available() {
         return;
     }
-    let cluster = Cluster::start("one").await;
+    let cluster = Cluster::start_on(shared, "one").await;
 
     // Two subscribers on each node.
     let mut subscribers = Vec::new();
@@ -353,11 +460,14 @@ async fn a_cluster_of_three_nodes_behaves_as_one_server() {
         assert_eq!((status, body.as_str()), (200, "ok"));
         let (_, stats) = http(cluster.addr(node), "GET", "/stats", &[], None).await;
         let stats: Value = serde_json::from_str(&stats).expect("stats");
-        assert_eq!(stats["backplane"], "redis");
+        assert_eq!(stats["backplane"], shared.kind());
         assert_eq!(stats["backplane_connected"], true);
         let (_, metrics) = http(cluster.addr(node), "GET", "/metrics", &[], None).await;
         assert!(
-            metrics.contains("wshub_backplane_up{backplane=\"redis\"} 1"),
+            metrics.contains(&format!(
+                "wshub_backplane_up{{backplane=\"{}\"}} 1",
+                shared.kind()
+            )),
             "{metrics}"
         );
     }
