@@ -12,8 +12,10 @@
 //! can overtake one another on the way. [`ServerState::offer`] takes each under the room's
 //! lock: an offset already delivered is dropped, the next one is delivered (then whatever
 //! waited for it), a later one waits. If the missing one has not come after
-//! [`GAP_WAIT`], it is read from the backplane's history; if history no longer has it, the
-//! node skips ahead (and says so in its log).
+//! [`GAP_WAIT`], it is read from the backplane's history; if history no longer has it (or
+//! the room's epoch changed: its history was lost), the node skips ahead and tells the
+//! room's local subscribers with an `unrecoverable` frame (docs/protocol-notes.md): what
+//! they would have learnt as `recovered: false` had they resubscribed.
 //!
 //! # Subscribing
 //!
@@ -182,12 +184,13 @@ impl ServerState {
         };
         if delivered.epoch != position.epoch {
             // The room's history was lost and numbering started again: follow the new
-            // epoch (clients learn it from the messages' `epoch`).
+            // epoch, and tell the subscribers that what they missed is gone.
             tracing::warn!(room = %publication.room, "the room's epoch changed");
             *delivered = StreamPosition::new(position.epoch.clone(), Offset::ZERO);
             state
                 .pending
                 .retain(|_, (p, _)| p.position.epoch == position.epoch);
+            self.tell_unrecoverable(hub, &publication.room, delivered);
         }
         let next = delivered.offset.get().saturating_add(1);
         match position.offset.get() {
@@ -223,6 +226,22 @@ impl ServerState {
             let (publication, frame) = entry.remove();
             self.deliver(hub, &publication, frame);
             delivered.offset = Offset(offset);
+        }
+    }
+
+    /// Tells this node's subscribers of `room` that publications before `resumed` that they
+    /// have not received are lost, and that delivery continues after `resumed`.
+    fn tell_unrecoverable(&self, hub: &Hub, room: &RoomName, resumed: &StreamPosition) {
+        let frame = serde_json::json!({
+            "type": "unrecoverable",
+            "room": room.as_str(),
+            "epoch": resumed.epoch.as_str(),
+            "offset": resumed.offset.get(),
+            "recovered": false,
+        });
+        if let Some(message) = text(Bytes::from(frame.to_string())) {
+            let delivered = hub.broadcast_to_room(room.as_str(), message);
+            self.counters.record_out(OutKind::Reply, delivered);
         }
     }
 
@@ -273,11 +292,31 @@ impl ServerState {
                     state.offer_locked(&hub, &mut guard, publication, None);
                 }
                 if !page.recovered {
-                    // History no longer reaches back: skip to what is there.
+                    // History no longer reaches back: skip to what is there (the first
+                    // waiting publication, or the room's latest offset), and say so.
                     let first = guard.pending.keys().next().copied();
-                    if let (Some(delivered), Some(first)) = (&mut guard.delivered, first) {
-                        tracing::warn!(%room, from = %delivered.offset, to = first, "publications lost; skipping ahead");
-                        delivered.offset = Offset(first.saturating_sub(1));
+                    let skipped = match &mut guard.delivered {
+                        Some(delivered) if delivered.epoch != page.position.epoch => {
+                            *delivered = page.position.clone();
+                            Some(delivered.clone())
+                        }
+                        Some(delivered) => {
+                            let to = match first {
+                                Some(first) => first.saturating_sub(1),
+                                None => page.position.offset.get(),
+                            };
+                            (to > delivered.offset.get()).then(|| {
+                                tracing::warn!(%room, from = %delivered.offset, to, "publications lost; skipping ahead");
+                                delivered.offset = Offset(to);
+                                delivered.clone()
+                            })
+                        }
+                        None => None,
+                    };
+                    if let Some(resumed) = skipped {
+                        let epoch = resumed.epoch.clone();
+                        guard.pending.retain(|_, (p, _)| p.position.epoch == epoch);
+                        state.tell_unrecoverable(&hub, &room, &resumed);
                     }
                     state.drain(&hub, &mut guard);
                 }

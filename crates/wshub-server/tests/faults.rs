@@ -1,0 +1,495 @@
+//! Faults of a cluster, against a Redis server this test starts and kills itself (its own
+//! port, nothing kept on disk; never the shared one on 6379):
+//!
+//! - Redis killed with SIGKILL in the middle of a stream and restarted empty on the same
+//!   port: the nodes report degraded, keep serving their connections, resume once it is
+//!   back, deliver nothing twice, and tell subscribers whose gap cannot be filled with an
+//!   `unrecoverable` frame (docs/protocol-notes.md).
+//! - A `wshub` process killed with SIGKILL: its clients reconnect to another node and
+//!   recover everything they missed; its presence entries vanish within the presence ttl.
+
+mod support;
+
+use std::{
+    collections::HashSet,
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener, TcpStream as StdTcpStream},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use support::*;
+use wshub_server::state::{BackplaneOptions, ServerOptions};
+
+const KEY: &str = "faults-key";
+
+/// A `redis-server` of this test's own, on a free loopback port.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    /// None, said loudly, when redis-server is not installed.
+    fn start() -> Option<OwnRedis> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = OwnRedis { port, child: None };
+        if !redis.restart() {
+            eprintln!(
+                "\n*** SKIPPED: no redis-server to start (apt-get install redis-server) ***\n"
+            );
+            return None;
+        }
+        Some(redis)
+    }
+
+    /// Starts it (again) on its port; false when redis-server cannot be run.
+    fn restart(&mut self) -> bool {
+        let Ok(child) = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if StdTcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server does not listen on port {}", self.port);
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `/healthz` of `addr` until its body starts with `prefix` (bounded).
+async fn wait_health(addr: SocketAddr, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http(addr, "GET", "/healthz", &[], None).await;
+        if body.starts_with(prefix) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr}: /healthz still says {body:?}, waiting for {prefix:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What one subscriber saw: `message` and `unrecoverable` frames, in order.
+async fn read_until_data(ws: &mut Client, log: &mut Vec<Value>, data: &Value) {
+    loop {
+        let frame = next(ws).await;
+        let done = frame["type"] == "message" && &frame["data"] == data;
+        if frame["type"] == "message" || frame["type"] == "unrecoverable" {
+            log.push(frame);
+        }
+        if done {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_stream_degrades_then_resumes_without_duplicates() {
+    let Some(mut redis) = OwnRedis::start() else {
+        return;
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(
+            start(ServerOptions {
+                api_key: Some(KEY.to_owned()),
+                rate_limit: None,
+                presence_events: false,
+                backplane: BackplaneOptions::Redis {
+                    url: redis.url(),
+                    prefix: "wshub:faults:".to_owned(),
+                },
+                ..ServerOptions::default()
+            })
+            .await,
+        );
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.local_addr()).collect();
+    let mut subscribers = Vec::new();
+    for addr in &addrs {
+        let (mut ws, _) = connect(*addr).await;
+        send(
+            &mut ws,
+            json!({"type": "subscribe", "room": "stream", "id": "s"}),
+        )
+        .await;
+        assert_eq!(next(&mut ws).await["type"], "ok");
+        subscribers.push((ws, Vec::new()));
+    }
+
+    // A publisher on every node in turn, through the API, every 5 ms, recording what was
+    // accepted: (data, offset).
+    let accepted = Arc::new(Mutex::new(Vec::<(Value, u64)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (accepted, stop, addrs) = (Arc::clone(&accepted), Arc::clone(&stop), addrs.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            // Bounded: 60 s of publishing at most.
+            while !stop.load(Ordering::Relaxed) && i < 12_000 {
+                let data = json!({"i": i});
+                let (status, body) = api(
+                    addrs[(i % 3) as usize],
+                    KEY,
+                    "/api/publish",
+                    json!({"room": "stream", "data": data}),
+                )
+                .await;
+                if status == 200 {
+                    let offset = body["offset"].as_u64().expect("offset");
+                    accepted.lock().unwrap().push((data, offset));
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let accepted_count = |n: usize| {
+        let accepted = Arc::clone(&accepted);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while accepted.lock().unwrap().len() < n {
+                assert!(Instant::now() < deadline, "publishes stopped succeeding");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    accepted_count(20).await;
+
+    // Redis dies mid-stream.
+    redis.kill();
+    for addr in &addrs {
+        let body = wait_health(*addr, "degraded").await;
+        assert!(body.contains("backplane unreachable"), "{body}");
+        let (_, stats) = http(*addr, "GET", "/stats", &[], None).await;
+        let stats: Value = serde_json::from_str(&stats).expect("stats");
+        assert_eq!(stats["backplane_connected"], false, "{stats}");
+        let (_, metrics) = http(*addr, "GET", "/metrics", &[], None).await;
+        assert!(
+            metrics.contains("wshub_backplane_up{backplane=\"redis\"} 0"),
+            "{metrics}"
+        );
+    }
+    let before_restart = accepted.lock().unwrap().len();
+    // Local connections are still served: new ones are welcomed and answered, and a
+    // publish is refused with an error frame rather than a closed connection.
+    for addr in &addrs {
+        let (mut ws, _) = connect(*addr).await;
+        assert_eq!(
+            request(&mut ws, json!({"type": "ping", "id": 1})).await,
+            json!({"type": "pong", "id": 1})
+        );
+        let reply = request(
+            &mut ws,
+            json!({"type": "publish", "room": "elsewhere", "data": 1, "id": 2}),
+        )
+        .await;
+        assert_eq!(reply["type"], "error", "{reply}");
+    }
+
+    // Redis comes back, empty, on the same port.
+    assert!(redis.restart());
+    for addr in &addrs {
+        wait_health(*addr, "ok").await;
+    }
+    accepted_count(before_restart + 30).await;
+    stop.store(true, Ordering::Relaxed);
+    within("publisher", publisher).await.expect("publisher");
+    let last = json!("end");
+    let (status, _) = api(
+        addrs[0],
+        KEY,
+        "/api/publish",
+        json!({"room": "stream", "data": last}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let accepted = accepted.lock().unwrap().clone();
+    for (node, (ws, log)) in subscribers.iter_mut().enumerate() {
+        read_until_data(ws, log, &last).await;
+        // Nothing twice, and offsets increasing within each epoch.
+        let mut seen = HashSet::new();
+        let mut previous: Option<(String, u64)> = None;
+        let mut unrecoverable = 0;
+        for frame in log.iter() {
+            let epoch = frame["epoch"].as_str().expect("epoch").to_owned();
+            let offset = frame["offset"].as_u64().expect("offset");
+            if frame["type"] == "unrecoverable" {
+                assert_eq!(frame["recovered"], false);
+                unrecoverable += 1;
+                previous = Some((epoch, offset));
+                continue;
+            }
+            assert!(
+                seen.insert(frame["data"].to_string()),
+                "node {node}: {frame} twice"
+            );
+            if let Some((previous_epoch, previous_offset)) = &previous {
+                assert!(
+                    *previous_epoch != epoch || offset == previous_offset + 1,
+                    "node {node}: {frame} after {previous_epoch}/{previous_offset} \
+                     without an unrecoverable frame"
+                );
+                if *previous_epoch != epoch {
+                    // A new epoch only after the frame announcing it.
+                    panic!("node {node}: epoch changed to {frame} without an unrecoverable frame");
+                }
+            }
+            previous = Some((epoch, offset));
+        }
+        // Redis lost everything: the room has a new epoch, which the subscriber was told
+        // about before its first message.
+        assert!(unrecoverable >= 1, "node {node}: never told");
+        // Everything accepted after the restart arrived; what was accepted before and did
+        // not arrive is covered by the unrecoverable frame.
+        let after: Vec<&(Value, u64)> = accepted[before_restart..].iter().collect();
+        for (data, _) in after {
+            assert!(
+                seen.contains(&data.to_string()),
+                "node {node}: {data} accepted after the restart but not delivered"
+            );
+        }
+        // The connection is still fine.
+        nothing_pending(ws).await;
+    }
+    for node in nodes {
+        stop_server(node).await;
+    }
+}
+
+async fn stop_server(node: wshub_server::app::RunningServer) {
+    stop(node).await;
+}
+
+/// A `wshub` process of this test, listening on a loopback port it chose.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Node {
+    fn spawn(redis: &str) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--redis",
+                redis,
+                "--api-key",
+                KEY,
+            ])
+            .args(["--rate-limit", "off", "--log-level", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wshub starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the listening line");
+        let addr = line
+            .strip_prefix("wshub listening on ")
+            .and_then(|rest| {
+                rest.split(':')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(":")
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Node { child, addr }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_loses_no_clients_and_its_presence_vanishes() {
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let nodes: Vec<Node> = (0..3).map(|_| Node::spawn(&redis.url())).collect();
+    let (doomed, survivors) = (nodes[0].addr, [nodes[1].addr, nodes[2].addr]);
+
+    // Four clients on the doomed node, one watcher on a survivor.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (mut ws, id) = connect(doomed).await;
+        send(
+            &mut ws,
+            json!({"type": "subscribe", "room": "r", "id": "s"}),
+        )
+        .await;
+        let ok = loop {
+            let frame = next(&mut ws).await;
+            if frame["id"] == "s" {
+                break frame;
+            }
+        };
+        clients.push((ws, id, ok["epoch"].as_str().expect("epoch").to_owned()));
+    }
+    let (mut watcher, _) = connect(survivors[0]).await;
+    let reply = request(
+        &mut watcher,
+        json!({"type": "presence", "room": "r", "id": 1}),
+    )
+    .await;
+    assert_eq!(
+        reply["clients"].as_array().map(Vec::len),
+        Some(4),
+        "{reply}"
+    );
+
+    // Ten publications reach them; then the node dies without a word.
+    for i in 0..10 {
+        api(
+            survivors[1],
+            KEY,
+            "/api/publish",
+            json!({"room": "r", "data": i}),
+        )
+        .await;
+    }
+    let mut last_seen = Vec::new();
+    for (ws, _, _) in &mut clients {
+        let mut offset = 0;
+        while offset < 10 {
+            let frame = next(ws).await;
+            if frame["type"] == "message" {
+                offset = frame["offset"].as_u64().expect("offset");
+            }
+        }
+        last_seen.push(offset);
+    }
+    let mut doomed_node = nodes.into_iter();
+    let mut first = doomed_node.next().expect("node");
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let killed_at = Instant::now();
+
+    // Ten more while its clients are gone.
+    for i in 10..20 {
+        let (status, _) = api(
+            survivors[1],
+            KEY,
+            "/api/publish",
+            json!({"room": "r", "data": i}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    // Each client reconnects to a surviving node and recovers exactly what it missed.
+    for (n, (ws, _, epoch)) in clients.iter_mut().enumerate() {
+        assert!(
+            close_or_error(ws).await,
+            "the connection to the dead node ended"
+        );
+        let (mut back, _) = connect(survivors[n % 2]).await;
+        send(
+            &mut back,
+            json!({"type": "subscribe", "room": "r", "id": "s", "since": {"epoch": epoch, "offset": last_seen[n]}}),
+        )
+        .await;
+        let ok = loop {
+            let frame = next(&mut back).await;
+            if frame["id"] == "s" {
+                break frame;
+            }
+        };
+        assert_eq!(ok["recovered"], true, "{ok}");
+        let mut offsets = Vec::new();
+        while offsets.len() < 10 {
+            let frame = next(&mut back).await;
+            if frame["type"] == "message" {
+                offsets.push(frame["offset"].as_u64().expect("offset"));
+            }
+        }
+        assert_eq!(offsets, (11..=20).collect::<Vec<u64>>());
+    }
+
+    // The dead node's presence entries vanish within the presence ttl (30 s).
+    let deadline = killed_at + Duration::from_secs(40);
+    loop {
+        let reply = request(
+            &mut watcher,
+            json!({"type": "presence", "room": "r", "id": 2}),
+        )
+        .await;
+        let ghosts = reply["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .filter(|c| clients.iter().any(|(_, id, _)| c["client"] == id.as_str()))
+            .count();
+        if ghosts == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ghosts} dead entries after 40 s: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "the dead node's presence vanished {:?} after SIGKILL",
+        killed_at.elapsed()
+    );
+}
+
+/// Reads until the connection ends (a close frame, or an error): true when it did.
+async fn close_or_error(ws: &mut Client) -> bool {
+    use futures_util::StreamExt;
+    loop {
+        match within("end of connection", ws.next()).await {
+            None | Some(Err(_)) => return true,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return true,
+            Some(Ok(_)) => {}
+        }
+    }
+}
