@@ -1,0 +1,260 @@
+//! Hostile clients of the protocol server: a subscribe flood, deeply nested JSON wherever a
+//! command can carry it, and ids of every odd shape. Each is answered with error frames or
+//! a close for the attacker alone, and a well-behaved client beside it keeps its service.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use support::*;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use wshub_server::state::ServerOptions;
+
+/// The bystander publishes to a room it is in and gets its message back promptly.
+async fn still_served(bystander: &mut Client, what: &str) {
+    let started = Instant::now();
+    send(
+        bystander,
+        json!({"type":"publish","room":"calm","id":"p","data":{"after":what}}),
+    )
+    .await;
+    // The reply and the message itself, in either order.
+    let (mut replied, mut delivered) = (false, false);
+    for _ in 0..2 {
+        let frame = next(bystander).await;
+        match frame["type"].as_str() {
+            Some("ok") => replied = frame["id"] == "p",
+            Some("message") => delivered = frame["data"]["after"] == what,
+            _ => panic!("{what}: unexpected {frame}"),
+        }
+    }
+    assert!(replied && delivered, "{what}: publish not served");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the bystander waited {:?} during {what}",
+        started.elapsed()
+    );
+}
+
+async fn bystander(addr: std::net::SocketAddr) -> Client {
+    let (mut ws, _) = connect(addr).await;
+    let reply = request(&mut ws, json!({"type":"subscribe","room":"calm","id":1})).await;
+    assert_eq!(reply["type"], "ok", "{reply}");
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_flood_gets_limit_exceeded_beyond_the_room_limit() {
+    let options = ServerOptions {
+        max_rooms_per_connection: 50,
+        rate_limit: None,
+        ..ServerOptions::default()
+    };
+    let server = start(options).await;
+    let addr = server.local_addr();
+    let mut calm = bystander(addr).await;
+    let (mut flooder, _) = connect(addr).await;
+
+    // 5000 subscribes to distinct rooms, pipelined in one burst.
+    const FLOOD: usize = 5000;
+    for i in 0..FLOOD {
+        within(
+            "feed",
+            flooder.feed(WsMessage::text(
+                json!({"type":"subscribe","room":format!("flood:{i}"),"id":i}).to_string(),
+            )),
+        )
+        .await
+        .expect("feed");
+    }
+    within("flush", flooder.flush()).await.expect("flush");
+    still_served(&mut calm, "a subscribe flood").await;
+
+    let (mut ok, mut limited) = (0, 0);
+    for i in 0..FLOOD {
+        let reply = next(&mut flooder).await;
+        assert_eq!(reply["id"], json!(i), "replies in order: {reply}");
+        match (reply["type"].as_str(), reply["code"].as_str()) {
+            (Some("ok"), _) => ok += 1,
+            (Some("error"), Some("limit_exceeded")) => limited += 1,
+            _ => panic!("unexpected reply {reply}"),
+        }
+    }
+    assert_eq!((ok, limited), (50, FLOOD - 50));
+    // The flooder is still connected and usable; nobody else was touched.
+    nothing_pending(&mut flooder).await;
+    assert_eq!(server.hub().connection_count(), 2);
+    still_served(&mut calm, "the replies to the flood").await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_json_anywhere_in_a_command_is_refused_without_harm() {
+    let server = start(ServerOptions {
+        rate_limit: None,
+        ..ServerOptions::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut calm = bystander(addr).await;
+    let (mut attacker, _) = connect(addr).await;
+
+    const DEPTH: usize = 100_000;
+    let arrays = format!("{}{}", "[".repeat(DEPTH), "]".repeat(DEPTH));
+    let objects = format!("{}1{}", r#"{"a":"#.repeat(DEPTH), "}".repeat(DEPTH));
+    let unclosed = "[".repeat(DEPTH);
+    // (`data` 100 000 deep is in tests/protocol.rs.)
+    let cases: Vec<(&str, String)> = vec![
+        ("the whole frame", arrays.clone()),
+        ("the whole frame, unclosed", unclosed.clone()),
+        ("the id", format!(r#"{{"type":"ping","id":{arrays}}}"#)),
+        (
+            "the id, before the type",
+            format!(r#"{{"id":{objects},"type":"ping"}}"#),
+        ),
+        ("the type", format!(r#"{{"type":{arrays},"id":"t"}}"#)),
+        (
+            "the room",
+            format!(r#"{{"type":"subscribe","id":"r","room":{objects}}}"#),
+        ),
+        (
+            "since",
+            format!(r#"{{"type":"subscribe","id":"s","room":"a","since":{arrays}}}"#),
+        ),
+        (
+            "an unknown field",
+            format!(r#"{{"type":"ping","id":"u","extra":{objects}}}"#),
+        ),
+        (
+            "an unknown field, unclosed",
+            format!(r#"{{"type":"ping","id":"v","extra":{unclosed}"#),
+        ),
+        (
+            "send's to",
+            format!(r#"{{"type":"send","id":"w","to":{arrays},"data":1}}"#),
+        ),
+        (
+            "history's limit",
+            format!(r#"{{"type":"history","id":"h","room":"a","limit":{arrays}}}"#),
+        ),
+        (
+            "data, as objects",
+            format!(r#"{{"type":"publish","id":"d","room":"a","data":{objects}}}"#),
+        ),
+        (
+            "broadcast's data",
+            format!(r#"{{"type":"broadcast","id":"b","data":{arrays}}}"#),
+        ),
+    ];
+    for (what, text) in cases {
+        send_raw(&mut attacker, &text).await;
+        let reply = next(&mut attacker).await;
+        if what == "an unknown field" {
+            // Unknown fields are skipped (PROTOCOL.md), however deep, without recursion.
+            assert_eq!(reply, json!({"type":"pong","id":"u"}), "{what}");
+        } else {
+            assert_eq!(reply["type"], "error", "{what}: {reply}");
+            assert!(
+                matches!(reply["code"].as_str(), Some("bad_request" | "unknown_type")),
+                "{what}: {reply}"
+            );
+        }
+        nothing_pending(&mut attacker).await;
+        still_served(&mut calm, what).await;
+    }
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_and_odd_ids_are_echoed_exactly_or_answered_with_a_null_id() {
+    let server = start(ServerOptions {
+        rate_limit: None,
+        ..ServerOptions::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut calm = bystander(addr).await;
+    let (mut ws, _) = connect(addr).await;
+
+    // Ids that are valid and must come back as the same JSON value.
+    let echoed: Vec<(String, Value)> = vec![
+        ("0".into(), json!(0)),
+        ("18446744073709551615".into(), json!(u64::MAX)),
+        ("-9223372036854775808".into(), json!(i64::MIN)),
+        ("1.5".into(), json!(1.5)),
+        ("1e308".into(), json!(1e308)),
+        ("5e-324".into(), json!(5e-324)),
+        ("0.30000000000000004".into(), json!(0.30000000000000004)),
+        // Above u64: kept as the nearest f64, echoed exactly (see wshub-protocol's id tests).
+        (
+            "18446740407674040737093709551616".into(),
+            json!(18446740407674040737093709551616.0_f64),
+        ),
+        (r#""""#.into(), json!("")),
+        (r#""\u0000""#.into(), json!("\u{0}")),
+        (
+            r#""\"\\\/\b\f\n\r\t""#.into(),
+            json!("\"\\/\u{8}\u{c}\n\r\t"),
+        ),
+        (r#""é𝄞""#.into(), json!("é𝄞")),
+        // 64 bytes exactly, of four-byte characters.
+        (format!("\"{}\"", "𝄞".repeat(16)), json!("𝄞".repeat(16))),
+    ];
+    for (raw, expected) in echoed {
+        send_raw(&mut ws, &format!(r#"{{"type":"ping","id":{raw}}}"#)).await;
+        let reply = next(&mut ws).await;
+        assert_eq!(reply["type"], "pong", "{raw}: {reply}");
+        assert_eq!(reply["id"], expected, "{raw}: {reply}");
+    }
+
+    // Ids that are not valid: the command is refused with `"id": null`.
+    let long = format!("\"{}\"", "x".repeat(65));
+    let half_megabyte = format!("\"{}\"", "x".repeat(512 * 1024));
+    let digits = "9".repeat(100_000);
+    let refused: Vec<(&str, String)> = vec![
+        ("a number out of f64's range", "1e400".to_owned()),
+        ("100 000 digits", digits),
+        ("65 bytes", long),
+        ("half a megabyte", half_megabyte),
+        ("a lone surrogate", r#""\ud800""#.to_owned()),
+        ("null", "null".to_owned()),
+        ("an object", r#"{"id":1}"#.to_owned()),
+        ("NaN", "NaN".to_owned()),
+        ("a leading zero", "01".to_owned()),
+    ];
+    for (what, raw) in refused {
+        send_raw(&mut ws, &format!(r#"{{"type":"ping","id":{raw}}}"#)).await;
+        let reply = next(&mut ws).await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str(), &reply["id"]),
+            (Some("error"), Some("bad_request"), &Value::Null),
+            "{what}: {reply}"
+        );
+        nothing_pending(&mut ws).await;
+        still_served(&mut calm, what).await;
+    }
+
+    // Invalid JSON right after a number: the id is the number read before the syntax error
+    // (`Command::decode` keeps the id whenever one was read), here 0 of `0x10`.
+    send_raw(&mut ws, r#"{"type":"ping","id":0x10}"#).await;
+    let reply = next(&mut ws).await;
+    assert_eq!(
+        (reply["code"].as_str(), &reply["id"]),
+        (Some("bad_request"), &json!(0))
+    );
+
+    // The same ids on a command that fails for another reason come back on its error.
+    let reply = request(
+        &mut ws,
+        json!({"type":"subscribe","room":"has space","id":18446744073709551615_u64}),
+    )
+    .await;
+    assert_eq!(
+        (reply["code"].as_str(), &reply["id"]),
+        (Some("bad_request"), &json!(u64::MAX))
+    );
+    nothing_pending(&mut ws).await;
+    stop(server).await;
+}
