@@ -72,7 +72,10 @@ use async_nats::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{Notify, mpsc},
+    task::JoinHandle,
+};
 use wshub::ConnectionId;
 use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
 
@@ -164,6 +167,8 @@ struct Inner {
     rooms: Mutex<HashMap<RoomName, JoinHandle<()>>>,
     /// This node's presence entries, refreshed periodically: room → client → user.
     own_presence: Mutex<HashMap<RoomName, HashMap<ConnectionId, Option<String>>>>,
+    /// Woken when the connection is back after an outage: presence is written again at once.
+    reconnected: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -239,7 +244,12 @@ impl NatsBackplane {
         }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let health = Arc::new(Mutex::new(Health::Connected));
-        let (callback_health, callback_events) = (Arc::clone(&health), events_tx.clone());
+        let reconnected = Arc::new(Notify::new());
+        let (callback_health, callback_events, callback_reconnected) = (
+            Arc::clone(&health),
+            events_tx.clone(),
+            Arc::clone(&reconnected),
+        );
         let options = ConnectOptions::new()
             .connection_timeout(config.response_timeout)
             .request_timeout(Some(config.response_timeout))
@@ -249,8 +259,12 @@ impl NatsBackplane {
                 Duration::from_millis(50 * 2u64.pow(exponent)).min(Duration::from_secs(2))
             })
             .event_callback(move |event| {
-                let (health, events) = (Arc::clone(&callback_health), callback_events.clone());
-                async move { on_connection_event(&health, &events, event) }
+                let (health, events, reconnected) = (
+                    Arc::clone(&callback_health),
+                    callback_events.clone(),
+                    Arc::clone(&callback_reconnected),
+                );
+                async move { on_connection_event(&health, &events, &reconnected, event) }
             });
         let client = tokio::time::timeout(config.response_timeout, options.connect(addr))
             .await
@@ -266,6 +280,7 @@ impl NatsBackplane {
             tips: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
             own_presence: Mutex::new(HashMap::new()),
+            reconnected,
             config,
         });
         inner.ensure_streams().await?;
@@ -311,6 +326,7 @@ impl Drop for NatsBackplane {
 fn on_connection_event(
     health: &Mutex<Health>,
     events: &mpsc::UnboundedSender<Event>,
+    reconnected: &Notify,
     event: async_nats::Event,
 ) {
     match event {
@@ -324,6 +340,8 @@ fn on_connection_event(
                 tracing::info!("nats backplane reachable again");
                 *health = Health::Connected;
                 let _ = events.send(Event::Resumed);
+                // A restarted server may have lost the presence stream's messages.
+                reconnected.notify_one();
             }
         }
         async_nats::Event::SlowConsumer(_) => {
@@ -832,13 +850,17 @@ async fn forward_broadcasts(inner: Arc<Inner>, mut broadcasts: async_nats::Subsc
     }
 }
 
-/// Refreshes this node's presence entries every third of the presence ttl.
+/// Refreshes this node's presence entries every third of the presence ttl, and right after
+/// an outage.
 async fn refresh_presence(inner: Arc<Inner>) {
     let period = (inner.config.presence_ttl / 3).max(Duration::from_millis(10));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = inner.reconnected.notified() => {}
+        }
         let entries: Vec<(RoomName, ConnectionId, Option<String>)> = lock(&inner.own_presence)
             .iter()
             .flat_map(|(room, members)| {

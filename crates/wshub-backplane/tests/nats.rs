@@ -62,7 +62,8 @@ fn unique_prefix(name: &str) -> String {
     format!("wshubtest{random:012x}-{name}")
 }
 
-/// Deletes the streams of `prefix`.
+/// Deletes the streams of `prefix`. Every backplane using them must be dropped first: a
+/// live one recreates them when it writes presence.
 async fn clean(prefix: &str) {
     let config = NatsConfig {
         prefix: prefix.to_owned(),
@@ -152,6 +153,8 @@ async fn nodes_racing_on_one_room_get_distinct_consecutive_offsets() {
     }
     all.sort_unstable();
     assert_eq!(all, (1..=60).collect::<Vec<u64>>());
+    // Live nodes would write presence again, recreating the streams.
+    drop(nodes);
     clean(&prefix).await;
 }
 
@@ -195,6 +198,7 @@ async fn a_dead_nodes_presence_vanishes_within_the_ttl() {
             .unwrap(),
         [alive]
     );
+    drop(survivor);
     clean(&prefix).await;
 }
 

@@ -5,6 +5,9 @@
 //!   port: the nodes report degraded, keep serving their connections, resume once it is
 //!   back, deliver nothing twice, and tell subscribers whose gap cannot be filled with an
 //!   `unrecoverable` frame (docs/protocol-notes.md).
+//! - The same with NATS (its own `nats-server -js` on a free port), restarted with its
+//!   JetStream store: nothing is lost, so every accepted publication reaches every
+//!   subscriber exactly once and nobody is told anything.
 //! - A `wshub` process killed with SIGKILL: its clients reconnect to another node and
 //!   recover everything they missed; its presence entries vanish within the presence ttl.
 
@@ -91,6 +94,109 @@ impl Drop for OwnRedis {
     }
 }
 
+/// A `nats-server -js` of this test's own, on a free loopback port, with its store in a
+/// fresh temporary directory that outlives restarts.
+struct OwnNats {
+    port: u16,
+    store: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnNats {
+    /// None, said loudly, when nats-server is not installed.
+    fn start() -> Option<OwnNats> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let store = std::env::temp_dir().join(format!("wshub-faults-nats-{port}"));
+        let mut nats = OwnNats {
+            port,
+            store,
+            child: None,
+        };
+        if !nats.restart() {
+            eprintln!("\n*** SKIPPED: no nats-server to start (apt-get install nats-server) ***\n");
+            return None;
+        }
+        Some(nats)
+    }
+
+    fn restart(&mut self) -> bool {
+        let exec = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).exists())
+            .unwrap_or("nats-server");
+        let Ok(child) = Command::new(exec)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if StdTcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("nats-server does not listen on port {}", self.port);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// A backplane server this test can kill and restart.
+trait OwnServer {
+    fn kill(&mut self);
+    fn restart(&mut self) -> bool;
+}
+
+impl OwnServer for OwnRedis {
+    fn kill(&mut self) {
+        OwnRedis::kill(self);
+    }
+    fn restart(&mut self) -> bool {
+        OwnRedis::restart(self)
+    }
+}
+
+impl OwnServer for OwnNats {
+    fn kill(&mut self) {
+        OwnNats::kill(self);
+    }
+    fn restart(&mut self) -> bool {
+        OwnNats::restart(self)
+    }
+}
+
 /// Polls `/healthz` of `addr` until its body starts with `prefix` (bounded).
 async fn wait_health(addr: SocketAddr, prefix: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -126,6 +232,40 @@ async fn a_redis_restart_mid_stream_degrades_then_resumes_without_duplicates() {
     let Some(mut redis) = OwnRedis::start() else {
         return;
     };
+    let backplane = BackplaneOptions::Redis {
+        url: redis.url(),
+        prefix: "wshub:faults:".to_owned(),
+    };
+    // Redis keeps nothing across its restart: the room gets a new epoch.
+    restart_mid_stream(&mut redis, backplane, "redis", Restart::Empty).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_stream_degrades_then_resumes_losing_nothing() {
+    let Some(mut nats) = OwnNats::start() else {
+        return;
+    };
+    let backplane = BackplaneOptions::Nats {
+        url: nats.url(),
+        prefix: "wshubfaults".to_owned(),
+    };
+    // JetStream keeps its file store across the restart: history fills every gap.
+    restart_mid_stream(&mut nats, backplane, "nats", Restart::KeepingData).await;
+}
+
+/// What a backplane server keeps across its restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    Empty,
+    KeepingData,
+}
+
+async fn restart_mid_stream(
+    server: &mut dyn OwnServer,
+    backplane: BackplaneOptions,
+    kind: &str,
+    restart: Restart,
+) {
     let mut nodes = Vec::new();
     for _ in 0..3 {
         nodes.push(
@@ -133,10 +273,7 @@ async fn a_redis_restart_mid_stream_degrades_then_resumes_without_duplicates() {
                 api_key: Some(KEY.to_owned()),
                 rate_limit: None,
                 presence_events: false,
-                backplane: BackplaneOptions::Redis {
-                    url: redis.url(),
-                    prefix: "wshub:faults:".to_owned(),
-                },
+                backplane: backplane.clone(),
                 ..ServerOptions::default()
             })
             .await,
@@ -194,8 +331,8 @@ async fn a_redis_restart_mid_stream_degrades_then_resumes_without_duplicates() {
     };
     accepted_count(20).await;
 
-    // Redis dies mid-stream.
-    redis.kill();
+    // The backplane dies mid-stream.
+    server.kill();
     for addr in &addrs {
         let body = wait_health(*addr, "degraded").await;
         assert!(body.contains("backplane unreachable"), "{body}");
@@ -204,7 +341,7 @@ async fn a_redis_restart_mid_stream_degrades_then_resumes_without_duplicates() {
         assert_eq!(stats["backplane_connected"], false, "{stats}");
         let (_, metrics) = http(*addr, "GET", "/metrics", &[], None).await;
         assert!(
-            metrics.contains("wshub_backplane_up{backplane=\"redis\"} 0"),
+            metrics.contains(&format!("wshub_backplane_up{{backplane=\"{kind}\"}} 0")),
             "{metrics}"
         );
     }
@@ -225,8 +362,8 @@ async fn a_redis_restart_mid_stream_degrades_then_resumes_without_duplicates() {
         assert_eq!(reply["type"], "error", "{reply}");
     }
 
-    // Redis comes back, empty, on the same port.
-    assert!(redis.restart());
+    // It comes back on the same port.
+    assert!(server.restart());
     for addr in &addrs {
         wait_health(*addr, "ok").await;
     }
@@ -276,16 +413,23 @@ async fn a_redis_restart_mid_stream_degrades_then_resumes_without_duplicates() {
             }
             previous = Some((epoch, offset));
         }
-        // Redis lost everything: the room has a new epoch, which the subscriber was told
-        // about before its first message.
-        assert!(unrecoverable >= 1, "node {node}: never told");
-        // Everything accepted after the restart arrived; what was accepted before and did
-        // not arrive is covered by the unrecoverable frame.
-        let after: Vec<&(Value, u64)> = accepted[before_restart..].iter().collect();
-        for (data, _) in after {
+        let must_arrive = match restart {
+            Restart::Empty => {
+                // The backplane lost everything: the room has a new epoch, which the
+                // subscriber was told about before its first message. What was accepted
+                // before and did not arrive is covered by that frame.
+                assert!(unrecoverable >= 1, "node {node}: never told");
+                &accepted[before_restart..]
+            }
+            Restart::KeepingData => {
+                assert_eq!(unrecoverable, 0, "node {node}: {log:?}");
+                &accepted[..]
+            }
+        };
+        for (data, _) in must_arrive {
             assert!(
                 seen.contains(&data.to_string()),
-                "node {node}: {data} accepted after the restart but not delivered"
+                "node {node}: {data} accepted but not delivered"
             );
         }
         // The connection is still fine.
