@@ -167,20 +167,20 @@ impl Socket {
     }
 
     /// Closes with 1000 and waits (at most `timeout`) for the peer's close frame, so the
-    /// close handshake completes (RFC 6455 §7.1.2).
+    /// close handshake completes (RFC 6455 §7.1.2). When the peer closed first, this sends
+    /// the reply the library queued and waits for the server to end the TCP connection, as
+    /// a client should (§7.1.1).
     pub(crate) async fn close(mut self, timeout: Duration) {
         let handshake = async {
-            if self
+            // Refused when the peer's close came first: its reply is queued already.
+            let _ = self
                 .ws
                 .send(tokio_websockets::Message::close(
                     Some(CloseCode::NORMAL_CLOSURE),
                     "",
                 ))
-                .await
-                .is_err()
-            {
-                return;
-            }
+                .await;
+            // Reading on flushes what is queued and ends when the close handshake does.
             while let Some(Ok(_)) = self.ws.next().await {}
         };
         let _ = tokio::time::timeout(timeout, handshake).await;
