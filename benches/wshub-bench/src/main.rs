@@ -10,6 +10,8 @@
 //!   and end-to-end latency against one monotonic clock shared by sender and receivers.
 //! - `idle`: N connections held open; server RSS per connection, and whether any closed.
 //! - `connect`: handshakes per second and handshake time quantiles.
+//! - `soak`: for the `wshub` server's protocol, clients that connect, subscribe, publish
+//!   and leave in churn for minutes (`scripts/soak.sh` checks the server's resources).
 //!
 //! Every phase is bounded in time by `--deadline`; the last line of output is a JSON object
 //! with `--json`. See `benches/README.md`.
@@ -21,6 +23,7 @@ mod histogram;
 mod idle;
 mod report;
 mod server_process;
+mod soak;
 
 use std::time::{Duration, Instant};
 
@@ -83,6 +86,8 @@ enum Scenario {
     Idle(idle::IdleArgs),
     /// Open connections: handshakes per second.
     Connect(connect::ConnectArgs),
+    /// Connect, subscribe, publish and leave in churn (the `wshub` server's protocol).
+    Soak(soak::SoakArgs),
 }
 
 /// What every scenario gets from `main`.
@@ -129,6 +134,7 @@ fn main() -> Result<()> {
         Scenario::Fanout(_) => "fanout",
         Scenario::Idle(_) => "idle",
         Scenario::Connect(_) => "connect",
+        Scenario::Soak(_) => "soak",
     };
     println!(
         "wshub-bench {name} against {} {}",
@@ -143,6 +149,7 @@ fn main() -> Result<()> {
             Scenario::Fanout(args) => fanout::run(&run, &args, report).await,
             Scenario::Idle(args) => idle::run(&run, &args, report).await,
             Scenario::Connect(args) => connect::run(&run, &args, report).await,
+            Scenario::Soak(args) => soak::run(&run, &args, report).await,
         }
     })?;
     let own_cpu = server_process::cpu_between(&own, &ServerProcess::current().sample()?);
