@@ -15,11 +15,12 @@ use crate::histogram::Histogram;
 /// One client connection after its upgrade.
 pub(crate) type Socket = WebSocketStream<TcpStream>;
 
-/// Opens client connections to one server URL.
+/// Opens client connections to one server URL, or spread round-robin over several (the
+/// nodes of a cluster: connection `i` goes to URL `i % n`).
 #[derive(Debug, Clone)]
 pub(crate) struct Dialer {
-    uri: Uri,
-    server: SocketAddr,
+    /// Each URL and the address it names.
+    targets: Vec<(Uri, SocketAddr)>,
     /// How many 127.0.0.x source addresses to spread clients over; 1 lets the kernel choose.
     source_ips: u8,
     /// Limit for one TCP connect plus upgrade.
@@ -44,28 +45,49 @@ pub(crate) struct DialReport {
 impl Dialer {
     /// A dialer for `url` (`ws://IP:PORT/PATH`; loopback only, so no name resolution).
     pub(crate) fn new(url: &str, source_ips: u8, handshake_timeout: Duration) -> Result<Self> {
-        let uri: Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
-        if uri.scheme_str() != Some("ws") {
-            bail!("only ws:// URLs are supported, got {url}");
+        Self::spread(&[url], source_ips, handshake_timeout)
+    }
+
+    /// A dialer spreading connections round-robin over `urls` (at least one).
+    pub(crate) fn spread(
+        urls: &[&str],
+        source_ips: u8,
+        handshake_timeout: Duration,
+    ) -> Result<Self> {
+        let mut targets = Vec::with_capacity(urls.len());
+        for url in urls {
+            let uri: Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
+            if uri.scheme_str() != Some("ws") {
+                bail!("only ws:// URLs are supported, got {url}");
+            }
+            let host = uri.host().context("URL has no host")?;
+            let port = uri.port_u16().unwrap_or(80);
+            let server = (host, port)
+                .to_socket_addrs()?
+                .find(SocketAddr::is_ipv4)
+                .with_context(|| format!("{host} has no IPv4 address"))?;
+            targets.push((uri, server));
         }
-        let host = uri.host().context("URL has no host")?;
-        let port = uri.port_u16().unwrap_or(80);
-        let server = (host, port)
-            .to_socket_addrs()?
-            .find(SocketAddr::is_ipv4)
-            .with_context(|| format!("{host} has no IPv4 address"))?;
+        if targets.is_empty() {
+            bail!("no URL to dial");
+        }
         Ok(Self {
-            uri,
-            server,
+            targets,
             source_ips: source_ips.max(1),
             handshake_timeout,
         })
+    }
+
+    /// How many URLs connections are spread over.
+    pub(crate) fn targets(&self) -> usize {
+        self.targets.len()
     }
 
     /// Opens connection number `index` (which picks its source address) and returns it with
     /// the time its handshake took.
     pub(crate) async fn dial(&self, index: usize) -> Result<(Socket, Duration)> {
         let start = Instant::now();
+        let (uri, server) = &self.targets[index % self.targets.len()];
         let handshake = async {
             let socket = TcpSocket::new_v4()?;
             if self.source_ips > 1 {
@@ -77,9 +99,9 @@ impl Dialer {
                     .bind(source)
                     .with_context(|| format!("binding {source}"))?;
             }
-            let stream = socket.connect(self.server).await?;
+            let stream = socket.connect(*server).await?;
             stream.set_nodelay(true)?;
-            let (socket, _response) = ClientBuilder::from_uri(self.uri.clone())
+            let (socket, _response) = ClientBuilder::from_uri(uri.clone())
                 .connect_on(stream)
                 .await?;
             anyhow::Ok(socket)

@@ -57,6 +57,11 @@ pub(crate) struct FanoutArgs {
     /// --rate-limit off`, or joins and the rate limit measure something else).
     #[arg(long)]
     room: Option<String>,
+    /// Spread the clients round-robin over these URLs (comma-separated; the nodes of a
+    /// cluster) instead of `--url`: client `i` connects to URL `i % n`, and client 0, on the
+    /// first URL, is the sender.
+    #[arg(long, value_delimiter = ',')]
+    urls: Vec<String>,
 }
 
 /// The frame that sends `text`: as is, or as a publish to the room.
@@ -130,8 +135,21 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
     let mut receivers = JoinSet::new();
     let mut sender = None;
 
-    let dial = run
-        .dialer
+    let spread;
+    let dialer = if args.urls.is_empty() {
+        &run.dialer
+    } else {
+        let urls: Vec<&str> = args.urls.iter().map(String::as_str).collect();
+        spread = crate::dial::Dialer::spread(
+            &urls,
+            run.common.source_ips,
+            Duration::from_secs_f64(run.common.handshake_timeout),
+        )?;
+        report.put_quiet("urls", args.urls.join(","));
+        &spread
+    };
+    let spread_over = dialer.targets();
+    let dial = dialer
         .dial_many(
             args.clients,
             run.common.connect_concurrency,
@@ -143,8 +161,9 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
                         serde_json::json!({"type": "subscribe", "room": room}).to_string(),
                     )
                 });
-                if sender.is_none() {
+                if sender.is_none() && (spread_over == 1 || index == 0) {
                     // The first client to open (whichever index) sends; it receives too.
+                    // Spread over several URLs, client 0 does, on the first URL.
                     let (sink, stream) = socket.split();
                     sender = Some((sink, subscribe));
                     receivers.spawn(receive(stream, tally, origin, stop));
@@ -165,7 +184,7 @@ pub(crate) async fn run(run: &Run, args: &FanoutArgs, mut report: Report) -> Res
         .await;
     report.put_dial(args.clients, &dial);
     let Some((mut sender, subscribe)) = sender else {
-        bail!("no client connected");
+        bail!("no client connected (spread over several URLs: client 0 did not)");
     };
     if let Some(subscribe) = subscribe {
         sender.send(subscribe).await.context("subscribing")?;
