@@ -43,7 +43,10 @@ use redis::{
     Value,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{Notify, mpsc},
+    task::JoinHandle,
+};
 use wshub::ConnectionId;
 use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
 
@@ -195,6 +198,9 @@ struct Inner {
     events_rx: Mutex<Option<Events>>,
     /// This node's presence entries, refreshed periodically: room → client → user.
     own_presence: Mutex<HashMap<RoomName, HashMap<ConnectionId, Option<String>>>>,
+    /// Woken when Redis is reachable again: presence is written again at once (a
+    /// restarted Redis may have lost it).
+    reconnected: Notify,
     publish: Script,
     read: Script,
     presence_add: Script,
@@ -273,6 +279,7 @@ impl RedisBackplane {
             events_tx,
             events_rx: Mutex::new(Some(events_rx)),
             own_presence: Mutex::new(HashMap::new()),
+            reconnected: Notify::new(),
             publish: Script::new(PUBLISH),
             read: Script::new(READ),
             presence_add: Script::new(PRESENCE_ADD),
@@ -595,6 +602,7 @@ async fn health_check(inner: Arc<Inner>) {
                 tracing::info!("redis backplane reachable again");
                 *lock(&inner.health) = Health::Connected;
                 let _ = inner.events_tx.send(Event::Resumed);
+                inner.reconnected.notify_one();
             }
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
@@ -610,13 +618,17 @@ async fn health_check(inner: Arc<Inner>) {
     }
 }
 
-/// Refreshes this node's presence entries every third of the presence ttl.
+/// Refreshes this node's presence entries every third of the presence ttl, and as soon as
+/// Redis is reachable again after an outage.
 async fn refresh_presence(inner: Arc<Inner>) {
     let period = (inner.config.presence_ttl / 3).max(Duration::from_millis(10));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = inner.reconnected.notified() => {}
+        }
         let rooms: Vec<(RoomName, HashMap<ConnectionId, Option<String>>)> =
             lock(&inner.own_presence)
                 .iter()

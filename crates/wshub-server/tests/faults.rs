@@ -8,8 +8,10 @@
 //! - The same with NATS (its own `nats-server -js` on a free port), restarted with its
 //!   JetStream store: nothing is lost, so every accepted publication reaches every
 //!   subscriber exactly once and nobody is told anything.
-//! - A `wshub` process killed with SIGKILL: its clients reconnect to another node and
-//!   recover everything they missed; its presence entries vanish within the presence ttl.
+//! - A `wshub` process killed with SIGKILL (on Redis, and on NATS): its clients reconnect to
+//!   another node and recover everything they missed; its presence entries vanish within
+//!   the presence ttl (30 s).
+//! - After a restart, presence is whole again on every node.
 
 mod support;
 
@@ -281,8 +283,10 @@ async fn restart_mid_stream(
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|node| node.local_addr()).collect();
     let mut subscribers = Vec::new();
+    let mut subscriber_ids = Vec::new();
     for addr in &addrs {
-        let (mut ws, _) = connect(*addr).await;
+        let (mut ws, id) = connect(*addr).await;
+        subscriber_ids.push(id);
         send(
             &mut ws,
             json!({"type": "subscribe", "room": "stream", "id": "s"}),
@@ -291,6 +295,7 @@ async fn restart_mid_stream(
         assert_eq!(next(&mut ws).await["type"], "ok");
         subscribers.push((ws, Vec::new()));
     }
+    subscriber_ids.sort();
 
     // A publisher on every node in turn, through the API, every 5 ms, recording what was
     // accepted: (data, offset).
@@ -366,6 +371,42 @@ async fn restart_mid_stream(
     assert!(server.restart());
     for addr in &addrs {
         wait_health(*addr, "ok").await;
+    }
+    // Presence is whole again on every node (each node writes its members again as soon
+    // as the backplane is back, whatever the backplane kept).
+    for addr in &addrs {
+        let (mut ws, _) = connect(*addr).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = request(
+                &mut ws,
+                json!({"type": "presence", "room": "stream", "id": 1}),
+            )
+            .await;
+            let mut listed: Vec<&str> = reply["clients"]
+                .as_array()
+                .map(|clients| {
+                    clients
+                        .iter()
+                        .filter_map(|c| c["client"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            listed.sort_unstable();
+            if listed
+                == subscriber_ids
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{addr}: presence after the restart: {reply}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     accepted_count(before_restart + 30).await;
     stop.store(true, Ordering::Relaxed);
@@ -451,16 +492,10 @@ struct Node {
 }
 
 impl Node {
-    fn spawn(redis: &str) -> Node {
+    /// A node on the backplane `flag` (`--redis` or `--nats`) at `url`.
+    fn spawn(flag: &str, url: &str) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--redis",
-                redis,
-                "--api-key",
-                KEY,
-            ])
+            .args(["--listen", "127.0.0.1:0", flag, url, "--api-key", KEY])
             .args(["--rate-limit", "off", "--log-level", "warn"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -498,7 +533,20 @@ async fn a_node_killed_with_sigkill_loses_no_clients_and_its_presence_vanishes()
     let Some(redis) = OwnRedis::start() else {
         return;
     };
-    let nodes: Vec<Node> = (0..3).map(|_| Node::spawn(&redis.url())).collect();
+    node_killed_with_sigkill("--redis", &redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_on_nats_loses_no_clients_and_its_presence_vanishes() {
+    let Some(nats) = OwnNats::start() else {
+        return;
+    };
+    node_killed_with_sigkill("--nats", &nats.url()).await;
+}
+
+/// Three `wshub` processes on the backplane `flag` at `url`; one dies by SIGKILL.
+async fn node_killed_with_sigkill(flag: &str, url: &str) {
+    let nodes: Vec<Node> = (0..3).map(|_| Node::spawn(flag, url)).collect();
     let (doomed, survivors) = (nodes[0].addr, [nodes[1].addr, nodes[2].addr]);
 
     // Four clients on the doomed node, one watcher on a survivor.
