@@ -14,30 +14,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-record=0
-groups=()
+NAME=autobahn-client
+# shellcheck source=scripts/autobahn-common.sh
+. "$ROOT/scripts/autobahn-common.sh"
 for arg in "$@"; do
-  case "$arg" in
-    --record) record=1 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *)
-      if [[ "$arg" =~ ^[0-9]+$ ]] && (( arg >= 1 && arg <= 13 )); then
-        groups+=("$arg")
-      else
-        echo "autobahn-client: '$arg' is not a case group (1 to 13) nor --record" >&2
-        exit 2
-      fi ;;
-  esac
+  case "$arg" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 done
-(( ${#groups[@]} )) || groups=(1 2 3 4 5 6 7 8 9 10 11)
-
-timeout_s="${AUTOBAHN_TIMEOUT:-1800}"
-deadline=$(( SECONDS + timeout_s ))
-remaining() {
-  local left=$(( deadline - SECONDS ))
-  (( left > 0 )) || { echo "autobahn-client: budget of ${timeout_s}s spent" >&2; exit 1; }
-  echo "$left"
-}
+autobahn_args "$@"
 
 out="$ROOT/target/autobahn"
 reports="$out/clients"
@@ -57,27 +40,20 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$HOME/.cache/autobahn-py27}"
-shared_dir="${AUTOBAHN_DIR:-$ROOT/../shared/autobahn}"
-if [ -x "$shared_dir/setup.sh" ]; then setup="$shared_dir/setup.sh"; else setup="$ROOT/scripts/autobahn-setup.sh"; fi
-timeout -k 10 "$(remaining)" "$setup"
-ld_path="$AUTOBAHN_HOME/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+autobahn_install
 
 echo "autobahn-client: building the client example (release)"
 timeout -k 10 "$(remaining)" cargo build --release --quiet -p wshub-client --example autobahn
 client_bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/autobahn"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cases_json=$(printf '"%s.*",' "${groups[@]}")
 spec="$out/fuzzingserver.json"
 cat >"$spec" <<JSON
 {"url": "ws://127.0.0.1:$port", "outdir": "$reports",
- "cases": [${cases_json%,}], "exclude-cases": [], "exclude-agent-cases": {}}
+ "cases": $(autobahn_cases_json), "exclude-cases": [], "exclude-agent-cases": {}}
 JSON
 wstest_log="$out/wstest-server.log"
-env -u PYTHONPATH -u PYTHONHOME "LD_LIBRARY_PATH=$ld_path" "$AUTOBAHN_HOME/usr/bin/python2.7" -c \
-  'import sys; sys.argv[0]="wstest"; from autobahntestsuite.wstest import run; run()' \
-  -m fuzzingserver -s "$spec" >"$wstest_log" 2>&1 &
+"${wstest[@]}" -m fuzzingserver -s "$spec" >"$wstest_log" 2>&1 &
 wstest_pid=$!
 for _ in $(seq 100); do   # at most 10 s for the fuzzing server to listen
   python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break

@@ -28,35 +28,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-record=0
-groups=()
+NAME=autobahn
+# shellcheck source=scripts/autobahn-common.sh
+. "$ROOT/scripts/autobahn-common.sh"
 for arg in "$@"; do
-  case "$arg" in
-    --record) record=1 ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *)
-      if [[ "$arg" =~ ^[0-9]+$ ]] && (( arg >= 1 && arg <= 13 )); then
-        groups+=("$arg")
-      else
-        echo "autobahn: '$arg' is not a case group (1 to 13) nor --record" >&2
-        exit 2
-      fi ;;
-  esac
+  case "$arg" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 done
-(( ${#groups[@]} )) || groups=(1 2 3 4 5 6 7 8 9 10 11)
-
-timeout_s="${AUTOBAHN_TIMEOUT:-1800}"
-deadline=$(( SECONDS + timeout_s ))
-# Seconds left of the whole run's budget; fails the run once it is spent (call it as
-# `left=$(remaining)`: a failed command substitution in an assignment stops the script).
-remaining() {
-  local left=$(( deadline - SECONDS ))
-  if (( left <= 0 )); then
-    echo "autobahn: the run's budget of ${timeout_s}s (AUTOBAHN_TIMEOUT) is spent" >&2
-    exit 1
-  fi
-  echo "$left"
-}
+autobahn_args "$@"
 
 out="$ROOT/target/autobahn"
 reports="$out/servers"
@@ -94,23 +72,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # 1. wstest (Python 2.7): the shared installer if it is beside the repository, else ours.
-export AUTOBAHN_HOME="${AUTOBAHN_HOME:-$HOME/.cache/autobahn-py27}"
-shared_dir="${AUTOBAHN_DIR:-$ROOT/../shared/autobahn}"
-if [ -x "$shared_dir/setup.sh" ]; then
-  setup="$shared_dir/setup.sh"
-else
-  echo "autobahn: no $shared_dir; installing wstest with scripts/autobahn-setup.sh"
-  setup="$ROOT/scripts/autobahn-setup.sh"
-fi
-left=$(remaining)
-bounded "$left" "$setup"
+autobahn_install
 
-ld_path="$AUTOBAHN_HOME/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-wstest=(env -u PYTHONPATH -u PYTHONHOME "LD_LIBRARY_PATH=$ld_path"
-        "$AUTOBAHN_HOME/usr/bin/python2.7" -c
-        'import sys; sys.argv[0]="wstest"; from autobahntestsuite.wstest import run; run()')
-
-# 2. The server under test, built in release mode as a user would run it.
 echo "autobahn: building examples/echo (release)"
 left=$(remaining)
 build_started=$SECONDS
@@ -139,8 +102,7 @@ fi
 echo "autobahn: echo server (pid $server_pid) on ws://$addr/"
 
 # 3. The fuzzing client, with a spec made for this run.
-cases_json=$(printf '"%s.*",' "${groups[@]}")
-cases_json="[${cases_json%,}]"
+cases_json=$(autobahn_cases_json)
 spec="$out/fuzzingclient.json"
 cat >"$spec" <<EOF
 {
