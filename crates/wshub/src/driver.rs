@@ -131,7 +131,9 @@ impl Driver {
                         };
                         // The batch buffer is consumed, not kept: an idle connection holds
                         // no queue memory (one allocation per burst is cheap beside a write).
-                        for message in std::mem::take(&mut self.batch) {
+                        let batch = std::mem::take(&mut self.batch);
+                        self.transport.reserve(batch.len());
+                        for message in batch {
                             flight.messages += 1;
                             flight.bytes += message.len() as u64;
                             if let Err(e) = self.transport.queue(message) {

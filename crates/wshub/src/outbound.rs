@@ -19,6 +19,9 @@ use std::{
 
 use crate::{CloseCode, Message, OverflowPolicy};
 
+/// How many messages a send queue makes room for when it starts filling.
+const INITIAL_QUEUE_CAPACITY: usize = 16;
+
 /// A request to close the connection, queued behind (or instead of) pending messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CloseRequest {
@@ -103,6 +106,14 @@ impl SendQueue {
                 return PushOutcome::Closed;
             }
             let outcome = if state.messages.len() < self.capacity {
+                if state.messages.capacity() == 0 {
+                    // The queue's buffer is released whenever it drains (an idle connection
+                    // holds none); start the next one big enough for a typical burst
+                    // rather than growing it 4, 8, 16... one reallocation at a time.
+                    state
+                        .messages
+                        .reserve(INITIAL_QUEUE_CAPACITY.min(self.capacity));
+                }
                 state.messages.push_back(message);
                 PushOutcome::Queued
             } else {

@@ -255,6 +255,12 @@ impl Transport {
         }
         loop {
             match self.next_frame() {
+                Ok(Some(Incoming::Ping)) => {
+                    // Answer at once while the socket takes it: pongs then collapse into
+                    // the latest only when the peer does not read (see `take_frame`).
+                    let _ = self.poll_flush(cx);
+                    return Poll::Ready(Some(Ok(Incoming::Ping)));
+                }
                 Ok(Some(incoming)) => return Poll::Ready(Some(Ok(incoming))),
                 Ok(None) => {}
                 Err(error) => return Poll::Ready(Some(Err(self.fail(error)))),
@@ -364,7 +370,9 @@ impl<S> Transport<S> {
                         .as_ref()
                         .is_some_and(|a| a.kind == MessageKind::Text));
             let available = self.read_buf.len().min(header.payload_len);
-            if available > processed {
+            // An empty frame is checked too: an empty final fragment still ends the
+            // message, and with it any UTF-8 sequence the fragment before left open.
+            if available > processed || header.payload_len == 0 {
                 let fresh = &mut self.read_buf[processed..available];
                 frame::unmask(fresh, header.mask, processed);
                 if is_text {
@@ -455,8 +463,21 @@ impl<S> Transport<S> {
             }
             OpCode::Ping => {
                 if !self.close_sent {
-                    self.out
-                        .push_back(Outgoing::Control(OpCode::Pong, payload.freeze()));
+                    // At most one pong waits: a newer ping replaces the answer to an older
+                    // one not yet sent (RFC 6455 §5.5.3), so a ping flood from a peer that
+                    // does not read cannot grow the write queue.
+                    let pong = Outgoing::Control(OpCode::Pong, payload.freeze());
+                    // The front frame may be partly written already; it stays as it is.
+                    let started = usize::from(self.out_written > 0);
+                    match self
+                        .out
+                        .iter_mut()
+                        .skip(started)
+                        .find(|f| matches!(f, Outgoing::Control(OpCode::Pong, _)))
+                    {
+                        Some(waiting) => *waiting = pong,
+                        None => self.out.push_back(pong),
+                    }
                 }
                 Ok(Some(Incoming::Ping))
             }
@@ -502,6 +523,11 @@ impl<S> Transport<S> {
         self.out
             .push_back(Outgoing::Control(OpCode::Close, payload.freeze()));
         self.close_sent = true;
+    }
+
+    /// Makes room for `additional` frames in the write queue in one allocation.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.out.reserve(additional);
     }
 
     /// Queues a data message for the next flush. Never blocks and never copies the payload.

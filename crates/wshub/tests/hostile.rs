@@ -479,9 +479,11 @@ async fn a_ping_flood_is_answered_in_order_and_the_connection_stays_usable() {
             .expect("write");
         writer
     });
-    // Every ping gets its pong, in order, and the text behind them gets its echo.
+    // Pongs come back in order (the latest ping is always answered), and the text behind
+    // the pings gets its echo.
     let started = Instant::now();
     let mut pongs = 0_u32;
+    let mut last_pong = None;
     loop {
         let mut head = [0_u8; 2];
         within("pong", reader.read_exact(&mut head))
@@ -493,7 +495,11 @@ async fn a_ping_flood_is_answered_in_order_and_the_connection_stays_usable() {
             .expect("read");
         match head[0] {
             0x8A => {
-                assert_eq!(payload, pongs.to_be_bytes(), "pong out of order");
+                // RFC 6455 §5.5.3: a pong may answer only the latest of several pings, so
+                // some may be skipped, but never reordered.
+                let n = u32::from_be_bytes(payload.try_into().expect("4-byte payload"));
+                assert!(last_pong.is_none_or(|last| n > last), "pong out of order");
+                last_pong = Some(n);
                 pongs += 1;
             }
             0x81 => {
@@ -506,7 +512,8 @@ async fn a_ping_flood_is_answered_in_order_and_the_connection_stays_usable() {
             still_served(&mut bystander, "pings").await;
         }
     }
-    assert_eq!(pongs, PINGS);
+    assert_eq!(last_pong, Some(PINGS - 1), "the latest ping is answered");
+    assert!(pongs <= PINGS);
     let mut writer = within("writer", writing).await.expect("joined");
     let after = rss_kib();
     eprintln!(
@@ -569,12 +576,11 @@ async fn a_client_that_never_answers_the_close_handshake_is_dropped_after_the_wr
     stop(server).await;
 }
 
-/// Fails today: every ping queues a pong, and a peer that does not read makes that queue
-/// grow without bound until the heartbeat's write wait ends the connection (in a release
-/// build about 120 MB/s from one client, 1.2 GB after 10 s). RFC 6455 §5.5.3 allows
-/// answering only the most recent of the pings not yet answered.
+/// Every ping is answered, but at most one pong waits to be written (RFC 6455 §5.5.3 allows
+/// answering only the most recent ping): before that, a peer that does not read made the
+/// write queue grow without bound until the write wait ended the connection (in a release
+/// build about 120 MB/s from one client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "unbounded pong queue: see the comment"]
 async fn a_ping_flood_from_a_client_that_never_reads_keeps_memory_bounded() {
     let hub = echo_hub(HubConfig::default());
     let server = start_server(hub.clone()).await;
@@ -629,7 +635,6 @@ async fn a_ping_flood_from_a_client_that_never_reads_keeps_memory_bounded() {
 /// the handler gets invalid UTF-8 as text (and the echo hub relays it to the client, whose
 /// own conforming WebSocket stack would close with 1007; in a chat room, everyone's would).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "transport bug: an empty final fragment skips the end-of-message UTF-8 check"]
 async fn invalid_utf8_before_an_empty_final_fragment_closes_with_1007() {
     let hub = echo_hub(HubConfig::default().write_wait(Duration::from_millis(500)));
     let server = start_server(hub.clone()).await;
