@@ -69,6 +69,12 @@ impl Cursor {
         }
     }
 
+    /// The server says publications up to `position` are lost (`unrecoverable`): resume
+    /// after it.
+    pub(crate) fn lost(&mut self, position: StreamPosition) {
+        self.position = Some(position);
+    }
+
     /// Whether to deliver `message`; advances the cursor when so.
     pub(crate) fn accept(&mut self, message: &MessageFrame) -> bool {
         match &mut self.position {
@@ -102,6 +108,23 @@ mod tests {
             offset: Offset(offset),
             epoch: Epoch::from(epoch),
         }
+    }
+
+    #[test]
+    fn an_unrecoverable_gap_moves_the_cursor_past_it() {
+        let mut cursor = Cursor::default();
+        cursor.subscribed(None, Epoch::from("e1"), Offset(3), None);
+        assert_eq!(deliver(&mut cursor, &[message("e1", 4)]), [4]);
+        // Offsets 5 to 9 were lost; delivery continues after 9 in a new epoch.
+        cursor.lost(StreamPosition::new(Epoch::from("e2"), Offset(9)));
+        assert_eq!(
+            cursor.since(),
+            Some(StreamPosition::new(Epoch::from("e2"), Offset(9)))
+        );
+        assert_eq!(
+            deliver(&mut cursor, &[message("e2", 9), message("e2", 10)]),
+            [10]
+        );
     }
 
     fn deliver(cursor: &mut Cursor, frames: &[MessageFrame]) -> Vec<u64> {

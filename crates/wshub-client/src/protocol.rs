@@ -866,6 +866,24 @@ impl Core {
                 self.room_event(&mut deliveries, &room, SubscriptionEvent::Leave(presence));
                 None
             }
+            ServerFrame::Unrecoverable(lost) => {
+                // The server lost publications of the room (a cluster's backplane lost
+                // them): say so, and take its position, so that what follows is delivered.
+                let mut state = self.lock();
+                if let Some(room) = state.rooms.get_mut(&lost.room) {
+                    let since = room.cursor.since();
+                    room.cursor.lost(lost.position());
+                    if let Some(since) = since {
+                        let event = SubscriptionEvent::RecoveryFailed {
+                            since,
+                            epoch: lost.epoch.clone(),
+                            latest: lost.offset,
+                        };
+                        deliveries.push((room.events.clone(), event));
+                    }
+                }
+                None
+            }
             ServerFrame::Direct(direct) => Some(WshubEvent::Direct(direct)),
             ServerFrame::Broadcast(broadcast) => Some(WshubEvent::Broadcast(broadcast)),
             reply @ (ServerFrame::Ok(_) | ServerFrame::Pong(_) | ServerFrame::Error(_)) => {

@@ -79,6 +79,17 @@ pub(crate) struct PresenceEventOut<'a> {
     pub(crate) user: Option<&'a str>,
 }
 
+/// `unrecoverable` frames.
+#[derive(Serialize)]
+pub(crate) struct UnrecoverableOut<'a> {
+    #[serde(rename = "type")]
+    pub(crate) ty: &'static str,
+    pub(crate) room: &'a RoomName,
+    pub(crate) epoch: &'a Epoch,
+    pub(crate) offset: Offset,
+    pub(crate) recovered: bool,
+}
+
 /// `ok` frames, with the optional fields each command adds.
 #[derive(Serialize)]
 pub(crate) struct OkOut<'a> {
@@ -224,6 +235,19 @@ fn presence_event(ty: &'static str, room: &RoomName, client: &str, user: Option<
         &frame,
         FRAME_OVERHEAD_BYTES + room.as_str().len() + client.len(),
     )
+}
+
+/// `{"type":"unrecoverable","room":...,"epoch":...,"offset":...,"recovered":false}` (a wshub
+/// extension): publications of `room` were lost; delivery continues after `position`.
+pub fn unrecoverable(room: &RoomName, position: &StreamPosition) -> Bytes {
+    let frame = UnrecoverableOut {
+        ty: "unrecoverable",
+        room,
+        epoch: &position.epoch,
+        offset: position.offset,
+        recovered: false,
+    };
+    to_bytes(&frame, FRAME_OVERHEAD_BYTES + room.as_str().len())
 }
 
 /// `{"type":"ok","id":...}`, the reply to `send` and `broadcast`.

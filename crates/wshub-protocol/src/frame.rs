@@ -9,7 +9,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::encode::{
-    DeliveryOut, ErrorOut, MessageOut, OkOut, PongOut, PresenceEventOut, WelcomeOut,
+    DeliveryOut, ErrorOut, MessageOut, OkOut, PongOut, PresenceEventOut, UnrecoverableOut,
+    WelcomeOut,
 };
 use crate::error::{ErrorCode, ProtocolError};
 use crate::id::CommandId;
@@ -38,6 +39,28 @@ pub enum ServerFrame {
     Pong(PongFrame),
     /// `error`, the reply to a failed command.
     Error(ErrorFrame),
+    /// `unrecoverable` (a wshub extension, docs/protocol-notes.md): publications of a
+    /// subscribed room were lost (a cluster's backplane lost them); delivery continues
+    /// after the given position.
+    Unrecoverable(UnrecoverableFrame),
+}
+
+/// `{"type":"unrecoverable","room":...,"epoch":...,"offset":...,"recovered":false}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UnrecoverableFrame {
+    /// The room whose publications were lost.
+    pub room: RoomName,
+    /// The room's epoch from now on.
+    pub epoch: Epoch,
+    /// Delivery continues with the publications after this offset.
+    pub offset: Offset,
+}
+
+impl UnrecoverableFrame {
+    /// The position delivery continues after.
+    pub fn position(&self) -> StreamPosition {
+        StreamPosition::new(self.epoch.clone(), self.offset)
+    }
 }
 
 /// `{"type":"welcome","client":...,"user":...,"ping_interval_ms":...,"version":...}`.
@@ -183,6 +206,7 @@ impl ServerFrame {
             "ok" => ServerFrame::Ok(serde_json::from_str(text).map_err(bad)?),
             "pong" => ServerFrame::Pong(serde_json::from_str(text).map_err(bad)?),
             "error" => ServerFrame::Error(serde_json::from_str(text).map_err(bad)?),
+            "unrecoverable" => ServerFrame::Unrecoverable(serde_json::from_str(text).map_err(bad)?),
             other => {
                 return Err(ProtocolError::new(
                     None,
@@ -253,6 +277,14 @@ impl Serialize for ServerFrame {
                 id: f.id.as_ref(),
                 code: f.code,
                 message: &f.message,
+            }
+            .serialize(s),
+            ServerFrame::Unrecoverable(f) => UnrecoverableOut {
+                ty: "unrecoverable",
+                room: &f.room,
+                epoch: &f.epoch,
+                offset: f.offset,
+                recovered: false,
             }
             .serialize(s),
         }
@@ -373,5 +405,27 @@ mod tests {
             assert_eq!(err.code(), ErrorCode::BadRequest, "{text}");
         }
         assert!(ServerFrame::decode_bytes(&[0xff]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod unrecoverable_tests {
+    use super::*;
+
+    #[test]
+    fn unrecoverable_round_trips() {
+        let room = RoomName::parse("chat").expect("room");
+        let position = StreamPosition::new(Epoch::from("e2"), Offset(41));
+        let bytes = crate::encode::unrecoverable(&room, &position);
+        let text = std::str::from_utf8(&bytes).expect("utf8");
+        assert_eq!(
+            text,
+            r#"{"type":"unrecoverable","room":"chat","epoch":"e2","offset":41,"recovered":false}"#
+        );
+        let ServerFrame::Unrecoverable(frame) = ServerFrame::decode(text).expect("decodes") else {
+            panic!("not unrecoverable");
+        };
+        assert_eq!(frame.position(), position);
+        assert_eq!(ServerFrame::Unrecoverable(frame).to_json(), text);
     }
 }

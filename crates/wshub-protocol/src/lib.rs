@@ -66,7 +66,7 @@ pub use command::{
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{
     BroadcastFrame, DirectFrame, ErrorFrame, MessageFrame, OkFrame, PongFrame, PresenceClient,
-    PresenceEvent, ServerFrame, WelcomeFrame,
+    PresenceEvent, ServerFrame, UnrecoverableFrame, WelcomeFrame,
 };
 pub use id::CommandId;
 pub use payload::Payload;

@@ -232,14 +232,7 @@ impl ServerState {
     /// Tells this node's subscribers of `room` that publications before `resumed` that they
     /// have not received are lost, and that delivery continues after `resumed`.
     fn tell_unrecoverable(&self, hub: &Hub, room: &RoomName, resumed: &StreamPosition) {
-        let frame = serde_json::json!({
-            "type": "unrecoverable",
-            "room": room.as_str(),
-            "epoch": resumed.epoch.as_str(),
-            "offset": resumed.offset.get(),
-            "recovered": false,
-        });
-        if let Some(message) = text(Bytes::from(frame.to_string())) {
+        if let Some(message) = text(wshub_protocol::encode::unrecoverable(room, resumed)) {
             let delivered = hub.broadcast_to_room(room.as_str(), message);
             self.counters.record_out(OutKind::Reply, delivered);
         }
