@@ -126,6 +126,7 @@ pub struct ClientBuilder {
     send_queue_capacity: usize,
     event_capacity: usize,
     max_message_bytes: usize,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     callbacks: Vec<Callback>,
 }
 
@@ -166,6 +167,7 @@ impl ClientBuilder {
             send_queue_capacity: 1024,
             event_capacity: 1024,
             max_message_bytes: 16 << 20,
+            tls: None,
             callbacks: Vec::new(),
         }
     }
@@ -243,6 +245,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The TLS configuration for `wss://` URLs (your own roots or client certificates);
+    /// without it, servers are verified against the Mozilla roots (webpki-roots). Build it
+    /// with [`rustls`](crate::rustls).
+    pub fn tls_config(mut self, config: Arc<tokio_rustls::rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// The largest message accepted from the server. Default: 16 MiB.
     pub fn max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
@@ -313,7 +323,12 @@ impl ClientBuilder {
     /// [`Client::connect`]), with its event stream. Must be called inside a Tokio runtime
     /// only when `connect` is.
     pub fn build(self) -> Result<(Client, Events), Error> {
-        let target = Target::new(&self.url, &self.headers, self.max_message_bytes)?;
+        let target = Target::new(
+            &self.url,
+            &self.headers,
+            self.max_message_bytes,
+            self.tls.clone(),
+        )?;
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let (state_tx, _) = watch::channel(ConnectionState::Idle);
         let shared = Arc::new(Shared {

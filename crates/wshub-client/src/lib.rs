@@ -72,5 +72,7 @@ pub use protocol::{
     History, PublishReply, WshubClient, WshubClientBuilder, WshubEvent, WshubEvents,
 };
 pub use subscription::{Subscription, SubscriptionEvent};
+/// The TLS library `wss://` connections use, to build a [`ClientBuilder::tls_config`].
+pub use tokio_rustls::rustls;
 pub use transport::Message;
 pub use wshub_protocol;

@@ -58,6 +58,8 @@ pub(crate) struct Target {
     uri: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     max_message_bytes: usize,
+    /// The TLS configuration for `wss://`; without it, the Mozilla roots (webpki-roots).
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 impl Target {
@@ -66,6 +68,7 @@ impl Target {
         url: &str,
         headers: &[(String, String)],
         max_message_bytes: usize,
+        tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     ) -> Result<Target, Error> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: url.to_owned(),
@@ -93,6 +96,7 @@ impl Target {
             uri,
             headers: parsed,
             max_message_bytes,
+            tls,
         })
     }
 
@@ -104,6 +108,14 @@ impl Target {
             builder = builder
                 .add_header(name.clone(), value.clone())
                 .map_err(|err| Error::Connect(Arc::new(err)))?;
+        }
+        let connector = self.tls.as_ref().map(|config| {
+            tokio_websockets::Connector::Rustls(tokio_rustls::TlsConnector::from(Arc::clone(
+                config,
+            )))
+        });
+        if let Some(connector) = &connector {
+            builder = builder.connector(connector);
         }
         match tokio::time::timeout(timeout, builder.connect()).await {
             Ok(Ok((ws, _response))) => Ok(Socket { ws }),
