@@ -13,8 +13,8 @@
 # Each target starts from the seed corpus in fuzz/corpus/<target>/ (read only) plus a
 # working corpus kept in $FUZZ_WORK/<target>/, which grows from run to run and is never
 # committed; add an input to the seed corpus by hand when it deserves to stay. A crash
-# leaves its input in fuzz/artifacts/<target>/; reproduce it with
-#   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>
+# leaves its input in fuzz/artifacts/<target>/; reproduce it (from fuzz/) with
+#   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> artifacts/<target>/<file>
 # and minimize it with `cargo fuzz tmin <target> <file>`.
 #
 # Environment:
@@ -62,20 +62,22 @@ if (( jobs > 1 )); then
   extra=(-jobs="$jobs" -workers="$jobs")
 fi
 
+triple="$(rustc -vV | sed -n 's/^host: //p')"
 failed=()
 for target in "${targets[@]}"; do
-  mkdir -p "$work/$target" "corpus/$target"
+  mkdir -p "$work/$target" "corpus/$target" "artifacts/$target"
   echo "== $target: ${seconds} s"
   log="$work/$target.log"
-  # -max_total_time bounds libFuzzer; the outer timeout bounds everything else (startup,
-  # merging a large working corpus). -rss_limit_mb catches runaway memory as a finding.
-  if timeout $(( seconds + 120 )) cargo fuzz run --target-dir "$target_dir" "$target" \
-      "$work/$target" "corpus/$target" -- \
+  # The binary that `cargo fuzz build` made, run directly: `cargo fuzz run` would rebuild
+  # (and spend the time budget compiling) whenever a source changed since the build.
+  # -max_total_time bounds libFuzzer; the outer timeout bounds everything else (loading a
+  # large working corpus). -rss_limit_mb catches runaway memory as a finding.
+  if timeout $(( seconds + 120 )) "$target_dir/$triple/release/$target" \
       -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-      "${extra[@]}" >"$log" 2>&1; then
+      -artifact_prefix="artifacts/$target/" "${extra[@]}" \
+      "$work/$target" "corpus/$target" >"$log" 2>&1; then
     # One line per target: executions, coverage and corpus size at the end.
     grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE)' "$log" | tail -n 1 || true
-    grep -E '^stat::number_of_executed_units' "$log" | tail -n 1 || true
   else
     status=$?
     failed+=("$target")
