@@ -51,9 +51,6 @@ pub enum StartError {
     /// The backplane could not be reached or configured.
     #[error("{0}")]
     Backplane(#[from] wshub_backplane::Error),
-    /// The chosen backplane is not available in this build.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// Builds the server from its options, on the memory backplane (one node) whatever

@@ -144,8 +144,9 @@ impl Session {
         match command {
             Command::Subscribe(cmd) => {
                 self.check_subscribe(&cmd.room)?;
-                let in_room = self.conn.rooms().iter().any(|r| r == cmd.room.as_str());
-                if !in_room && self.conn.rooms().len() >= state.options.max_rooms_per_connection {
+                let rooms = self.conn.rooms();
+                let in_room = rooms.iter().any(|r| r == cmd.room.as_str());
+                if !in_room && rooms.len() >= state.options.max_rooms_per_connection {
                     return Err((
                         ErrorCode::LimitExceeded,
                         format!(
