@@ -102,6 +102,10 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of `--tls-cert` (`--tls-key`, `WSHUB_TLS_KEY`, `tls_key`).
     pub tls_key: Option<PathBuf>,
+    /// permessage-deflate (RFC 7692) for clients that offer it (`--compression`, and
+    /// `--compression-level`, `--compression-min-size`, `--compression-client-window-bits`,
+    /// `--compression-client-no-context-takeover`); `None`, the default, when off.
+    pub compression: Option<wshub::Compression>,
 }
 
 /// A per-connection rate limit: a token bucket refilled at `per_second` and holding at most
@@ -142,6 +146,7 @@ impl Default for Settings {
             nats: None,
             tls_cert: None,
             tls_key: None,
+            compression: None,
         }
     }
 }
@@ -176,6 +181,7 @@ impl fmt::Debug for Settings {
             .field("nats", &self.nats.as_ref().map(|url| redact_url(url)))
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("compression", &self.compression)
             .finish()
     }
 }
@@ -516,6 +522,55 @@ const TLS_KEY: Spec = Spec {
     secret: false,
     help: "PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.",
 };
+const COMPRESSION: Spec = Spec {
+    flag: "compression",
+    env: "WSHUB_COMPRESSION",
+    key: "compression",
+    default: Some("false"),
+    value_name: "BOOL",
+    secret: false,
+    help: "permessage-deflate for clients that offer it (browsers do): true or false. Saves \
+         bandwidth on messages of a few hundred bytes and more, at some CPU; broadcasts are \
+         compressed once for every recipient.",
+};
+const COMPRESSION_LEVEL: Spec = Spec {
+    flag: "compression-level",
+    env: "WSHUB_COMPRESSION_LEVEL",
+    key: "compression_level",
+    default: Some("1"),
+    value_name: "0-9",
+    secret: false,
+    help: "DEFLATE level of what the server sends: 1 is fastest, 9 smallest.",
+};
+const COMPRESSION_MIN_SIZE: Spec = Spec {
+    flag: "compression-min-size",
+    env: "WSHUB_COMPRESSION_MIN_SIZE",
+    key: "compression_min_size",
+    default: Some("128"),
+    value_name: "SIZE",
+    secret: false,
+    help: "Messages shorter than this are sent uncompressed.",
+};
+const COMPRESSION_CLIENT_WINDOW_BITS: Spec = Spec {
+    flag: "compression-client-window-bits",
+    env: "WSHUB_COMPRESSION_CLIENT_WINDOW_BITS",
+    key: "compression_client_window_bits",
+    default: Some("15"),
+    value_name: "9-15",
+    secret: false,
+    help: "Largest window clients may compress with (asked of clients that offer \
+         client_max_window_bits); smaller saves server memory per connection.",
+};
+const COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER: Spec = Spec {
+    flag: "compression-client-no-context-takeover",
+    env: "WSHUB_COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER",
+    key: "compression_client_no_context_takeover",
+    default: Some("false"),
+    value_name: "BOOL",
+    secret: false,
+    help: "Ask clients to compress each message on its own, so that the server keeps no \
+         decompressor (about 40 KiB) per connection that sends compressed messages.",
+};
 
 /// Every setting, in `--help` order.
 pub const SPECS: &[Spec] = &[
@@ -541,6 +596,11 @@ pub const SPECS: &[Spec] = &[
     NATS,
     TLS_CERT,
     TLS_KEY,
+    COMPRESSION,
+    COMPRESSION_LEVEL,
+    COMPRESSION_MIN_SIZE,
+    COMPRESSION_CLIENT_WINDOW_BITS,
+    COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER,
 ];
 
 /// The routes the server serves besides the WebSocket endpoint (PROTOCOL.md); the endpoint
@@ -597,7 +657,13 @@ impl Settings {
             if spec.key == CONFIG.key {
                 arg = arg.short('c');
             }
-            if spec.key == PRESENCE_EVENTS.key {
+            if [
+                PRESENCE_EVENTS.key,
+                COMPRESSION.key,
+                COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER.key,
+            ]
+            .contains(&spec.key)
+            {
                 // `--presence-events` alone means true.
                 arg = arg.num_args(0..=1).default_missing_value("true");
             }
@@ -632,6 +698,13 @@ impl Settings {
             sources.file = Some(ConfigFile::read(&path, from)?);
         }
         let rate_limit = sources.get(&RATE_LIMIT, parse_rate_limit)?;
+        let compression = sources.get(&COMPRESSION, parse_bool)?.then_some(());
+        let level = sources.get(&COMPRESSION_LEVEL, |s| parse_in_range(s, 0, 9))?;
+        let min_size = sources.get(&COMPRESSION_MIN_SIZE, parse_size)?;
+        let window_bits = sources.get(&COMPRESSION_CLIENT_WINDOW_BITS, |s| {
+            parse_in_range(s, 9, 15)
+        })?;
+        let no_context = sources.get(&COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER, parse_bool)?;
         Ok(Settings {
             listen: sources.get(&LISTEN, parse_listen)?,
             path: sources.get(&PATH, parse_path)?,
@@ -657,13 +730,22 @@ impl Settings {
             nats: sources.get_opt(&NATS, |s| parse_url(s, &["nats", "tls"]))?,
             tls_cert: sources.get_opt(&TLS_CERT, parse_file)?,
             tls_key: sources.get_opt(&TLS_KEY, parse_file)?,
+            compression: compression.map(|()| {
+                wshub::Compression::default()
+                    .level(level as u32)
+                    .min_message_bytes(min_size)
+                    .client_max_window_bits(window_bits as u8)
+                    .client_no_context_takeover(no_context)
+            }),
         })
     }
 
     /// The core library's configuration: path, connection limit, heartbeat timings, message
-    /// size and allowed origins; the rest keeps [`wshub::HubConfig`]'s defaults.
+    /// size, allowed origins and compression; the rest keeps [`wshub::HubConfig`]'s defaults.
     pub fn hub_config(&self) -> wshub::HubConfig {
-        wshub::HubConfig::default()
+        let mut config = wshub::HubConfig::default();
+        config.compression = self.compression.clone();
+        config
             .path(self.path.clone())
             .max_connections(self.max_connections)
             .ping_interval(self.ping_interval)
@@ -912,6 +994,13 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     match parse_count(s)? {
         0 => Err("must be at least 1".to_owned()),
         n => Ok(n),
+    }
+}
+
+fn parse_in_range(s: &str, min: usize, max: usize) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from {min} to {max}")),
     }
 }
 

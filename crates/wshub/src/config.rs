@@ -2,6 +2,8 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use crate::Compression;
+
 /// What to do when a message is sent to a connection whose send queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OverflowPolicy {
@@ -131,6 +133,9 @@ pub struct HubConfig {
     /// [`Connection::headers`](crate::Connection::headers)). Default `true`; turn it off to
     /// save memory per connection when nobody reads them.
     pub keep_headers: bool,
+    /// permessage-deflate (RFC 7692), offered by browsers and most clients: `None`, the
+    /// default, leaves every connection uncompressed. See [`Compression`] for what it costs.
+    pub compression: Option<Compression>,
 }
 
 impl Default for HubConfig {
@@ -151,6 +156,7 @@ impl Default for HubConfig {
             origin_policy: OriginPolicy::default(),
             inbox_capacity: 64,
             keep_headers: true,
+            compression: None,
         }
     }
 }
@@ -240,6 +246,12 @@ impl HubConfig {
     /// Sets [`keep_headers`](Self::keep_headers).
     pub fn keep_headers(mut self, keep: bool) -> Self {
         self.keep_headers = keep;
+        self
+    }
+
+    /// Turns permessage-deflate on with these settings (see [`compression`](Self::compression)).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(compression);
         self
     }
 }

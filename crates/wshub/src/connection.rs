@@ -177,6 +177,8 @@ pub struct ConnectionInfo {
     pub(crate) user_agent: Option<String>,
     pub(crate) headers: RequestHeaders,
     pub(crate) identity: Option<Identity>,
+    /// permessage-deflate was negotiated.
+    pub(crate) compressed: bool,
 }
 
 /// The state a connection shares between its task, the hub and every [`Connection`] handle.

@@ -30,6 +30,9 @@ pub enum Error {
     /// A text message was not valid UTF-8 (code 1007).
     #[error("invalid UTF-8 in a text message")]
     InvalidUtf8,
+    /// A compressed message (permessage-deflate) did not inflate (code 1007).
+    #[error("invalid compressed data in a message")]
+    InvalidCompressedData,
     /// The peer broke the WebSocket protocol (code 1002).
     #[error("WebSocket protocol violation: {0}")]
     Protocol(String),
@@ -58,7 +61,7 @@ impl Error {
     pub fn close_code(&self) -> Option<CloseCode> {
         match self {
             Error::MessageTooLarge { .. } => Some(CloseCode::MESSAGE_TOO_BIG),
-            Error::InvalidUtf8 => Some(CloseCode::INVALID_PAYLOAD),
+            Error::InvalidUtf8 | Error::InvalidCompressedData => Some(CloseCode::INVALID_PAYLOAD),
             Error::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
             Error::SendQueueFull => Some(CloseCode::TRY_AGAIN_LATER),
             _ => None,

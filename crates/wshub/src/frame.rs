@@ -37,6 +37,8 @@ impl OpCode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {
     pub(crate) fin: bool,
+    /// RSV1: with permessage-deflate, the message this frame starts is compressed.
+    pub(crate) rsv1: bool,
     pub(crate) opcode: OpCode,
     pub(crate) mask: [u8; 4],
     pub(crate) payload_len: usize,
@@ -45,17 +47,23 @@ pub(crate) struct Header {
 }
 
 /// Parses a client frame header from the start of `buf`; `Ok(None)` when more bytes are
-/// needed. Enforces what can be checked from the header alone: no reserved bits (we
-/// negotiate no extension), a known opcode, control frames final and at most 125 bytes,
-/// minimal length encoding, and the mask every client frame must carry (§5.1).
-pub(crate) fn parse_header(buf: &[u8]) -> Result<Option<Header>, Error> {
+/// needed. Enforces what can be checked from the header alone: no reserved bits but RSV1
+/// when `deflate` (permessage-deflate was negotiated; RFC 7692 §6) and then only on the
+/// first frame of a data message, a known opcode, control frames final and at most 125
+/// bytes, minimal length encoding, and the mask every client frame must carry (§5.1).
+pub(crate) fn parse_header(buf: &[u8], deflate: bool) -> Result<Option<Header>, Error> {
     let (Some(&b0), Some(&b1)) = (buf.first(), buf.get(1)) else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
+    let reserved = if deflate { 0x30 } else { 0x70 };
+    if b0 & reserved != 0 {
         return Err(protocol("reserved bits set without a negotiated extension"));
     }
+    let rsv1 = b0 & 0x40 != 0;
     let opcode = OpCode::from_bits(b0 & 0x0F).ok_or_else(|| protocol("unknown opcode"))?;
+    if rsv1 && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+        return Err(protocol("RSV1 set on a control or continuation frame"));
+    }
     let fin = b0 & 0x80 != 0;
     if opcode.is_control() && !fin {
         return Err(protocol("fragmented control frame"));
@@ -100,6 +108,7 @@ pub(crate) fn parse_header(buf: &[u8]) -> Result<Option<Header>, Error> {
     };
     Ok(Some(Header {
         fin,
+        rsv1,
         opcode,
         mask: [mask[0], mask[1], mask[2], mask[3]],
         payload_len,
@@ -125,11 +134,12 @@ pub(crate) fn unmask(payload: &mut [u8], mask: [u8; 4], offset: usize) {
     }
 }
 
-/// Encodes an unmasked, final server frame header for a payload of `len` bytes; returns
-/// the buffer and how many of its bytes are the header.
-pub(crate) fn encode_header(opcode: OpCode, len: usize) -> ([u8; 10], usize) {
+/// Encodes an unmasked, final server frame header for a payload of `len` bytes, with RSV1
+/// when the payload is `compressed` (permessage-deflate); returns the buffer and how many
+/// of its bytes are the header.
+pub(crate) fn encode_header(opcode: OpCode, compressed: bool, len: usize) -> ([u8; 10], usize) {
     let mut header = [0_u8; 10];
-    header[0] = 0x80 | opcode as u8;
+    header[0] = 0x80 | if compressed { 0x40 } else { 0 } | opcode as u8;
     if len < 126 {
         header[1] = len as u8;
         (header, 2)
@@ -245,7 +255,9 @@ mod tests {
         for len in [0, 5, 125, 126, 65_535, 65_536] {
             let payload = vec![b'a'; len];
             let frame = masked(0x2, true, &payload, [1, 2, 3, 4]);
-            let header = parse_header(&frame).expect("valid").expect("complete");
+            let header = parse_header(&frame, false)
+                .expect("valid")
+                .expect("complete");
             assert_eq!(header.payload_len, len);
             assert_eq!(header.opcode, OpCode::Binary);
             assert_eq!(header.header_len + len, frame.len());
@@ -254,7 +266,7 @@ mod tests {
             assert_eq!(body, payload);
             // Every prefix of the header asks for more bytes.
             for cut in 0..header.header_len {
-                assert_eq!(parse_header(&frame[..cut]).expect("valid"), None);
+                assert_eq!(parse_header(&frame[..cut], false).expect("valid"), None);
             }
         }
     }
@@ -281,8 +293,38 @@ mod tests {
             non_minimal,
         ] {
             assert!(
-                matches!(parse_header(&bad), Err(Error::Protocol(_))),
+                matches!(parse_header(&bad, false), Err(Error::Protocol(_))),
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rsv1_only_with_deflate_and_only_on_a_message_start() {
+        let mut compressed = masked(0x1, true, b"hi", [0; 4]);
+        compressed[0] |= 0x40;
+        assert!(matches!(
+            parse_header(&compressed, false),
+            Err(Error::Protocol(_))
+        ));
+        let header = parse_header(&compressed, true)
+            .expect("valid")
+            .expect("complete");
+        assert!(header.rsv1);
+        for opcode in [0x0, 0x8, 0x9, 0xA] {
+            let mut bad = masked(opcode, true, b"", [0; 4]);
+            bad[0] |= 0x40;
+            assert!(
+                matches!(parse_header(&bad, true), Err(Error::Protocol(_))),
+                "{opcode}"
+            );
+        }
+        for rsv in [0x20, 0x10] {
+            let mut bad = masked(0x1, true, b"hi", [0; 4]);
+            bad[0] |= rsv;
+            assert!(
+                matches!(parse_header(&bad, true), Err(Error::Protocol(_))),
+                "{rsv:x}"
             );
         }
     }
@@ -306,11 +348,13 @@ mod tests {
 
     #[test]
     fn headers_encode_minimally() {
-        assert_eq!(encode_header(OpCode::Text, 5).1, 2);
-        assert_eq!(encode_header(OpCode::Text, 126).1, 4);
-        assert_eq!(encode_header(OpCode::Binary, 70_000).1, 10);
-        let (h, n) = encode_header(OpCode::Close, 2);
+        assert_eq!(encode_header(OpCode::Text, false, 5).1, 2);
+        assert_eq!(encode_header(OpCode::Text, false, 126).1, 4);
+        assert_eq!(encode_header(OpCode::Binary, false, 70_000).1, 10);
+        let (h, n) = encode_header(OpCode::Close, false, 2);
         assert_eq!(&h[..n], &[0x88, 2]);
+        let (h, n) = encode_header(OpCode::Text, true, 3);
+        assert_eq!(&h[..n], &[0xC1, 3]);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 mod close;
 mod config;
 mod connection;
+mod deflate;
 mod driver;
 mod error;
 mod frame;
@@ -38,6 +39,7 @@ mod upgrade;
 pub use close::{CloseCode, Disconnect};
 pub use config::{HubConfig, OriginCheck, OriginPolicy, OverflowPolicy};
 pub use connection::{Connection, ConnectionId, ConnectionInfo, Identity, InvalidConnectionId};
+pub use deflate::Compression;
 pub use error::Error;
 pub use hub::{Hub, HubBuilder};
 pub use message::{Message, MessageKind};
@@ -70,6 +72,10 @@ impl ConnectionInfo {
     /// The connection's id.
     pub fn id(&self) -> ConnectionId {
         self.id
+    }
+    /// Whether permessage-deflate was negotiated (see [`HubConfig::compression`]).
+    pub fn compressed(&self) -> bool {
+        self.compressed
     }
     /// The peer's address.
     pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {

@@ -28,6 +28,10 @@ pub struct Message {
     kind: MessageKind,
     payload: Bytes,
     created: Instant,
+    /// The payload compressed on its own with a 15-bit window (permessage-deflate), made
+    /// once by a broadcast for every recipient that negotiated compression; empty when
+    /// compressing did not make it smaller.
+    deflated: Option<Bytes>,
 }
 
 /// Messages are equal when their kind and payload are.
@@ -46,6 +50,7 @@ impl Message {
             kind: MessageKind::Text,
             payload: Bytes::from(text.into()),
             created: Instant::now(),
+            deflated: None,
         }
     }
 
@@ -55,6 +60,7 @@ impl Message {
             kind: MessageKind::Text,
             payload: Bytes::from_static(text.as_bytes()),
             created: Instant::now(),
+            deflated: None,
         }
     }
 
@@ -71,6 +77,7 @@ impl Message {
             kind: MessageKind::Text,
             payload,
             created: Instant::now(),
+            deflated: None,
         })
     }
 
@@ -80,6 +87,7 @@ impl Message {
             kind: MessageKind::Binary,
             payload: bytes.into(),
             created: Instant::now(),
+            deflated: None,
         }
     }
 
@@ -93,6 +101,7 @@ impl Message {
             kind: MessageKind::Text,
             payload: Bytes::from(encoded),
             created: Instant::now(),
+            deflated: None,
         })
     }
 
@@ -102,7 +111,18 @@ impl Message {
             kind,
             payload,
             created: Instant::now(),
+            deflated: None,
         }
+    }
+
+    /// The payload compressed with a 15-bit window and no context, if a broadcast made it.
+    pub(crate) fn deflated(&self) -> Option<&Bytes> {
+        self.deflated.as_ref()
+    }
+
+    /// Attaches the compressed payload that [`deflated`](Self::deflated) returns.
+    pub(crate) fn set_deflated(&mut self, deflated: Bytes) {
+        self.deflated = Some(deflated);
     }
 
     /// When the message was made.

@@ -6,6 +6,11 @@
 //! are being read and released as soon as every complete frame in it has been taken, so an
 //! idle connection holds no buffer at all; outgoing messages are written straight from
 //! their shared payloads, each behind a header of a few bytes.
+//!
+//! With permessage-deflate (RFC 7692) a compressed message arrives with RSV1 on its first
+//! frame; its fragments are joined, then inflated and (for text) validated as a whole.
+//! Outgoing messages are compressed when queued, unless a broadcast already did it once for
+//! every recipient (`deflate`).
 
 use std::{
     collections::VecDeque,
@@ -23,8 +28,9 @@ use tokio::{
 };
 
 use crate::{
-    CloseCode, Error, Message, MessageKind,
+    CloseCode, Compression, Error, Message, MessageKind,
     close::truncate_reason,
+    deflate::{self, Agreed, Inflater},
     frame::{self, Header, OpCode, Utf8Validator},
 };
 
@@ -177,28 +183,48 @@ pub(crate) enum Incoming {
 #[derive(Debug)]
 enum Outgoing {
     Message(Message),
+    /// A data message's payload compressed (sent with RSV1).
+    Deflated(OpCode, Bytes),
     Control(OpCode, Bytes),
 }
 
 impl Outgoing {
-    fn parts(&self) -> (OpCode, &[u8]) {
+    /// The opcode, whether the payload is compressed, and the payload.
+    fn parts(&self) -> (OpCode, bool, &[u8]) {
         match self {
-            Outgoing::Message(m) => (
-                match m.kind() {
-                    MessageKind::Text => OpCode::Text,
-                    MessageKind::Binary => OpCode::Binary,
-                },
-                m.as_bytes(),
-            ),
-            Outgoing::Control(opcode, payload) => (*opcode, payload),
+            Outgoing::Message(m) => (opcode_of(m.kind()), false, m.as_bytes()),
+            Outgoing::Deflated(opcode, payload) => (*opcode, true, payload),
+            Outgoing::Control(opcode, payload) => (*opcode, false, payload),
         }
     }
+
+    fn header(&self) -> ([u8; 10], usize) {
+        let (opcode, compressed, payload) = self.parts();
+        frame::encode_header(opcode, compressed, payload.len())
+    }
+}
+
+fn opcode_of(kind: MessageKind) -> OpCode {
+    match kind {
+        MessageKind::Text => OpCode::Text,
+        MessageKind::Binary => OpCode::Binary,
+    }
+}
+
+/// permessage-deflate on one connection.
+#[derive(Debug)]
+struct Deflate {
+    inflater: Inflater,
+    level: u32,
+    min_message_bytes: usize,
 }
 
 /// A message being assembled from fragments.
 #[derive(Debug)]
 struct Assembly {
     kind: MessageKind,
+    /// The message is compressed (RSV1 on its first frame).
+    compressed: bool,
     data: BytesMut,
 }
 
@@ -221,6 +247,8 @@ pub(crate) struct Transport<S = Io> {
     close_sent: bool,
     /// The peer's close arrived, or a protocol error was answered: only flushing is left.
     finishing: bool,
+    /// Set when permessage-deflate was negotiated; boxed, so it costs others one pointer.
+    deflate: Option<Box<Deflate>>,
 }
 
 impl<S> Transport<S> {
@@ -237,7 +265,18 @@ impl<S> Transport<S> {
             out_written: 0,
             close_sent: false,
             finishing: false,
+            deflate: None,
         }
+    }
+
+    /// Turns permessage-deflate on, as negotiated in the handshake.
+    pub(crate) fn with_deflate(mut self, agreed: Agreed, config: &Compression) -> Self {
+        self.deflate = Some(Box::new(Deflate {
+            inflater: Inflater::new(agreed),
+            level: config.level,
+            min_message_bytes: config.min_message_bytes,
+        }));
+        self
     }
 }
 
@@ -354,7 +393,8 @@ impl<S> Transport<S> {
             let (header, processed) = match self.current {
                 Some(current) => current,
                 None => {
-                    let Some(header) = frame::parse_header(&self.read_buf)? else {
+                    let Some(header) = frame::parse_header(&self.read_buf, self.deflate.is_some())?
+                    else {
                         self.release_read_buf();
                         return Ok(None);
                     };
@@ -363,19 +403,21 @@ impl<S> Transport<S> {
                     (header, 0)
                 }
             };
+            let continued = self
+                .assembly
+                .as_ref()
+                .filter(|_| header.opcode == OpCode::Continuation);
             let is_text = header.opcode == OpCode::Text
-                || (header.opcode == OpCode::Continuation
-                    && self
-                        .assembly
-                        .as_ref()
-                        .is_some_and(|a| a.kind == MessageKind::Text));
+                || continued.is_some_and(|a| a.kind == MessageKind::Text);
+            // A compressed message is validated once inflated.
+            let compressed = header.rsv1 || continued.is_some_and(|a| a.compressed);
             let available = self.read_buf.len().min(header.payload_len);
             // An empty frame is checked too: an empty final fragment still ends the
             // message, and with it any UTF-8 sequence the fragment before left open.
             if available > processed || header.payload_len == 0 {
                 let fresh = &mut self.read_buf[processed..available];
                 frame::unmask(fresh, header.mask, processed);
-                if is_text {
+                if is_text && !compressed {
                     let last = header.fin && available == header.payload_len;
                     self.utf8.feed(fresh, last)?;
                 }
@@ -387,7 +429,7 @@ impl<S> Transport<S> {
             self.current = None;
             let payload = self.read_buf.split_to(header.payload_len);
             self.release_read_buf();
-            if let Some(incoming) = self.take_frame(header, payload, is_text)? {
+            if let Some(incoming) = self.take_frame(header, payload, is_text, compressed)? {
                 return Ok(Some(incoming));
             }
         }
@@ -423,6 +465,7 @@ impl<S> Transport<S> {
         header: Header,
         payload: BytesMut,
         is_text: bool,
+        compressed: bool,
     ) -> Result<Option<Incoming>, Error> {
         let kind = if is_text {
             MessageKind::Text
@@ -433,13 +476,14 @@ impl<S> Transport<S> {
             OpCode::Text | OpCode::Binary => {
                 if header.fin {
                     self.utf8 = Utf8Validator::default();
+                    let payload = self.finish_message(kind, compressed, payload)?;
                     return Ok(Some(Incoming::Message(Message::from_validated(
-                        kind,
-                        payload.freeze(),
+                        kind, payload,
                     ))));
                 }
                 self.assembly = Some(Assembly {
                     kind,
+                    compressed,
                     data: payload,
                 });
                 Ok(None)
@@ -456,9 +500,11 @@ impl<S> Transport<S> {
                     return Ok(None);
                 };
                 self.utf8 = Utf8Validator::default();
+                let payload =
+                    self.finish_message(assembly.kind, assembly.compressed, assembly.data)?;
                 Ok(Some(Incoming::Message(Message::from_validated(
                     assembly.kind,
-                    assembly.data.freeze(),
+                    payload,
                 ))))
             }
             OpCode::Ping => {
@@ -500,6 +546,28 @@ impl<S> Transport<S> {
         }
     }
 
+    /// A complete message's payload: inflated (and for text, validated) when compressed.
+    fn finish_message(
+        &mut self,
+        kind: MessageKind,
+        compressed: bool,
+        payload: BytesMut,
+    ) -> Result<Bytes, Error> {
+        if !compressed {
+            return Ok(payload.freeze());
+        }
+        let Some(deflate) = self.deflate.as_mut() else {
+            return Err(Error::Protocol(
+                "compressed message without permessage-deflate".into(),
+            ));
+        };
+        let inflated = deflate.inflater.inflate(&payload, self.max_message_bytes)?;
+        if kind == MessageKind::Text && std::str::from_utf8(&inflated).is_err() {
+            return Err(Error::InvalidUtf8);
+        }
+        Ok(Bytes::from(inflated))
+    }
+
     /// Answers a protocol violation with the matching close frame and stops reading.
     fn fail(&mut self, error: Error) -> Error {
         if !self.close_sent
@@ -535,7 +603,21 @@ impl<S> Transport<S> {
         if self.close_sent {
             return Err(Error::ConnectionClosed);
         }
-        self.out.push_back(Outgoing::Message(message));
+        let frame = match &self.deflate {
+            Some(deflate) if message.len() >= deflate.min_message_bytes => {
+                let window = deflate.inflater.agreed().server_window_bits;
+                let compressed = match message.deflated() {
+                    Some(done) if window == 15 => (!done.is_empty()).then(|| done.clone()),
+                    _ => deflate::compress(message.as_bytes(), window, deflate.level),
+                };
+                match compressed {
+                    Some(payload) => Outgoing::Deflated(opcode_of(message.kind()), payload),
+                    None => Outgoing::Message(message),
+                }
+            }
+            _ => Outgoing::Message(message),
+        };
+        self.out.push_back(frame);
         Ok(())
     }
 
@@ -576,14 +658,13 @@ impl Transport {
             }
             let mut headers = [([0_u8; 10], 0_usize); FRAMES_PER_WRITE];
             for (slot, frame) in headers.iter_mut().zip(&self.out) {
-                let (opcode, payload) = frame.parts();
-                *slot = frame::encode_header(opcode, payload.len());
+                *slot = frame.header();
             }
             let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE * 2];
             let mut count = 0;
             let mut skip = self.out_written;
             for ((header, header_len), frame) in headers.iter().zip(&self.out) {
-                let (_, payload) = frame.parts();
+                let (_, _, payload) = frame.parts();
                 for part in [&header[..*header_len], payload] {
                     if skip >= part.len() {
                         skip -= part.len();
@@ -613,7 +694,7 @@ impl Transport {
     /// it better. The kernel handles one buffer of many small frames much faster than as
     /// many I/O vectors.
     fn poll_write_coalesced(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<usize>>> {
-        let small = |frame: &Outgoing| frame.parts().1.len() <= COALESCE_PAYLOAD_BYTES;
+        let small = |frame: &Outgoing| frame.parts().2.len() <= COALESCE_PAYLOAD_BYTES;
         if self.out.len() < 2 || !self.out.iter().take(2).all(small) {
             return None;
         }
@@ -622,8 +703,8 @@ impl Transport {
             buffer.clear();
             let mut skip = self.out_written;
             for frame in self.out.iter().take_while(|f| small(f)) {
-                let (opcode, payload) = frame.parts();
-                let (header, header_len) = frame::encode_header(opcode, payload.len());
+                let (_, _, payload) = frame.parts();
+                let (header, header_len) = frame.header();
                 for part in [&header[..header_len], payload] {
                     if skip >= part.len() {
                         skip -= part.len();
@@ -644,8 +725,7 @@ impl Transport {
     fn advance_out(&mut self, written: usize) {
         let mut left = self.out_written + written;
         while let Some(front) = self.out.front() {
-            let (opcode, payload) = front.parts();
-            let len = frame::encode_header(opcode, payload.len()).1 + payload.len();
+            let len = front.header().1 + front.parts().2.len();
             if left < len {
                 break;
             }

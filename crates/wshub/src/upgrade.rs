@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::{
     CloseCode, Connection, ConnectionInfo, Hub, Identity,
     connection::{RequestHeaders, Shared},
+    deflate::{self, Agreed},
     driver::{ConnectionTask, Driver},
     hub::{Admission, HubInner},
     outbound::SendQueue,
@@ -225,6 +226,14 @@ async fn accept(hub: &Hub, mut request: Request<Body>) -> Result<Response, Rejec
         }
     };
 
+    let deflate = inner.config.compression.as_ref().and_then(|config| {
+        let offers = request
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|value| value.to_str().ok());
+        deflate::negotiate(config, offers)
+    });
     let on_upgrade = hyper::upgrade::on(&mut request);
     let user_agent = request
         .headers()
@@ -243,6 +252,7 @@ async fn accept(hub: &Hub, mut request: Request<Body>) -> Result<Response, Rejec
         user_agent,
         headers,
         identity,
+        deflate: deflate.as_ref().map(|(agreed, _)| *agreed),
     };
     let timeout = inner.config.handshake_timeout;
     inner.tasks.spawn(async move {
@@ -253,13 +263,15 @@ async fn accept(hub: &Hub, mut request: Request<Body>) -> Result<Response, Rejec
         }
     });
 
-    Ok(Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, HeaderValue::from_static("websocket"))
         .header(header::CONNECTION, HeaderValue::from_static("upgrade"))
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept_key)
-        .body(Body::empty())
-        .unwrap_or_default())
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept_key);
+    if let Some((_, extension)) = deflate {
+        response = response.header(header::SEC_WEBSOCKET_EXTENSIONS, extension);
+    }
+    Ok(response.body(Body::empty()).unwrap_or_default())
 }
 
 /// Checks an upgrade request (RFC 6455 §4.2.1) and computes its `Sec-WebSocket-Accept`.
@@ -329,6 +341,8 @@ struct PendingConnection {
     user_agent: Option<String>,
     headers: RequestHeaders,
     identity: Option<Identity>,
+    /// What permessage-deflate negotiation agreed, if it was offered and is on.
+    deflate: Option<Agreed>,
 }
 
 impl PendingConnection {
@@ -358,6 +372,7 @@ impl PendingConnection {
                 user_agent: self.user_agent,
                 headers: self.headers,
                 identity: self.identity,
+                compressed: self.deflate.is_some(),
             },
             queue: SendQueue::new(config.send_queue_capacity, config.overflow_policy),
             rooms: Mutex::new(Vec::new()),
@@ -389,7 +404,10 @@ impl PendingConnection {
                 .in_current_span(),
             );
         }
-        let transport = Transport::server(io, config.max_message_bytes);
+        let mut transport = Transport::server(io, config.max_message_bytes);
+        if let (Some(agreed), Some(compression)) = (self.deflate, &config.compression) {
+            transport = transport.with_deflate(agreed, compression);
+        }
         let driver = Driver::new(conn, Arc::clone(inner), transport, inbox_tx);
         // The connection's task holds only the driver and what its end needs: a
         // hand-written future, a fraction of the size of an `async` block's state machine.

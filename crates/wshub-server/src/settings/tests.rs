@@ -104,6 +104,11 @@ redis = "redis://127.0.0.1:6379"
 nats = "nats://127.0.0.1:4222"
 tls_cert = "/etc/wshub/cert.pem"
 tls_key = "/etc/wshub/key.pem"
+compression = true
+compression_level = 6
+compression_min_size = "1KiB"
+compression_client_window_bits = 10
+compression_client_no_context_takeover = true
 "#,
     );
     let expected = Settings {
@@ -135,6 +140,13 @@ tls_key = "/etc/wshub/key.pem"
         nats: Some("nats://127.0.0.1:4222".to_owned()),
         tls_cert: Some("/etc/wshub/cert.pem".into()),
         tls_key: Some("/etc/wshub/key.pem".into()),
+        compression: Some(
+            wshub::Compression::default()
+                .level(6)
+                .min_message_bytes(1024)
+                .client_max_window_bits(10)
+                .client_no_context_takeover(true),
+        ),
     };
     assert_eq!(load(&["--config", &file.arg()], &[]).unwrap(), expected);
 
@@ -161,6 +173,11 @@ tls_key = "/etc/wshub/key.pem"
         (&NATS, "nats://127.0.0.1:4222"),
         (&TLS_CERT, "/etc/wshub/cert.pem"),
         (&TLS_KEY, "/etc/wshub/key.pem"),
+        (&COMPRESSION, "true"),
+        (&COMPRESSION_LEVEL, "6"),
+        (&COMPRESSION_MIN_SIZE, "1KiB"),
+        (&COMPRESSION_CLIENT_WINDOW_BITS, "10"),
+        (&COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER, "true"),
     ];
     let without_file = Settings {
         config_file: None,
@@ -213,6 +230,20 @@ fn the_config_file_can_be_named_by_env_and_the_flag_wins() {
 }
 
 #[test]
+fn compression_is_off_by_default_and_a_flag_alone_turns_it_on() {
+    assert_eq!(load(&[], &[]).unwrap().compression, None);
+    let settings = load(&["--compression"], &[("WSHUB_COMPRESSION", "false")]).unwrap();
+    assert_eq!(settings.compression, Some(wshub::Compression::default()));
+    assert_eq!(
+        settings.hub_config().compression,
+        Some(wshub::Compression::default())
+    );
+    // Its parameters alone do not turn it on.
+    let settings = load(&["--compression-level", "9"], &[]).unwrap();
+    assert_eq!(settings.compression, None);
+}
+
+#[test]
 fn presence_events_flag_alone_means_true() {
     let settings = load(&["--presence-events"], &[("WSHUB_PRESENCE_EVENTS", "no")]).unwrap();
     assert!(settings.presence_events);
@@ -234,6 +265,9 @@ fn rate_limit_can_be_turned_off() {
 /// One bad value per setting, with a word its message must contain.
 const BAD_VALUES: &[(&Spec, &str, &str)] = &[
     (&LISTEN, "localhost:8080", "IP address"),
+    (&COMPRESSION_LEVEL, "10", "from 0 to 9"),
+    (&COMPRESSION_CLIENT_WINDOW_BITS, "8", "from 9 to 15"),
+    (&COMPRESSION, "maybe", "true or false"),
     (&LISTEN, "127.0.0.1", "port"),
     (&PATH, "ws", "starting with /"),
     (&PATH, "/a b", "may not contain"),

@@ -16,6 +16,8 @@ use tokio_tungstenite::{
 };
 use wshub::{Hub, Server};
 
+pub mod raw;
+
 /// The longest any single step of a test may take.
 pub const STEP: Duration = Duration::from_secs(10);
 
