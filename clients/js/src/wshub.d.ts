@@ -129,6 +129,8 @@ export interface SubscribeOptions {
 /** The `WebSocket` constructor the client uses: the browser's, or e.g. Node's `ws`. */
 export interface WebSocketLike {
   readonly readyState: number;
+  /** The extensions the server accepted, once open (read by `WshubClient.extensions`). */
+  readonly extensions?: string;
   onmessage: ((event: { data: unknown }) => void) | null;
   onerror: ((event: unknown) => void) | null;
   onclose: ((event: { code: number; reason: string }) => void) | null;
@@ -161,6 +163,12 @@ export interface WshubClientOptions {
   pingInterval?: number;
   /** How long to wait for its `pong` before reconnecting, in ms. Default 10000. */
   pongTimeout?: number;
+  /**
+   * How many publishes made while (re)connecting wait to be sent after reconnecting; one
+   * more is rejected at once with `offline_queue_full`. 0 turns the queue off (such
+   * publishes are rejected with `disconnected`). Default 256.
+   */
+  offlineQueueCapacity?: number;
   /** Whether to reconnect after the server closed. Default: unless the code is 1000. */
   shouldReconnect?: (event: CloseEvent) => boolean;
   /** The WebSocket constructor. Default: the global one. */
@@ -215,7 +223,10 @@ export interface WshubEvents {
   frame: Frame;
 }
 
-/** Error codes of PROTOCOL.md and the client's own (`timeout`, `disconnected`, `closed`). */
+/**
+ * Error codes of PROTOCOL.md and the client's own (`timeout`, `disconnected`, `closed`,
+ * `offline_queue_full`).
+ */
 export type WshubErrorCode =
   | "bad_request"
   | "unknown_type"
@@ -227,7 +238,8 @@ export type WshubErrorCode =
   | "internal"
   | "timeout"
   | "disconnected"
-  | "closed";
+  | "closed"
+  | "offline_queue_full";
 
 /** An error reply from the server, or a request that could not be answered. */
 export class WshubError extends Error {
@@ -261,6 +273,11 @@ export class WshubClient {
   readonly user: string | null;
   /** The current reconnect attempt (0 when connected or never dropped). */
   readonly attempt: number;
+  /**
+   * The WebSocket extensions the server accepted on the open connection (e.g.
+   * `"permessage-deflate"`); `""` when none, or when no connection is open.
+   */
+  readonly extensions: string;
 
   /** Listens to an event; returns a function that removes the listener. */
   on<E extends keyof WshubEvents>(event: E, listener: (value: WshubEvents[E]) => void): () => void;
@@ -269,9 +286,15 @@ export class WshubClient {
   off<E extends keyof WshubEvents>(event: E, listener: (value: WshubEvents[E]) => void): void;
   off(event: string, listener: (frame: Frame) => void): void;
 
-  /** Opens the connection and keeps it open until `close()`. */
+  /**
+   * Opens the connection and keeps it open until `close()`. In a browser, a reconnect
+   * waiting out its backoff is made at once on `online` or when the page becomes visible.
+   */
   connect(): void;
-  /** Closes for good: no reconnection; pending requests are rejected with `closed`. */
+  /**
+   * Closes for good: no reconnection; pending requests and queued publishes are rejected
+   * with `closed`.
+   */
   close(code?: number, reason?: string): void;
 
   /**
@@ -288,6 +311,12 @@ export class WshubClient {
   /** The last position seen in a room, or null. */
   position(room: string): StreamPosition | null;
 
+  /**
+   * Publishes to a room. While (re)connecting, the publish waits in the offline queue and
+   * is sent after the rooms are subscribed again; its timeout counts from this call.
+   * Rejected with `offline_queue_full` when the queue is full, `disconnected` when the
+   * client is not trying to connect or the queue is off, `closed` on `close()`.
+   */
   publish(room: string, data: unknown, options?: RequestOptions): Promise<PublishReply>;
   send(to: string, data: unknown, options?: RequestOptions): Promise<OkReply>;
   broadcast(data: unknown, options?: RequestOptions): Promise<OkReply>;

@@ -18,6 +18,11 @@
 //   (`recovered: false` in the `subscribed` event says when it could not);
 // - requests as promises, settled by the reply with the matching `id`, or rejected on a
 //   timeout or when the connection drops;
+// - an offline queue: publishes made while the connection is down wait (up to
+//   `offlineQueueCapacity` of them, each until its timeout) and are sent, in call order,
+//   right after the next connection has resubscribed;
+// - a reconnect without waiting out the backoff when the browser says the network is back
+//   (`online`) or the page is shown again (`visibilitychange`);
 // - an application-level `ping` that notices a dead connection (browsers hide the
 //   WebSocket-level ping/pong) and reconnects.
 //
@@ -90,6 +95,11 @@ const ignore = () => {};
  *   ms; 0 turns it off.
  * @property {number} [pongTimeout=10000] How long to wait for its `pong` before taking
  *   the connection for dead, closing it and reconnecting, in ms.
+ * @property {number} [offlineQueueCapacity=256] How many publishes made while the client
+ *   is (re)connecting are kept, to be sent once the connection is back (after the rooms
+ *   are subscribed again); a publish that does not fit is rejected at once with
+ *   `offline_queue_full`. 0 turns the queue off: such publishes are rejected with
+ *   `disconnected`.
  * @property {(event: {code: number, reason: string}) => boolean} [shouldReconnect]
  *   Whether to reconnect after the server closed the connection. Default: unless the code
  *   is 1000 (closed on purpose, e.g. by the HTTP API's disconnect).
@@ -103,7 +113,9 @@ export class WshubError extends Error {
   /**
    * @param {string} code A PROTOCOL.md error code (`bad_request`, `forbidden`, ...), or
    *   one of the client's own: `timeout` (no reply in time), `disconnected` (the
-   *   connection dropped or was not open), `closed` (the client was closed).
+   *   connection dropped or was not open), `closed` (the client was closed),
+   *   `offline_queue_full` (a publish made while disconnected found the offline queue
+   *   full).
    * @param {string} message Human-readable text.
    * @param {object} [frame] The server's error frame, when there was one.
    */
@@ -144,6 +156,7 @@ export class WshubClient {
       requestTimeout: 10000,
       pingInterval: 25000,
       pongTimeout: 10000,
+      offlineQueueCapacity: 256,
       shouldReconnect: (event) => event.code !== 1000,
       random: Math.random,
     };
@@ -161,6 +174,17 @@ export class WshubClient {
     this._listeners = new Map();
     /** Requests waiting for their reply, by id. */
     this._pending = new Map();
+    /**
+     * Publishes made while (re)connecting, oldest first, sent after the next `welcome`.
+     * Each is a request not written yet (`id` null), its timeout already running.
+     */
+    this._queue = [];
+    /**
+     * The `online` (window) and `visibilitychange` (document) listeners, as
+     * `[target, type, listener]`, while the client is trying to stay connected; null
+     * otherwise. Empty outside a browser.
+     */
+    this._network = null;
     this._nextId = 1;
     /**
      * Rooms to be subscribed to, kept across reconnects.
@@ -198,6 +222,18 @@ export class WshubClient {
   /** The current reconnect attempt (0 when connected or never dropped). */
   get attempt() {
     return this._attempt;
+  }
+
+  /**
+   * The WebSocket extensions the server accepted on the open connection (the socket's
+   * `extensions`, e.g. `"permessage-deflate"`), or `""` when none were, or when no
+   * connection is open.
+   * @returns {string}
+   */
+  get extensions() {
+    const socket = this._socket;
+    if (!socket || socket.readyState !== OPEN) return "";
+    return typeof socket.extensions === "string" ? socket.extensions : "";
   }
 
   /**
@@ -242,17 +278,20 @@ export class WshubClient {
 
   /**
    * Opens the connection (and keeps it open until `close()`). Does nothing when it is
-   * already open or opening.
+   * already open or opening. In a browser, a reconnect waiting out its backoff delay is
+   * made at once when the network comes back (`online`) or the page becomes visible.
    */
   connect() {
     if (this._state !== "idle" && this._state !== "closed" && this._state !== "failed") return;
     this._attempt = 0;
+    this._watchNetwork();
     this._open();
   }
 
   /**
-   * Closes the connection for good: no reconnection; pending requests are rejected with
-   * `closed`. `connect()` opens it again, with the same subscriptions.
+   * Closes the connection for good: no reconnection; pending requests and queued
+   * publishes are rejected with `closed`. `connect()` opens it again, with the same
+   * subscriptions.
    * @param {number} [code=1000]
    * @param {string} [reason]
    */
@@ -272,6 +311,7 @@ export class WshubClient {
     for (const entry of this._rooms.values()) entry.subscribed = false;
     this._failPending("closed", "the client was closed");
     if (socket) this._emit("close", { code, reason });
+    this._failQueue("closed", "the client was closed");
     this._setState("closed");
   }
 
@@ -342,14 +382,24 @@ export class WshubClient {
 
   /**
    * Publishes to a room (every subscriber gets it, this client too if subscribed).
+   *
+   * While the client is connecting or reconnecting, the publish waits in the offline
+   * queue (see `offlineQueueCapacity`) and is sent once the connection is back, right
+   * after the rooms are subscribed again, in call order. Its timeout runs from this call,
+   * queued time included: a publish that times out in the queue is never sent. A publish
+   * already written when the connection drops is rejected with `disconnected` (it may or
+   * may not have been delivered) and is not sent again.
    * @param {string} room
    * @param {any} data any JSON value
    * @param {{timeout?: number}} [options] the reply's timeout, in ms (default
    *   `requestTimeout`)
-   * @returns {Promise<object>} the `ok`, with the message's `offset`
+   * @returns {Promise<object>} the `ok`, with the message's `offset`; rejected with
+   *   `offline_queue_full` when the queue has no room, `disconnected` when the client is
+   *   not trying to connect (not connected yet, or gave up) or the queue is off, `closed`
+   *   when `close()` is called while it is queued
    */
   publish(room, data, options) {
-    return this.request({ type: "publish", room, data }, options);
+    return this._request({ type: "publish", room, data }, options, true);
   }
 
   /**
@@ -416,26 +466,76 @@ export class WshubClient {
    * @returns {Promise<object>} the `ok` (or `pong`) frame; rejected with a WshubError
    *   carrying the error frame's `code`, or `timeout`, or `disconnected`
    */
-  request(command, { timeout = this.options.requestTimeout } = {}) {
-    const socket = this._socket;
-    if (this._state !== "connected" || !socket || socket.readyState !== OPEN) {
-      return Promise.reject(new WshubError("disconnected", "not connected"));
-    }
-    const id = this._nextId++;
+  request(command, options) {
+    return this._request(command, options, false);
+  }
+
+  /**
+   * `request()`, and with `queue` (publishes) the offline queue: a command made while the
+   * client is (re)connecting waits there for the next connection instead of failing.
+   */
+  _request(command, { timeout = this.options.requestTimeout } = {}, queue = false) {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this._pending.delete(id);
-        reject(new WshubError("timeout", `no reply to ${command.type} within ${timeout} ms`));
-      }, timeout);
-      this._pending.set(id, { resolve, reject, timer });
-      try {
-        socket.send(JSON.stringify({ ...command, id }));
-      } catch (error) {
-        clearTimeout(timer);
-        this._pending.delete(id);
-        reject(new WshubError("disconnected", String(error)));
+      // `id` is null while the command waits in the offline queue.
+      const job = { command, resolve, reject, timer: null, id: null };
+      let failure = "not connected";
+      const socket = this._socket;
+      if (this._state === "connected" && socket && socket.readyState === OPEN) {
+        const error = this._write(job, socket);
+        if (!error) {
+          this._armTimeout(job, timeout);
+          return;
+        }
+        failure = String(error);
       }
+      // Written nowhere: queued if the client is working on a connection. "connected"
+      // here is a socket closing under us, its close not reported yet.
+      const capacity = this.options.offlineQueueCapacity;
+      const trying = this._state === "connecting" || this._state === "reconnecting" || this._state === "connected";
+      if (!queue || !trying || !(capacity > 0)) {
+        reject(new WshubError("disconnected", failure));
+        return;
+      }
+      if (this._queue.length >= capacity) {
+        reject(new WshubError("offline_queue_full", `the offline publish queue is full (${capacity} messages)`));
+        return;
+      }
+      this._queue.push(job);
+      this._armTimeout(job, timeout);
     });
+  }
+
+  /**
+   * Registers `job` as waiting for its reply and writes its command with a fresh id;
+   * returns null, or what `send` threw (then nothing stays registered).
+   */
+  _write(job, socket) {
+    const id = this._nextId++;
+    job.id = id;
+    this._pending.set(id, job);
+    try {
+      socket.send(JSON.stringify({ ...job.command, id }));
+      return null;
+    } catch (error) {
+      this._pending.delete(id);
+      job.id = null;
+      return error || new Error("send failed");
+    }
+  }
+
+  /** Starts a request's timeout: it rejects the request, written or still queued. */
+  _armTimeout(job, timeout) {
+    job.timer = setTimeout(() => {
+      const type = job.command.type;
+      if (job.id !== null) {
+        this._pending.delete(job.id);
+        job.reject(new WshubError("timeout", `no reply to ${type} within ${timeout} ms`));
+        return;
+      }
+      const index = this._queue.indexOf(job);
+      if (index >= 0) this._queue.splice(index, 1);
+      job.reject(new WshubError("timeout", `${type} not sent within ${timeout} ms: no connection`));
+    }, timeout);
   }
 
   // ---- connection lifecycle ----
@@ -535,7 +635,20 @@ export class WshubClient {
     }, this.options.stableAfter);
     this._schedulePing();
     for (const [room, entry] of this._rooms) this._sendSubscribe(room, entry, reconnected);
+    // After the subscribes, so that this client gets its own queued messages too; before
+    // the event, so that what its listeners publish goes after them.
+    this._flushQueue();
     this._emit(reconnected ? "reconnected" : "open", frame);
+  }
+
+  /** Writes the publishes queued while offline, in call order, on the new connection. */
+  _flushQueue() {
+    const socket = this._socket;
+    while (this._queue.length > 0) {
+      // One that cannot be written stays first in line for the next connection.
+      if (this._write(this._queue[0], socket)) break;
+      this._queue.shift();
+    }
   }
 
   _onReply(frame) {
@@ -662,6 +775,7 @@ export class WshubClient {
     this._emit("close", { code, reason });
     if (this._state === "closed") return;
     if (!this.options.shouldReconnect({ code, reason })) {
+      this._failQueue("disconnected", `connection closed (${code}), not reopened`);
       this._setState("closed");
       return;
     }
@@ -671,6 +785,7 @@ export class WshubClient {
   _scheduleReconnect() {
     this._attempt += 1;
     if (this._attempt > this.options.maxReconnectAttempts) {
+      this._failQueue("disconnected", `gave up reconnecting after ${this._attempt - 1} attempts`);
       this._setState("failed");
       this._emit("reconnect-failed", { attempts: this._attempt - 1 });
       return;
@@ -682,7 +797,49 @@ export class WshubClient {
     });
     this._setState("reconnecting");
     this._emit("reconnecting", { attempt: this._attempt, delay });
-    this._timers.reconnect = setTimeout(() => this._open(), delay);
+    this._timers.reconnect = setTimeout(() => {
+      this._timers.reconnect = null;
+      this._open();
+    }, delay);
+  }
+
+  /**
+   * The network is back (`online`) or the page is visible again: a reconnect waiting out
+   * its backoff delay is made now. The attempt still counts towards
+   * `maxReconnectAttempts`.
+   */
+  _wake() {
+    if (this._state !== "reconnecting" || this._timers.reconnect === null) return;
+    clearTimeout(this._timers.reconnect);
+    this._timers.reconnect = null;
+    this._open();
+  }
+
+  /** Listens for the browser's hints that a connection could work now (none in Node). */
+  _watchNetwork() {
+    if (this._network) return;
+    this._network = [];
+    const win = globalThis.window;
+    const doc = globalThis.document;
+    if (win && typeof win.addEventListener === "function") {
+      this._network.push([win, "online", () => this._wake()]);
+    }
+    if (doc && typeof doc.addEventListener === "function") {
+      this._network.push([
+        doc,
+        "visibilitychange",
+        () => {
+          if (doc.visibilityState === "visible") this._wake();
+        },
+      ]);
+    }
+    for (const [target, type, listener] of this._network) target.addEventListener(type, listener);
+  }
+
+  _unwatchNetwork() {
+    if (!this._network) return;
+    for (const [target, type, listener] of this._network) target.removeEventListener(type, listener);
+    this._network = null;
   }
 
   _detach() {
@@ -710,10 +867,21 @@ export class WshubClient {
     }
   }
 
+  /** Rejects every publish of the offline queue: no connection will come to send them. */
+  _failQueue(code, message) {
+    const queued = this._queue.splice(0);
+    for (const { reject, timer } of queued) {
+      clearTimeout(timer);
+      reject(new WshubError(code, message));
+    }
+  }
+
   _setState(state) {
     const previous = this._state;
     if (previous === state) return;
     this._state = state;
+    // A client that stopped trying needs no wake-ups; `connect()` listens again.
+    if (state === "closed" || state === "failed") this._unwatchNetwork();
     this._emit("state", { state, previous, attempt: this._attempt });
   }
 

@@ -14,6 +14,7 @@ function fakeWebSocket() {
       this.readyState = 0;
       this.sent = [];
       this.closedWith = null;
+      this.extensions = "";
       sockets.push(this);
     }
     send(data) {
@@ -143,7 +144,8 @@ test("a request without a reply times out; a dropped connection rejects the rest
   const dropped = client.broadcast({ hello: true });
   socket.drop(1006);
   await assert.rejects(dropped, { code: "disconnected" });
-  await assert.rejects(client.publish("lobby", 1), { code: "disconnected" });
+  // Only publishes wait for the next connection (the offline queue); the rest fail at once.
+  await assert.rejects(client.presence("lobby"), { code: "disconnected" });
 });
 
 test("reconnection follows the backoff schedule and gives up after the maximum", async () => {
@@ -418,4 +420,309 @@ test("a per-call timeout wins over requestTimeout", async () => {
   const history = client.history("lobby", { limit: 1, timeout: 50 });
   mock.timers.tick(50);
   await assert.rejects(history, { code: "timeout" });
+});
+
+// ---- the offline publish queue ----
+
+/** A client connected and subscribed to `lobby` (epoch e1, offset 3), then dropped. */
+async function subscribedThenDropped(options) {
+  const { client, socket } = await connected({ minReconnectDelay: 1000, ...options });
+  const got = [];
+  const ready = client.subscribe("lobby", (frame) => got.push(frame.data));
+  socket.reply(socket.last("subscribe"), { room: "lobby", epoch: "e1", offset: 3 });
+  await ready;
+  socket.drop(1006);
+  assert.equal(client.state, "reconnecting");
+  return { client, socket, got };
+}
+
+/**
+ * Opens the next socket once the reconnect delay is over: `ms` more of it (500 ms for the
+ * first attempt with minReconnectDelay 1000 and random 0.5, 1000 ms for the second).
+ */
+async function reconnect(ms = 500) {
+  const before = fake.sockets.length;
+  mock.timers.tick(ms);
+  await flush();
+  assert.equal(fake.sockets.length, before + 1, "a new socket");
+  return fake.sockets.at(-1);
+}
+
+test("offline queue: publishes made while away are sent after the resubscribe, in call order", async () => {
+  const { client, got } = await subscribedThenDropped({ offlineQueueCapacity: 3 });
+  const queued = [1, 2, 3].map((n) => client.publish("lobby", { n }));
+  // The fourth does not fit: rejected at once, without waiting for any timer.
+  await assert.rejects(client.publish("lobby", { n: 4 }), (error) => {
+    assert.ok(error instanceof WshubError);
+    assert.equal(error.code, "offline_queue_full");
+    assert.match(error.message, /full \(3 messages\)/);
+    return true;
+  });
+  // Other commands do not wait for a connection.
+  await assert.rejects(client.send("c2", 1), { code: "disconnected" });
+
+  const second = await reconnect();
+  assert.deepEqual(second.sent, [], "nothing is written before the welcome");
+  const order = [];
+  const off = client.on("reconnected", () => {
+    off();
+    // Written after the queue: the queue keeps call order with later publishes.
+    client.publish("lobby", { n: 5 });
+    order.push("reconnected");
+  });
+  second.welcome("c1b");
+  assert.deepEqual(
+    second.sent.map((c) => [c.type, c.data?.n ?? c.since]),
+    [
+      ["subscribe", { epoch: "e1", offset: 3 }],
+      ["publish", 1],
+      ["publish", 2],
+      ["publish", 3],
+      ["publish", 5],
+    ],
+  );
+  assert.deepEqual(order, ["reconnected"]);
+  const publishes = second.sent.filter((c) => c.type === "publish");
+  assert.equal(new Set(second.sent.map((c) => c.id)).size, 5, "fresh ids");
+  second.reply(second.last("subscribe"), { room: "lobby", epoch: "e1", offset: 3, recovered: true });
+  for (const [i, command] of publishes.entries()) {
+    second.receive({ type: "message", room: "lobby", data: command.data, from: "c1b", offset: 4 + i, epoch: "e1" });
+    second.reply(command, { room: "lobby", offset: 4 + i });
+  }
+  assert.deepEqual((await Promise.all(queued)).map((ok) => ok.offset), [4, 5, 6]);
+  assert.deepEqual(got, [{ n: 1 }, { n: 2 }, { n: 3 }, { n: 5 }]);
+
+  // The queue is empty again: the next drop does not send anything twice.
+  second.drop(1006);
+  const third = await reconnect(1000); // attempt 2: the connection was not up for stableAfter
+  third.welcome("c1c");
+  assert.deepEqual(third.sent.map((c) => c.type), ["subscribe"]);
+});
+
+test("offline queue: a publish made while connecting for the first time waits for the welcome", async () => {
+  const client = newClient();
+  client.connect();
+  const published = client.publish("lobby", "early");
+  await flush();
+  const socket = fake.sockets[0];
+  assert.equal(client.state, "connecting");
+  assert.deepEqual(socket.sent, []);
+  socket.welcome();
+  const command = socket.last("publish");
+  assert.equal(command.data, "early");
+  socket.reply(command, { room: "lobby", offset: 1 });
+  assert.equal((await published).offset, 1);
+});
+
+test("offline queue: the timeout counts from the call; a publish that timed out is never sent", async () => {
+  const { client } = await subscribedThenDropped({ requestTimeout: 10_000 });
+  const stale = client.publish("lobby", "stale", { timeout: 300 });
+  const late = client.publish("lobby", "late", { timeout: 800 });
+  mock.timers.tick(300);
+  await assert.rejects(stale, (error) => error.code === "timeout" && /not sent/.test(error.message));
+
+  const second = await reconnect(200); // 500 ms after the calls
+  second.welcome("c1b");
+  assert.deepEqual(second.sent.filter((c) => c.type === "publish").map((c) => c.data), ["late"]);
+  let settled = false;
+  late.catch(() => {}).finally(() => (settled = true));
+  mock.timers.tick(299);
+  await flush();
+  assert.equal(settled, false);
+  mock.timers.tick(1); // 800 ms after the call, 300 ms after it was written
+  await assert.rejects(late, (error) => error.code === "timeout" && /no reply/.test(error.message));
+});
+
+test("offline queue: a publish in flight when the connection drops is rejected, not sent again", async () => {
+  const { client, socket } = await connected({ minReconnectDelay: 1000 });
+  const inFlight = client.publish("lobby", "maybe delivered");
+  assert.equal(socket.last("publish").data, "maybe delivered");
+  socket.drop(1006);
+  await assert.rejects(inFlight, { code: "disconnected" });
+  const second = await reconnect();
+  second.welcome("c1b");
+  assert.equal(second.last("publish"), undefined);
+});
+
+test("offline queue: capacity 0 turns it off; not connecting means not queueing", async () => {
+  const { client } = await subscribedThenDropped({ offlineQueueCapacity: 0 });
+  await assert.rejects(client.publish("lobby", 1), { code: "disconnected" });
+  const second = await reconnect();
+  second.welcome("c1b");
+  assert.equal(second.last("publish"), undefined);
+
+  // Never connected (idle): rejected as before, not kept for a connect() that may not come.
+  const idle = newClient();
+  await assert.rejects(idle.publish("lobby", 1), { code: "disconnected" });
+});
+
+test("offline queue: close() rejects what is queued with closed; nothing is sent later", async () => {
+  const { client } = await subscribedThenDropped();
+  const queued = client.publish("lobby", "never");
+  client.close();
+  await assert.rejects(queued, { code: "closed" });
+  client.connect();
+  await flush();
+  const socket = fake.sockets.at(-1);
+  socket.welcome("c1b");
+  assert.deepEqual(socket.sent.map((c) => c.type), ["subscribe"]);
+});
+
+test("offline queue: giving up, or a final close by the server, rejects what is queued", async () => {
+  const { client } = await subscribedThenDropped({ maxReconnectAttempts: 1 });
+  const queued = client.publish("lobby", "never");
+  const socket = await reconnect();
+  socket.drop(1006); // the one attempt failed
+  assert.equal(client.state, "failed");
+  await assert.rejects(queued, (error) => error.code === "disconnected" && /gave up/.test(error.message));
+  await assert.rejects(client.publish("lobby", 1), { code: "disconnected" });
+
+  // Closed with 1000 from a socket that is still closing when the publish is made.
+  fake = fakeWebSocket();
+  const second = await connected();
+  second.socket.readyState = 2; // CLOSING: the close is not reported yet
+  const closing = second.client.publish("lobby", "closing");
+  assert.deepEqual(second.socket.sent, []);
+  second.socket.drop(1000, "disconnected by server");
+  assert.equal(second.client.state, "closed");
+  await assert.rejects(closing, (error) => error.code === "disconnected" && /not reopened/.test(error.message));
+});
+
+// ---- reconnecting at once when the browser says it may work ----
+
+/** A stand-in for `window` or `document`: dispatches events, counts its listeners. */
+class FakeEventTarget {
+  constructor(fields = {}) {
+    Object.assign(this, fields);
+    this.listeners = new Map();
+  }
+  addEventListener(type, listener) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(listener);
+  }
+  removeEventListener(type, listener) {
+    this.listeners.get(type)?.delete(listener);
+  }
+  dispatch(type) {
+    for (const listener of [...(this.listeners.get(type) ?? [])]) listener({ type });
+  }
+  count(type) {
+    return this.listeners.get(type)?.size ?? 0;
+  }
+}
+
+/** Runs `body` with fake `window` and `document` globals, removed afterwards. */
+async function inBrowser(body) {
+  assert.equal(globalThis.window, undefined, "Node has no window");
+  assert.equal(globalThis.document, undefined, "Node has no document");
+  const win = new FakeEventTarget();
+  const doc = new FakeEventTarget({ visibilityState: "hidden" });
+  globalThis.window = win;
+  globalThis.document = doc;
+  try {
+    await body(win, doc);
+  } finally {
+    delete globalThis.window;
+    delete globalThis.document;
+  }
+}
+
+test("network: online and a visible page skip the backoff wait; close() removes the listeners", async () => {
+  await inBrowser(async (win, doc) => {
+    // Delays of 5 s and more: any reconnect sooner was woken up.
+    const { client, socket } = await connected({ minReconnectDelay: 10_000, maxReconnectDelay: 60_000 });
+    assert.equal(win.count("online"), 1);
+    assert.equal(doc.count("visibilitychange"), 1);
+
+    // Connected: nothing to wake.
+    win.dispatch("online");
+    await flush();
+    assert.equal(fake.sockets.length, 1);
+
+    socket.drop(1006);
+    assert.equal(client.state, "reconnecting");
+    mock.timers.tick(1000);
+    await flush();
+    assert.equal(fake.sockets.length, 1, "still waiting out the backoff");
+    win.dispatch("online");
+    win.dispatch("online"); // twice: still one attempt
+    await flush();
+    assert.equal(fake.sockets.length, 2, "reconnected at once on online");
+    // The skipped timer does not open another socket later.
+    mock.timers.tick(60_000);
+    await flush();
+    assert.equal(fake.sockets.length, 2);
+
+    // The attempt fails; a hidden page does not wake it, a visible one does.
+    fake.sockets[1].drop(1006);
+    assert.equal(client.attempt, 2, "the woken attempt counted");
+    doc.dispatch("visibilitychange");
+    await flush();
+    assert.equal(fake.sockets.length, 2, "hidden: keeps waiting");
+    doc.visibilityState = "visible";
+    doc.dispatch("visibilitychange");
+    await flush();
+    assert.equal(fake.sockets.length, 3, "visible: reconnected at once");
+    fake.sockets[2].welcome("c1b");
+    assert.equal(client.state, "connected");
+
+    client.close();
+    assert.equal(win.count("online"), 0);
+    assert.equal(doc.count("visibilitychange"), 0);
+    win.dispatch("online");
+    await flush();
+    assert.equal(fake.sockets.length, 3);
+
+    // connect() listens again, once.
+    client.connect();
+    client.connect();
+    assert.equal(win.count("online"), 1);
+    assert.equal(doc.count("visibilitychange"), 1);
+    client.close();
+  });
+});
+
+test("network: a client that gave up stops listening", async () => {
+  await inBrowser(async (win, doc) => {
+    const { client, socket } = await connected({ maxReconnectAttempts: 1, minReconnectDelay: 1000 });
+    socket.drop(1006);
+    win.dispatch("online");
+    await flush();
+    fake.sockets[1].drop(1006);
+    assert.equal(client.state, "failed");
+    assert.equal(win.count("online"), 0);
+    assert.equal(doc.count("visibilitychange"), 0);
+  });
+});
+
+test("network: without window and document (Node), nothing is listened to", async () => {
+  const { client, socket } = await connected({ minReconnectDelay: 1000 });
+  socket.drop(1006);
+  assert.deepEqual(client._network, []);
+  mock.timers.tick(500);
+  await flush();
+  assert.equal(fake.sockets.length, 2);
+});
+
+// ---- extensions ----
+
+test("extensions: the socket's, once open; empty before and after", async () => {
+  const client = newClient({ minReconnectDelay: 1000 });
+  assert.equal(client.extensions, "");
+  client.connect();
+  await flush();
+  const socket = fake.sockets[0];
+  socket.extensions = "permessage-deflate; client_max_window_bits=15";
+  assert.equal(client.extensions, "", "not open yet");
+  socket.welcome();
+  assert.equal(client.extensions, "permessage-deflate; client_max_window_bits=15");
+  socket.drop(1006);
+  assert.equal(client.extensions, "");
+  const second = await reconnect();
+  second.welcome("c1b"); // negotiated nothing this time
+  assert.equal(client.extensions, "");
+  second.extensions = undefined; // an implementation without the property
+  assert.equal(client.extensions, "");
+  client.close();
+  assert.equal(client.extensions, "");
 });

@@ -196,3 +196,54 @@ test("the page serves the client module it imports, with a JavaScript type", { t
     assert.ok(rtt >= 0);
   });
 });
+
+test("in the browser: going back online ends a reconnect's wait at once, and sends what was queued", { timeout: 90_000 }, async () => {
+  await withScreenshots("online", async () => {
+    const room = `e2e-online-${process.pid}`;
+    const page = await openDemo("online");
+    await join(page, "Watcher", room);
+    // A second client in the page whose next attempt, after a drop, is ~2 minutes away.
+    const first = await page.evaluate(async () => {
+      const { WshubClient } = await import("/client.js");
+      const client = new WshubClient({
+        minReconnectDelay: 120_000,
+        maxReconnectDelay: 120_000,
+        random: () => 0.99,
+        shouldReconnect: () => true, // /api/disconnect closes with 1000
+      });
+      window.slow = client;
+      window.onlineEvents = 0;
+      window.addEventListener("online", () => (window.onlineEvents += 1));
+      await new Promise((resolve, reject) => {
+        client.on("open", resolve);
+        setTimeout(() => reject(new Error("no open in 10 s")), 10_000);
+        client.connect();
+      });
+      return client.clientId;
+    });
+    await server.api("POST", "/api/disconnect", { client: first });
+    await page.waitForFunction(() => window.slow.state === "reconnecting");
+    // Published while waiting: kept in the offline queue.
+    await page.evaluate((room) => {
+      window.queued = window.slow.publish(room, { name: "queued", text: "sent from the offline queue" }).then(
+        (ok) => ok.offset,
+        (error) => `rejected: ${error.code}`,
+      );
+    }, room);
+
+    const context = page.context();
+    await context.setOffline(true);
+    await context.setOffline(false);
+    await page.waitForFunction(() => window.onlineEvents > 0, null, { timeout: 5000 });
+    await page.waitForFunction(() => window.slow.state === "connected", null, { timeout: 10_000 });
+    const back = await page.evaluate(() => window.slow.clientId);
+    assert.notEqual(back, first, "a new connection, long before the backoff delay");
+    assert.equal(typeof (await page.evaluate(() => window.queued)), "number");
+    await expectMessage(page, "sent from the offline queue");
+    await page.evaluate(() => window.slow.close());
+    await expectState(page, "connected");
+    const texts = await testid(page, "messages").locator("li").allTextContents();
+    assert.equal(texts.filter((t) => t.includes("sent from the offline queue")).length, 1);
+    assert.deepEqual(page.errors, []);
+  });
+});

@@ -139,7 +139,10 @@ test("recovery after the server drops the connection: every missed message once,
   assert.deepEqual(dropped, { status: 200, body: {} });
   assert.deepEqual(await closed, { code: 1000, reason: "disconnected by server" });
   assert.equal(alice.state, "reconnecting");
-  await assert.rejects(alice.publish(room, "while away"), { code: "disconnected" });
+  // Kept in the offline queue, sent once the room is subscribed again: after the replay.
+  const whileAway = alice.publish(room, "while away");
+  whileAway.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
+  await assert.rejects(alice.presence(room), { code: "disconnected" });
 
   for (let n = 1; n <= 20; n++) {
     const answer = await server.api("POST", "/api/publish", { room, data: n });
@@ -154,12 +157,13 @@ test("recovery after the server drops the connection: every missed message once,
   const event = await resubscribed;
   assert.equal(event.recovered, true);
   assert.equal(event.resubscribed, true);
-  await waitFor("the 20 missed messages", () => got.length >= 21);
+  assert.equal((await whileAway).offset, 22);
+  await waitFor("the 20 missed messages and the queued one", () => got.length >= 22);
   await alice.publish(room, "live");
-  await waitFor("the live message", () => got.length >= 22);
+  await waitFor("the live message", () => got.length >= 23);
   await sleep(100); // room for a duplicate to show up
-  assert.deepEqual(got, [0, ...Array.from({ length: 20 }, (_, i) => i + 1), "live"]);
-  assert.deepEqual(alice.position(room).offset, 22);
+  assert.deepEqual(got, [0, ...Array.from({ length: 20 }, (_, i) => i + 1), "while away", "live"]);
+  assert.deepEqual(alice.position(room).offset, 23);
 });
 
 test("by default, a disconnect by the server (1000) is final", { timeout: 10_000 }, async () => {
@@ -228,6 +232,74 @@ test("a restart on the same port: reconnects, resubscribes, replays the new epoc
   } finally {
     await current.kill();
   }
+});
+
+test("publishes made while the server is down are delivered once it is back, exactly once", { timeout: 30_000 }, async () => {
+  let current = await startServer();
+  const port = current.port;
+  try {
+    const options = { url: current.ws, maxReconnectDelay: 200, offlineQueueCapacity: 3 };
+    const alice = await connect(options);
+    const bob = await connect(options);
+    const room = freshRoom("offline");
+    const seen = { alice: [], bob: [] };
+    for (const [name, client] of [["alice", alice], ["bob", bob]]) {
+      await client.subscribe(room, (frame) => {
+        if (frame.type === "message") seen[name].push([frame.data, frame.offset, frame.from]);
+      });
+    }
+
+    const down = Promise.all([alice, bob].map((client) => nextEvent(client, "reconnecting")));
+    await current.kill();
+    await down;
+    const queued = ["one", "two", "three"].map((text) => alice.publish(room, { text }));
+    for (const publish of queued) publish.catch(() => {}); // awaited below
+    await assert.rejects(alice.publish(room, { text: "four" }), { code: "offline_queue_full" });
+    await sleep(300); // reconnect attempts fail meanwhile: the queue waits through them
+    assert.notEqual(alice.state, "connected");
+
+    const back = nextEvent(alice, "reconnected", { timeout: 15_000 });
+    current = await startServer({ port });
+    const welcome = await back;
+    const offsets = (await Promise.all(queued)).map((ok) => ok.offset);
+    assert.deepEqual(offsets, [1, 2, 3], "the new process's room starts over");
+    const expected = [
+      [{ text: "one" }, 1, welcome.client],
+      [{ text: "two" }, 2, welcome.client],
+      [{ text: "three" }, 3, welcome.client],
+    ];
+    await waitFor("the three messages at both", () => seen.alice.length >= 3 && seen.bob.length >= 3, { timeout: 15_000 });
+    // Bob came back before or after they were published: live or replayed, once each.
+    await bob.publish(room, { text: "marker" });
+    await waitFor("the marker at both", () => seen.alice.length >= 4 && seen.bob.length >= 4);
+    await sleep(100); // room for a duplicate to show up
+    for (const name of ["alice", "bob"]) {
+      assert.deepEqual(seen[name].slice(0, 3), expected, name);
+      assert.deepEqual(seen[name].slice(3).map(([data]) => data), [{ text: "marker" }], name);
+    }
+    const history = await bob.history(room);
+    assert.deepEqual(history.messages.map((m) => m.data.text), ["one", "two", "three", "marker"]);
+  } finally {
+    await current.kill();
+  }
+});
+
+test("extensions: what the socket negotiated; empty once closed", { timeout: 10_000 }, async () => {
+  const alice = await connect();
+  // A plain `ws` socket makes the same offer (permessage-deflate) to the same server.
+  const raw = new WebSocket(server.ws);
+  try {
+    await new Promise((resolve, reject) => {
+      raw.once("open", resolve);
+      raw.once("error", reject);
+    });
+    assert.equal(typeof raw.extensions, "string");
+    assert.equal(alice.extensions, raw.extensions);
+  } finally {
+    raw.terminate();
+  }
+  alice.close();
+  assert.equal(alice.extensions, "");
 });
 
 test("gives up after the maximum number of attempts", { timeout: 15_000 }, async () => {

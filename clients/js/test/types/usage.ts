@@ -8,10 +8,14 @@ const client = new WshubClient({
   path: "/ws",
   token: async () => "jwt",
   maxReconnectAttempts: 20,
+  offlineQueueCapacity: 64,
   shouldReconnect: ({ code }) => code !== 1000,
 });
 const state: ConnectionState = client.state;
 const id: string | null = client.clientId;
+const extensions: string = client.extensions;
+// @ts-expect-error read-only
+client.extensions = "permessage-deflate";
 const delay: number = backoffDelay(3, { min: 100 });
 
 const off = client.on("reconnecting", ({ attempt, delay }) => console.log(attempt + delay));
@@ -58,6 +62,11 @@ async function demo(): Promise<void> {
   } catch (error) {
     if (error instanceof WshubError && error.code === "timeout") console.log(error.frame);
   }
+  try {
+    await client.publish("chat", 2);
+  } catch (error) {
+    if (error instanceof WshubError && error.code === "offline_queue_full") console.log(error.message);
+  }
   // @ts-expect-error room names are strings
   await client.publish(42, 1);
   // @ts-expect-error no such state
@@ -80,4 +89,4 @@ function useChat(room: string) {
   return { state, lastMessage, texts, recovered, members: chat.members };
 }
 
-console.log(state, id, delay, demo, useChat);
+console.log(state, id, extensions, delay, demo, useChat);
