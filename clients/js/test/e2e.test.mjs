@@ -247,3 +247,53 @@ test("in the browser: going back online ends a reconnect's wait at once, and sen
     assert.deepEqual(page.errors, []);
   });
 });
+
+test("in the browser: Chromium negotiates permessage-deflate with --compression; large messages arrive intact", { timeout: 60_000 }, async () => {
+  const compressing = await startServer({ args: ["--compression"] });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP);
+  page.errors = [];
+  page.on("pageerror", (error) => page.errors.push(String(error)));
+  page.label = "deflate";
+  pages.push(page);
+  try {
+    await withScreenshots("deflate", async () => {
+      await page.goto(`${compressing.http}/websocket`);
+      await expectState(page, "connected");
+      // The demo page's own client, over Chromium's WebSocket.
+      const extensions = await page.evaluate(() => window.wshub.extensions);
+      assert.match(extensions, /^permessage-deflate/);
+      assert.match(extensions, /server_no_context_takeover/);
+      const room = `e2e-deflate-${process.pid}`;
+      const result = await page.evaluate(async (room) => {
+        const { WshubClient } = await import("/client.js");
+        const sender = new WshubClient();
+        const receiver = new WshubClient();
+        const opened = (client) =>
+          new Promise((resolve) => {
+            client.on("open", resolve);
+            client.connect();
+          });
+        await Promise.all([opened(sender), opened(receiver)]);
+        const big = { text: "a browser compresses with context takeover; ".repeat(1000) };
+        const warmUp = { text: "warm-up ".repeat(100) };
+        const seen = [];
+        await receiver.subscribe(room, (frame) => frame.type === "message" && seen.push(frame.data));
+        // The second message is compressed against the first in Chromium's kept context.
+        await sender.publish(room, warmUp);
+        await sender.publish(room, big);
+        for (let i = 0; i < 250 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+        const ext = sender.extensions;
+        sender.close();
+        receiver.close();
+        return { same: JSON.stringify(seen) === JSON.stringify([warmUp, big]), ext, count: seen.length };
+      }, room);
+      assert.equal(result.same, true, `received ${result.count} of 2`);
+      assert.match(result.ext, /^permessage-deflate/);
+      assert.deepEqual(page.errors, []);
+    });
+  } finally {
+    await compressing.kill();
+  }
+});

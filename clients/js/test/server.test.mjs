@@ -302,6 +302,36 @@ test("extensions: what the socket negotiated; empty once closed", { timeout: 10_
   assert.equal(alice.extensions, "");
 });
 
+test("permessage-deflate: negotiated with --compression; large messages arrive intact", { timeout: 15_000 }, async () => {
+  const compressing = await startServer({ args: ["--compression"] });
+  const alice = await connect({ url: compressing.ws });
+  const bob = await connect({ url: compressing.ws });
+  // `ws` offers permessage-deflate (and reports only the extension's name).
+  assert.equal(alice.extensions, "permessage-deflate");
+  const room = freshRoom("deflate");
+  const seen = [];
+  await bob.subscribe(room, (frame) => frame.type === "message" && seen.push(frame.data));
+  await alice.subscribe(room, () => {});
+  const big = { text: "all work and no play makes a dull hub ".repeat(800), n: 1 };
+  const small = { text: "tiny", n: 2 };
+  await alice.publish(room, big);
+  await alice.publish(room, small);
+  await waitFor("both messages", () => seen.length === 2);
+  assert.deepEqual(seen, [big, small]);
+  // The same server, without the offer: plain frames.
+  const raw = new WebSocket(compressing.ws, { perMessageDeflate: false });
+  try {
+    await new Promise((resolve, reject) => {
+      raw.once("open", resolve);
+      raw.once("error", reject);
+    });
+    assert.equal(raw.extensions, "");
+  } finally {
+    raw.terminate();
+  }
+  await compressing.kill();
+});
+
 test("gives up after the maximum number of attempts", { timeout: 15_000 }, async () => {
   const doomed = await startServer();
   const client = await connect({ url: doomed.ws, maxReconnectAttempts: 3, minReconnectDelay: 20, maxReconnectDelay: 50 });
