@@ -127,6 +127,7 @@ pub struct ClientBuilder {
     event_capacity: usize,
     max_message_bytes: usize,
     tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    compression: bool,
     callbacks: Vec<Callback>,
 }
 
@@ -144,6 +145,7 @@ impl fmt::Debug for ClientBuilder {
             .field("send_queue_capacity", &self.send_queue_capacity)
             .field("event_capacity", &self.event_capacity)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("compression", &self.compression)
             .field("callbacks", &self.callbacks.len())
             .finish_non_exhaustive()
     }
@@ -168,6 +170,7 @@ impl ClientBuilder {
             event_capacity: 1024,
             max_message_bytes: 16 << 20,
             tls: None,
+            compression: true,
             callbacks: Vec::new(),
         }
     }
@@ -253,6 +256,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether to offer permessage-deflate (RFC 7692) in the handshake. Default: `true`.
+    /// When the server agrees, the messages it compresses are inflated as they arrive
+    /// (bounded by [`max_message_bytes`](Self::max_message_bytes)); this client sends its
+    /// own uncompressed, which the extension allows. Costs a decompressor of about 40 KiB
+    /// per connection once the first compressed message arrives.
+    pub fn compression(mut self, on: bool) -> Self {
+        self.compression = on;
+        self
+    }
+
     /// The largest message accepted from the server. Default: 16 MiB.
     pub fn max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
@@ -328,6 +341,7 @@ impl ClientBuilder {
             &self.headers,
             self.max_message_bytes,
             self.tls.clone(),
+            self.compression,
         )?;
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let (state_tx, _) = watch::channel(ConnectionState::Idle);

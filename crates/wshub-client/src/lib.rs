@@ -57,6 +57,7 @@
 pub mod backoff;
 pub mod connection;
 mod cursor;
+mod deflate;
 pub mod error;
 pub mod heartbeat;
 mod pending;

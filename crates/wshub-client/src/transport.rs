@@ -1,8 +1,8 @@
 //! The only module that names the WebSocket protocol crate (`tokio-websockets`): opening a
 //! connection, and converting frames to and from this crate's [`Message`].
 //!
-//! Keeping it here means another WebSocket implementation (one with permessage-deflate,
-//! say) replaces one file.
+//! Keeping it here means another WebSocket implementation replaces one file (with
+//! `deflate`, which it wraps around the stream for permessage-deflate).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,11 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderName, HeaderValue, Uri};
 use tokio::net::TcpStream;
-use tokio_websockets::{ClientBuilder, CloseCode, Limits, MaybeTlsStream, WebSocketStream};
+use tokio_websockets::{
+    ClientBuilder, CloseCode, Connector, Limits, MaybeTlsStream, WebSocketStream,
+};
 
-use crate::error::Error;
+use crate::{deflate::Inflating, error::Error};
 
 /// A message of the application, sent or received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub(crate) struct Target {
     max_message_bytes: usize,
     /// The TLS configuration for `wss://`; without it, the Mozilla roots (webpki-roots).
     tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// Offer permessage-deflate.
+    compression: bool,
 }
 
 impl Target {
@@ -69,6 +73,7 @@ impl Target {
         headers: &[(String, String)],
         max_message_bytes: usize,
         tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+        compression: bool,
     ) -> Result<Target, Error> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: url.to_owned(),
@@ -86,7 +91,9 @@ impl Target {
         for (name, value) in headers {
             let bad = || Error::InvalidHeader { name: name.clone() };
             let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
-            if tokio_websockets::client::DISALLOWED_HEADERS.contains(&header_name) {
+            if tokio_websockets::client::DISALLOWED_HEADERS.contains(&header_name)
+                || (compression && header_name == http::header::SEC_WEBSOCKET_EXTENSIONS)
+            {
                 return Err(bad());
             }
             let header_value = HeaderValue::from_str(value).map_err(|_| bad())?;
@@ -97,38 +104,75 @@ impl Target {
             headers: parsed,
             max_message_bytes,
             tls,
+            compression,
         })
     }
 
-    /// Opens a connection (TCP, TLS when compiled in, HTTP upgrade) within `timeout`.
+    /// Opens a connection (TCP, TLS for `wss://`, HTTP upgrade) within `timeout`.
     pub(crate) async fn open(&self, timeout: Duration) -> Result<Socket, Error> {
+        match tokio::time::timeout(timeout, self.open_unbounded()).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::ConnectTimeout(timeout)),
+        }
+    }
+
+    async fn open_unbounded(&self) -> Result<Socket, Error> {
+        let failed = |err: tokio_websockets::Error| Error::Connect(Arc::new(err));
         let mut builder = ClientBuilder::from_uri(self.uri.clone())
             .limits(Limits::default().max_payload_len(Some(self.max_message_bytes)));
         for (name, value) in &self.headers {
             builder = builder
                 .add_header(name.clone(), value.clone())
-                .map_err(|err| Error::Connect(Arc::new(err)))?;
+                .map_err(failed)?;
         }
-        let connector = self.tls.as_ref().map(|config| {
-            tokio_websockets::Connector::Rustls(tokio_rustls::TlsConnector::from(Arc::clone(
-                config,
-            )))
-        });
-        if let Some(connector) = &connector {
-            builder = builder.connector(connector);
+        if self.compression {
+            builder = builder
+                .add_header(
+                    http::header::SEC_WEBSOCKET_EXTENSIONS,
+                    HeaderValue::from_static(crate::deflate::OFFER),
+                )
+                .map_err(failed)?;
         }
-        match tokio::time::timeout(timeout, builder.connect()).await {
-            Ok(Ok((ws, _response))) => Ok(Socket { ws }),
-            Ok(Err(err)) => Err(Error::Connect(Arc::new(err))),
-            Err(_) => Err(Error::ConnectTimeout(timeout)),
-        }
+        // As tokio-websockets' own `connect`, with the stream wrapped for permessage-deflate
+        // before the handshake (the wrapper reads the response to learn what was agreed).
+        let host = self
+            .uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let tls = self.uri.scheme_str() == Some("wss");
+        let port = self.uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|err| Error::Connect(Arc::new(err)))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = if tls {
+            let connector = match &self.tls {
+                Some(config) => {
+                    Connector::Rustls(tokio_rustls::TlsConnector::from(Arc::clone(config)))
+                }
+                None => Connector::new().map_err(failed)?,
+            };
+            connector.wrap(host, tcp).await.map_err(failed)?
+        } else {
+            Connector::Plain.wrap(host, tcp).await.map_err(failed)?
+        };
+        let stream = Inflating::new(stream, self.compression, self.max_message_bytes);
+        let (ws, _response) = builder.connect_on(stream).await.map_err(failed)?;
+        tracing::debug!(
+            compressed = ws.get_ref().is_inflating(),
+            "connected to {}",
+            self.uri
+        );
+        Ok(Socket { ws })
     }
 }
 
 /// One open WebSocket connection.
 #[derive(Debug)]
 pub(crate) struct Socket {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<Inflating<MaybeTlsStream<TcpStream>>>,
 }
 
 impl Socket {
