@@ -25,6 +25,8 @@ pub(crate) struct Dialer {
     source_ips: u8,
     /// Limit for one TCP connect plus upgrade.
     handshake_timeout: Duration,
+    /// The `Sec-WebSocket-Extensions` offer, if any.
+    extensions: Option<http::HeaderValue>,
 }
 
 /// What happened while opening many connections.
@@ -75,7 +77,17 @@ impl Dialer {
             targets,
             source_ips: source_ips.max(1),
             handshake_timeout,
+            extensions: None,
         })
+    }
+
+    /// Offers these extensions in every handshake.
+    pub(crate) fn with_extensions(mut self, offer: Option<&str>) -> Result<Self> {
+        self.extensions = offer
+            .map(http::HeaderValue::from_str)
+            .transpose()
+            .context("bad --extensions")?;
+        Ok(self)
     }
 
     /// How many URLs connections are spread over.
@@ -101,9 +113,12 @@ impl Dialer {
             }
             let stream = socket.connect(*server).await?;
             stream.set_nodelay(true)?;
-            let (socket, _response) = ClientBuilder::from_uri(uri.clone())
-                .connect_on(stream)
-                .await?;
+            let mut builder = ClientBuilder::from_uri(uri.clone());
+            if let Some(offer) = &self.extensions {
+                builder =
+                    builder.add_header(http::header::SEC_WEBSOCKET_EXTENSIONS, offer.clone())?;
+            }
+            let (socket, _response) = builder.connect_on(stream).await?;
             anyhow::Ok(socket)
         };
         let socket = tokio::time::timeout(self.handshake_timeout, handshake)

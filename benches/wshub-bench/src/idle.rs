@@ -31,6 +31,28 @@ pub(crate) struct IdleArgs {
     /// Seconds to hold the connections after settling, watching for closes.
     #[arg(long, default_value_t = 10.0)]
     hold: f64,
+    /// After connecting, each client sends one message compressed with permessage-deflate
+    /// (with `--extensions permessage-deflate`), so that the server makes the connection's
+    /// decompressor: what compression costs a connection that uses it. The message is short
+    /// enough (under 128 bytes) that an echo server's reply goes uncompressed.
+    #[arg(long)]
+    send_compressed: bool,
+}
+
+/// A masked text frame with RSV1 holding ~100 bytes of JSON compressed (no context).
+fn compressed_frame() -> Vec<u8> {
+    let text = br#"{"type":"publish","room":"lobby","data":{"text":"hello hello hello hello hello hello hello"}}"#;
+    let mut compressor = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut payload = Vec::with_capacity(256);
+    compressor
+        .compress_vec(text, &mut payload, flate2::FlushCompress::Sync)
+        .expect("compresses");
+    payload.truncate(payload.len() - 4); // the sync flush's 00 00 ff ff
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![0xC1, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
 }
 
 /// Runs the scenario.
@@ -45,8 +67,21 @@ pub(crate) async fn run(run: &Run, args: &IdleArgs, mut report: Report) -> Resul
             args.clients,
             run.common.connect_concurrency,
             run.deadline,
-            |_, socket: Socket| {
-                holders.spawn(hold(socket, closed.clone(), stop_rx.clone()));
+            |_, mut socket: Socket| {
+                let first = args.send_compressed.then(compressed_frame);
+                let (closed, stop_rx) = (closed.clone(), stop_rx.clone());
+                holders.spawn(async move {
+                    if let Some(frame) = first {
+                        // Straight onto the socket: the library has nothing buffered to
+                        // write after the handshake, and knows no RSV1.
+                        use tokio::io::AsyncWriteExt;
+                        if socket.get_mut().write_all(&frame).await.is_err() {
+                            closed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                    hold(socket, closed, stop_rx).await;
+                });
             },
         )
         .await;

@@ -69,6 +69,11 @@ pub(crate) struct Common {
     /// Tokio worker threads (1: a current-thread runtime).
     #[arg(long, global = true, default_value_t = 1)]
     pub(crate) threads: usize,
+    /// A `Sec-WebSocket-Extensions` offer sent with every handshake, e.g.
+    /// `permessage-deflate`. The client inflates nothing: use it where the server sends no
+    /// compressed message (`idle`, `connect`).
+    #[arg(long, global = true)]
+    pub(crate) extensions: Option<String>,
     /// A name for the server under test, copied into the JSON line.
     #[arg(long, global = true, default_value = "")]
     pub(crate) label: String,
@@ -121,7 +126,8 @@ fn main() -> Result<()> {
         &cli.common.url,
         cli.common.source_ips,
         Duration::from_secs_f64(cli.common.handshake_timeout),
-    )?;
+    )?
+    .with_extensions(cli.common.extensions.as_deref())?;
     let server = cli.common.server_pid.map(ServerProcess::new).transpose()?;
     let deadline = Instant::now() + Duration::from_secs_f64(cli.common.deadline);
     let run = Run {
