@@ -6,7 +6,8 @@
 //! breaks, so that a fuzzer reports it; well-formed or not, no input may panic otherwise.
 
 use crate::{
-    CloseCode, MessageKind,
+    CloseCode, Compression, MessageKind,
+    deflate::{self, Agreed},
     frame::{self, Utf8Validator},
     transport::{Incoming, Transport},
 };
@@ -35,7 +36,9 @@ pub struct Outcome {
 /// The input's first byte chooses how the rest is cut into reads (every read its own
 /// `receive` call, as if the socket delivered it so): the bytes are cut into pieces of
 /// `1 + input[0] % 64` bytes, or all at once when `input[0]` is 0, so the fuzzer explores
-/// frames split at every point.
+/// frames split at every point. With bit 7 of `input[0]` set, permessage-deflate is on
+/// (compressed messages are inflated), and with bit 6 as well, without client context
+/// takeover.
 ///
 /// # Panics
 /// When an invariant breaks: a message over [`MAX_MESSAGE_BYTES`], a text message that is
@@ -50,6 +53,14 @@ pub fn client_bytes(input: &[u8]) -> Outcome {
         1 + usize::from(cut % 64)
     };
     let mut transport = Transport::server((), MAX_MESSAGE_BYTES);
+    if cut & 0x80 != 0 {
+        let agreed = Agreed {
+            server_window_bits: 15,
+            client_window_bits: 15,
+            client_no_context_takeover: cut & 0x40 != 0,
+        };
+        transport = transport.with_deflate(agreed, &Compression::default());
+    }
     let mut outcome = Outcome::default();
     for chunk in bytes.chunks(piece) {
         let mut fresh = chunk;
@@ -130,6 +141,22 @@ pub fn utf8_pieces(input: &[u8]) -> Option<bool> {
     Some(verdict)
 }
 
+/// Negotiates permessage-deflate for a `Sec-WebSocket-Extensions` offer (the input as
+/// text); returns the response's value when an offer was accepted.
+///
+/// # Panics
+/// When an accepted offer gives a response without `server_no_context_takeover`, or
+/// windows out of range.
+pub fn extension_offer(input: &[u8]) -> Option<String> {
+    let offer = std::str::from_utf8(input).ok()?;
+    let config = Compression::default().client_max_window_bits(10);
+    let (agreed, response) = deflate::negotiate(&config, [offer])?;
+    assert!(response.starts_with("permessage-deflate; server_no_context_takeover"));
+    assert!((9..=15).contains(&agreed.server_window_bits));
+    assert!((9..=15).contains(&agreed.client_window_bits));
+    Some(response)
+}
+
 /// Parses a close frame's payload; an accepted one has a code that may be sent and a
 /// reason that is exactly the UTF-8 after it.
 ///
@@ -202,6 +229,20 @@ mod tests {
                 assert_eq!(utf8_pieces(&input), Some(std::str::from_utf8(text).is_ok()));
             }
         }
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_with_deflate_on() {
+        let compressed = deflate::compress(&b"hello ".repeat(40), 15, 1).expect("smaller");
+        let frame = masked(0xC1, &compressed);
+        let on = client_bytes(&[[0x80].as_slice(), &frame].concat());
+        assert_eq!((on.messages, on.failed_with), (1, None));
+        let off = client_bytes(&[[0x00].as_slice(), &frame].concat());
+        assert_eq!((off.messages, off.failed_with), (0, Some(1002)));
+        let garbage = client_bytes(&[[0xC0].as_slice(), &masked(0xC1, &[0xff; 9])].concat());
+        assert_eq!(garbage.failed_with, Some(1007));
+        assert!(extension_offer(b"permessage-deflate; client_max_window_bits").is_some());
+        assert_eq!(extension_offer(b"permessage-deflate; x"), None);
     }
 
     #[test]
