@@ -791,6 +791,14 @@ async fn serve(
                 socket.close(settings.close_timeout).await;
                 return Ended { error: None, close_code: None, cancelled: true };
             }
+            // Writes before reads: what the application sent in answer to a message goes
+            // out before the next frame is read, even when that frame fails the connection
+            // (the Autobahn suite's "fail fast" cases check exactly that order).
+            Some(message) = outgoing.recv() => {
+                if let Err(error) = socket.send(message).await {
+                    return ended(error, None);
+                }
+            }
             incoming = socket.recv() => {
                 if let Some(heartbeat) = &mut heartbeat {
                     heartbeat.received(Instant::now());
@@ -809,12 +817,17 @@ async fn serve(
                             socket.close(settings.close_timeout).await;
                             return Ended { error: None, close_code: None, cancelled: true };
                         }
+                        // Give the application, on another worker or this one, a few turns
+                        // to take the message and answer it before the next frame is read
+                        // (bounded: a busy application only delays reading a little).
+                        for _ in 0..4 {
+                            tokio::task::yield_now().await;
+                            if shared.events.capacity() == shared.events.max_capacity() {
+                                break;
+                            }
+                        }
+                        tokio::task::yield_now().await;
                     }
-                }
-            }
-            Some(message) = outgoing.recv() => {
-                if let Err(error) = socket.send(message).await {
-                    return ended(error, None);
                 }
             }
             () = sleep_until(deadline) => {
