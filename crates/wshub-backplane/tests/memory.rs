@@ -40,3 +40,22 @@ async fn memory_backplane_routes_only_to_its_own_node() {
     let routed = backplane.disconnect(other).await.unwrap();
     assert_eq!(routed, wshub_backplane::Routed::NoSuchNode);
 }
+
+/// `tests/redis.rs` and `tests/nats.rs` exist only with the crate's `redis` and `nats`
+/// features (`cargo test --workspace` turns them on through wshub-server; `cargo test -p
+/// wshub-backplane` alone does not): without them those suites are skipped as loudly as
+/// when their servers are missing, and fail the same way under `WSHUB_REQUIRE_BACKPLANES`.
+#[test]
+fn the_redis_and_nats_suites_are_compiled() {
+    for (feature, on) in [
+        ("redis", cfg!(feature = "redis")),
+        ("nats", cfg!(feature = "nats")),
+    ] {
+        if !on {
+            suite::skipped(&format!(
+                "\n*** SKIPPED: the {feature} backplane tests are not compiled without feature \
+                 `{feature}` (cargo test -p wshub-backplane --all-features, or --workspace) ***\n"
+            ));
+        }
+    }
+}

@@ -22,7 +22,8 @@ use wshub_server::{
 const KEY: &str = "cluster-key";
 
 /// Makes sure Redis listens on 127.0.0.1:6379, starting it as CI machines do when it does
-/// not. False, said loudly, only when redis-server is not installed.
+/// not. False, said loudly, only when redis-server is not installed (a failure instead
+/// with `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
 fn redis_available() -> bool {
     if StdTcpStream::connect("127.0.0.1:6379").is_ok() {
         return true;
@@ -42,8 +43,8 @@ fn redis_available() -> bool {
         ])
         .status();
     if started.is_err() {
-        eprintln!(
-            "\n*** SKIPPED: no Redis on 127.0.0.1:6379 and no redis-server to start (apt-get install redis-server) ***\n"
+        skipped(
+            "\n*** SKIPPED: no Redis on 127.0.0.1:6379 and no redis-server to start (apt-get install redis-server) ***\n",
         );
         return false;
     }
@@ -58,7 +59,8 @@ fn redis_available() -> bool {
 }
 
 /// Makes sure NATS with JetStream listens on 127.0.0.1:4222, starting it as CI machines do
-/// when it does not. False, said loudly, only when nats-server is not installed.
+/// when it does not. False, said loudly, only when nats-server is not installed (a failure
+/// instead with `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
 fn nats_available() -> bool {
     if StdTcpStream::connect("127.0.0.1:4222").is_ok() {
         return true;
@@ -74,8 +76,8 @@ fn nats_available() -> bool {
         .arg(&store)
         .status();
     if !matches!(started, Ok(status) if status.success()) {
-        eprintln!(
-            "\n*** SKIPPED: no NATS on 127.0.0.1:4222 and no nats-server to start (apt-get install nats-server) ***\n"
+        skipped(
+            "\n*** SKIPPED: no NATS on 127.0.0.1:4222 and no nats-server to start (apt-get install nats-server) ***\n",
         );
         return false;
     }

@@ -40,7 +40,8 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
-    /// None, said loudly, when redis-server is not installed.
+    /// None, said loudly, when redis-server is not installed (a failure instead with
+    /// `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
     fn start() -> Option<OwnRedis> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -48,9 +49,7 @@ impl OwnRedis {
             .port();
         let mut redis = OwnRedis { port, child: None };
         if !redis.restart() {
-            eprintln!(
-                "\n*** SKIPPED: no redis-server to start (apt-get install redis-server) ***\n"
-            );
+            skipped("\n*** SKIPPED: no redis-server to start (apt-get install redis-server) ***\n");
             return None;
         }
         Some(redis)
@@ -105,7 +104,8 @@ struct OwnNats {
 }
 
 impl OwnNats {
-    /// None, said loudly, when nats-server is not installed.
+    /// None, said loudly, when nats-server is not installed (a failure instead with
+    /// `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
     fn start() -> Option<OwnNats> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -118,7 +118,7 @@ impl OwnNats {
             child: None,
         };
         if !nats.restart() {
-            eprintln!("\n*** SKIPPED: no nats-server to start (apt-get install nats-server) ***\n");
+            skipped("\n*** SKIPPED: no nats-server to start (apt-get install nats-server) ***\n");
             return None;
         }
         Some(nats)
