@@ -86,6 +86,7 @@ fn config(prefix: &str, node_id: u64) -> NatsConfig {
         prefix: prefix.to_owned(),
         node_id,
         presence_ttl: Duration::from_millis(600),
+        answer_timeout: Duration::from_secs(1),
         ..NatsConfig::new(URL)
     }
 }

@@ -70,6 +70,7 @@ fn config(prefix: &str, node_id: u64) -> RedisConfig {
         prefix: prefix.to_owned(),
         node_id,
         presence_ttl: Duration::from_millis(600),
+        answer_timeout: Duration::from_secs(1),
         ..RedisConfig::new(URL)
     }
 }

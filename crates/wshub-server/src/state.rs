@@ -246,10 +246,8 @@ impl ServerState {
             self.counters.record_out(OutKind::Direct, 1);
             return Ok(());
         }
-        match self.backplane().send(to, frame).await? {
-            Routed::Delivered => Ok(()),
-            Routed::NoSuchNode => Err(Failure::NotFound(to.to_string())),
-        }
+        let routed = self.backplane().send(to, frame).await?;
+        answered(routed, to)
     }
 
     /// Delivers to every connection of this node, then hands it to the other nodes.
@@ -275,10 +273,8 @@ impl ServerState {
             conn.close(CloseCode::NORMAL, "disconnected by server");
             return Ok(());
         }
-        match self.backplane().disconnect(client).await? {
-            Routed::Delivered => Ok(()),
-            Routed::NoSuchNode => Err(Failure::NotFound(client.to_string())),
-        }
+        let routed = self.backplane().disconnect(client).await?;
+        answered(routed, client)
     }
 
     /// The members of a room on every node: this node's from the hub, the others' from the
@@ -374,6 +370,30 @@ impl ServerState {
     /// Whether the backplane is working, and if not why.
     pub fn backplane_health(&self) -> wshub_backplane::Health {
         self.backplane().health()
+    }
+}
+
+/// The outcome of a send or disconnect that went to another node, as the same operation on
+/// that node would have ended: `not_found` when it has no such connection, `Refused` when
+/// the connection is closing or overflowing. A node that is gone has no connection either.
+/// A node that did not answer in time (hung or overloaded) is taken as having none too, so
+/// the caller hears `not_found` after the backplane's answer timeout rather than waiting
+/// on: the payload may still reach the connection if that node was only slow.
+fn answered(routed: Routed, client: ConnectionId) -> Result<(), Failure> {
+    match routed {
+        Routed::Delivered => Ok(()),
+        Routed::NoSuchConnection | Routed::NoSuchNode => Err(Failure::NotFound(client.to_string())),
+        Routed::Refused => Err(Failure::Refused(format!(
+            "connection {client} is closing or does not read fast enough"
+        ))),
+        Routed::Unanswered => {
+            tracing::warn!(
+                %client,
+                node = %wshub_backplane::node_hex(client.node()),
+                "the node holding the connection did not answer in time; answering not_found"
+            );
+            Err(Failure::NotFound(client.to_string()))
+        }
     }
 }
 

@@ -512,3 +512,103 @@ async fn joins_and_leaves_are_seen_on_every_node() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_to_a_closed_connection_on_another_node_is_not_found() {
+    closed_connection_on_another_node(Shared::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_to_a_closed_connection_on_another_node_on_nats_is_not_found() {
+    closed_connection_on_another_node(Shared::Nats).await;
+}
+
+/// A connection that has closed on a live node: `send` and `disconnect` from another node
+/// answer exactly what the node itself answers, over WebSocket and the HTTP API.
+async fn closed_connection_on_another_node(shared: Shared) {
+    if !shared.available() {
+        return;
+    }
+    let cluster = Cluster::start_on(shared, "gone").await;
+    let (holder, others) = (cluster.addr(1), [cluster.addr(0), cluster.addr(2)]);
+    let (mut gone, gone_id) = connect(holder).await;
+    let (mut alive, alive_id) = connect(holder).await;
+    within("close", futures_util::SinkExt::close(&mut gone))
+        .await
+        .expect("close");
+    drop(gone);
+    // Until the holding node has let it go (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = http(holder, "GET", "/stats", &[], None).await;
+        let stats: Value = serde_json::from_str(&stats).expect("stats");
+        if stats["clients"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1 still has it: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // What the holding node answers itself, for reference.
+    let (mut local, _) = connect(holder).await;
+    let send = json!({"type": "send", "to": gone_id, "data": "x", "id": 1});
+    let local_reply = request(&mut local, send.clone()).await;
+    assert_eq!(
+        local_reply,
+        json!({"type": "error", "id": 1, "code": "not_found", "message": format!("no connection {gone_id}")})
+    );
+    let (local_status, local_body) =
+        api(holder, KEY, "/api/send", json!({"to": gone_id, "data": 1})).await;
+    assert_eq!(local_status, 404, "{local_body}");
+    let (local_disconnect_status, local_disconnect_body) =
+        api(holder, KEY, "/api/disconnect", json!({"client": gone_id})).await;
+    assert_eq!(local_disconnect_status, 404, "{local_disconnect_body}");
+
+    // The same from the other nodes: over WebSocket, and through the API.
+    for addr in others {
+        let (mut remote, _) = connect(addr).await;
+        assert_eq!(request(&mut remote, send.clone()).await, local_reply);
+        assert_eq!(
+            api(addr, KEY, "/api/send", json!({"to": gone_id, "data": 1})).await,
+            (local_status, local_body.clone())
+        );
+        assert_eq!(
+            api(addr, KEY, "/api/disconnect", json!({"client": gone_id})).await,
+            (local_disconnect_status, local_disconnect_body.clone())
+        );
+        // A live connection of the same node still gets what is sent to it.
+        let reply = request(
+            &mut remote,
+            json!({"type": "send", "to": alive_id, "data": "still here", "id": 2}),
+        )
+        .await;
+        assert_eq!(reply, json!({"type": "ok", "id": 2}));
+        assert_eq!(next(&mut alive).await["data"], "still here");
+    }
+
+    // How long the answer takes across nodes (printed for BENCHMARKS-style notes): sends
+    // to the live connection and to the closed one, one at a time.
+    let (mut remote, _) = connect(others[0]).await;
+    for (what, to) in [("live", &alive_id), ("closed", &gone_id)] {
+        let rounds = 50;
+        let started = Instant::now();
+        for i in 0..rounds {
+            let reply = request(
+                &mut remote,
+                json!({"type": "send", "to": to, "data": i, "id": i}),
+            )
+            .await;
+            assert_eq!(reply["id"], i, "{reply}");
+        }
+        eprintln!(
+            "{}: cross-node send to a {what} connection answered in {:?} on average",
+            shared.kind(),
+            started.elapsed() / rounds
+        );
+    }
+    for _ in 0..50 {
+        next(&mut alive).await;
+    }
+    nothing_pending(&mut alive).await;
+    cluster.stop().await;
+}

@@ -8,9 +8,9 @@
 //! - The same with NATS (its own `nats-server -js` on a free port), restarted with its
 //!   JetStream store: nothing is lost, so every accepted publication reaches every
 //!   subscriber exactly once and nobody is told anything.
-//! - A `wshub` process killed with SIGKILL (on Redis, and on NATS): its clients reconnect to
-//!   another node and recover everything they missed; its presence entries vanish within
-//!   the presence ttl (30 s).
+//! - A `wshub` process killed with SIGKILL (on Redis, and on NATS): a send or disconnect to
+//!   its connections is `not_found` (404); its clients reconnect to another node and recover
+//!   everything they missed; its presence entries vanish within the presence ttl (30 s).
 //! - After a restart, presence is whole again on every node.
 
 mod support;
@@ -604,6 +604,32 @@ async fn node_killed_with_sigkill(flag: &str, url: &str) {
     let _ = first.child.kill();
     let _ = first.child.wait();
     let killed_at = Instant::now();
+
+    // A send or disconnect to a connection of the dead node is not found, as for any
+    // connection that is gone: at once when the backplane has dropped the dead node's
+    // subscription, after the answer timeout (2 s) when it still routes there.
+    let asked_at = Instant::now();
+    let (status, body) = api(
+        survivors[1],
+        KEY,
+        "/api/send",
+        json!({"to": clients[0].1, "data": "anyone?"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "not_found", "{body}");
+    let (status, body) = api(
+        survivors[0],
+        KEY,
+        "/api/disconnect",
+        json!({"client": clients[1].1}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    eprintln!(
+        "{flag}: send and disconnect to the dead node's connections answered 404 in {:?}",
+        asked_at.elapsed()
+    );
 
     // Ten more while its clients are gone.
     for i in 10..20 {
