@@ -59,7 +59,9 @@
 //!   whatever the number of messages); a publish is one round trip when this node wrote
 //!   the room's last message, more when nodes race on one room.
 //! - The streams are created by the first node with this node's settings; nodes of one
-//!   cluster must use the same history settings (as with Redis).
+//!   cluster must use the same history settings (as with Redis). The presence stream's
+//!   `max_age` follows [`NatsConfig::presence_ttl`]: a node started with another one updates
+//!   it, so nodes of one cluster must also share their presence ttl.
 
 use std::{
     collections::HashMap,
@@ -452,9 +454,26 @@ impl Inner {
         };
         for config in [history, presence] {
             let name = config.name.clone();
-            self.within(self.js.get_or_create_stream(config))
+            let stream = self
+                .within(self.js.get_or_create_stream(config.clone()))
                 .await?
                 .map_err(|error| Error::Unavailable(format!("stream {name}: {error}")))?;
+            // The presence ttl is the presence stream's `max_age`: a node started with
+            // another one (the setting was changed) sets it. The history stream is used as
+            // it is.
+            if name == self.config.presence_stream()
+                && stream.cached_info().config.max_age != config.max_age
+            {
+                tracing::info!(
+                    stream = %name,
+                    from = ?stream.cached_info().config.max_age,
+                    to = ?config.max_age,
+                    "nats backplane: setting the presence stream's max_age to the presence ttl"
+                );
+                self.within(self.js.update_stream(config))
+                    .await?
+                    .map_err(|error| Error::Unavailable(format!("stream {name}: {error}")))?;
+            }
         }
         Ok(())
     }

@@ -72,6 +72,9 @@ pub struct ServerOptions {
     pub max_rooms_per_connection: usize,
     /// The backplane: memory (one node) by default.
     pub backplane: BackplaneOptions,
+    /// On a shared backplane, how long this node's presence entries outlive it when it
+    /// stops refreshing them (see `--presence-ttl`). Default 30 s.
+    pub presence_ttl: std::time::Duration,
     /// TLS: with it the server serves `wss://` and `https://`. Default none.
     pub tls: Option<wshub::TlsConfig>,
 }
@@ -87,6 +90,7 @@ impl Default for ServerOptions {
             rate_limit: Some(RateLimitConfig::default()),
             max_rooms_per_connection: 100,
             backplane: BackplaneOptions::Memory,
+            presence_ttl: std::time::Duration::from_secs(30),
             tls: None,
         }
     }
@@ -95,13 +99,14 @@ impl Default for ServerOptions {
 impl From<&crate::settings::Settings> for ServerOptions {
     fn from(settings: &crate::settings::Settings) -> Self {
         let backplane = match (&settings.redis, &settings.nats) {
+            // `wshub` by default: `wshub:` and `wshub`, as before the setting existed.
             (Some(url), _) => BackplaneOptions::Redis {
                 url: url.clone(),
-                prefix: "wshub:".to_owned(),
+                prefix: format!("{}:", settings.backplane_prefix),
             },
             (None, Some(url)) => BackplaneOptions::Nats {
                 url: url.clone(),
-                prefix: "wshub".to_owned(),
+                prefix: settings.backplane_prefix.clone(),
             },
             (None, None) => BackplaneOptions::Memory,
         };
@@ -114,6 +119,7 @@ impl From<&crate::settings::Settings> for ServerOptions {
             rate_limit: settings.rate_limit_config(),
             max_rooms_per_connection: settings.max_rooms_per_connection,
             backplane,
+            presence_ttl: settings.presence_ttl,
             // Reading the certificate can fail; `main` loads it and reports which file.
             tls: None,
         }

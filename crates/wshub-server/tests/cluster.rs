@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use support::*;
 use wshub_server::{
     app::RunningServer,
+    settings::Settings,
     state::{BackplaneOptions, ServerOptions},
 };
 
@@ -611,4 +612,145 @@ async fn closed_connection_on_another_node(shared: Shared) {
     }
     nothing_pending(&mut alive).await;
     cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_with_different_prefixes_on_one_redis_do_not_see_each_other() {
+    separate_prefixes(Shared::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_with_different_prefixes_on_one_nats_do_not_see_each_other() {
+    separate_prefixes(Shared::Nats).await;
+}
+
+/// Two clusters of two nodes on the same Redis or NATS server, configured as an operator
+/// would (`--backplane-prefix` through `WSHUB_BACKPLANE_PREFIX`): same room name, and
+/// nothing crosses from one to the other.
+async fn separate_prefixes(shared: Shared) {
+    if !shared.available() {
+        return;
+    }
+    let random = RandomState::new().hash_one(std::process::id()) & 0xffff_ffff_ffff;
+    let prefixes = [
+        format!("wshubtest{random:012x}-blue"),
+        format!("wshubtest{random:012x}-green"),
+    ];
+    let (flag, url) = match shared {
+        Shared::Redis => ("--redis", "redis://127.0.0.1:6379"),
+        Shared::Nats => ("--nats", "nats://127.0.0.1:4222"),
+    };
+    let mut clusters: Vec<Vec<RunningServer>> = Vec::new();
+    for prefix in &prefixes {
+        let args = ["wshub", flag, url, "--api-key", KEY, "--rate-limit", "off"];
+        let settings = Settings::load_from(args, |name| {
+            (name == "WSHUB_BACKPLANE_PREFIX").then(|| prefix.clone())
+        })
+        .expect("settings");
+        let options = ServerOptions::from(&settings);
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            nodes.push(start(options.clone()).await);
+        }
+        clusters.push(nodes);
+    }
+    let addr = |cluster: usize, node: usize| clusters[cluster][node].local_addr();
+
+    // In each cluster, a subscriber of `chat` on each node.
+    let mut subscribers = Vec::new();
+    for cluster in 0..2 {
+        let mut pair = Vec::new();
+        for node in 0..2 {
+            let (mut ws, id) = connect(addr(cluster, node)).await;
+            let ok = subscribe(&mut ws, "chat").await;
+            assert_eq!(ok["offset"], 0, "cluster {cluster}: {ok}");
+            pair.push((ws, id));
+        }
+        // The first hears the second join: its own cluster's join, and only that.
+        let join = next(&mut pair[0].0).await;
+        assert_eq!(join["type"], "join", "{join}");
+        assert_eq!(join["client"], pair[1].1.as_str());
+        subscribers.push(pair);
+    }
+
+    // Each cluster numbers its own `chat` and delivers only to its own subscribers.
+    for (cluster, data) in [(0, "blue"), (1, "green")] {
+        let (status, body) = api(
+            addr(cluster, 1),
+            KEY,
+            "/api/publish",
+            json!({"room": "chat", "data": data}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["offset"], 1, "{body}");
+        for (ws, _) in &mut subscribers[cluster] {
+            let got = messages(ws, 1).await;
+            assert_eq!(got[0]["data"], data);
+            assert_eq!(got[0]["offset"], 1);
+        }
+    }
+
+    // A broadcast reaches the other node of its cluster, not the other cluster.
+    let (status, _) = api(addr(0, 0), KEY, "/api/broadcast", json!({"data": "b"})).await;
+    assert_eq!(status, 200);
+    for (ws, _) in &mut subscribers[0] {
+        assert_eq!(next(ws).await["type"], "broadcast");
+    }
+
+    // Presence lists each cluster's own members.
+    for (cluster, pair) in subscribers.iter().enumerate() {
+        let (mut ws, _) = connect(addr(cluster, 1)).await;
+        let reply = request(
+            &mut ws,
+            json!({"type": "presence", "room": "chat", "id": 1}),
+        )
+        .await;
+        let mut listed: Vec<&str> = reply["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .filter_map(|c| c["client"].as_str())
+            .collect();
+        listed.sort_unstable();
+        let mut own: Vec<&str> = pair.iter().map(|(_, id)| id.as_str()).collect();
+        own.sort_unstable();
+        assert_eq!(listed, own, "cluster {cluster}");
+    }
+
+    // A connection of the other cluster cannot be reached: no node of this prefix has it.
+    let green = subscribers[1][0].1.clone();
+    let (status, body) = api(
+        addr(0, 0),
+        KEY,
+        "/api/send",
+        json!({"to": green, "data": "psst"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = api(addr(0, 1), KEY, "/api/disconnect", json!({"client": green})).await;
+    assert_eq!(status, 404);
+
+    // Nothing else arrived anywhere.
+    for pair in &mut subscribers {
+        for (ws, _) in pair {
+            nothing_pending(ws).await;
+        }
+    }
+    for nodes in clusters {
+        for node in nodes {
+            stop(node).await;
+        }
+    }
+    for prefix in &prefixes {
+        match shared {
+            Shared::Redis => {
+                let script = format!(
+                    "redis-cli --scan --pattern '{prefix}:*' | xargs -r redis-cli del > /dev/null"
+                );
+                let _ = Command::new("sh").args(["-c", &script]).status();
+            }
+            Shared::Nats => delete_nats_streams(prefix).await,
+        }
+    }
 }
