@@ -228,3 +228,44 @@ async fn an_unreachable_nats_is_an_error_at_connect() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_node_with_another_presence_ttl_sets_the_presence_streams_max_age() {
+    if !nats_available() {
+        return;
+    }
+    let prefix = unique_prefix("ttl");
+    let max_age = |prefix: String| async move {
+        let client = suite::within("connect", async_nats::connect("127.0.0.1:4222"))
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let name = NatsConfig {
+            prefix,
+            ..NatsConfig::new(URL)
+        }
+        .presence_stream();
+        let mut stream = suite::within("stream", js.get_stream(name)).await.unwrap();
+        suite::within("info", stream.info())
+            .await
+            .unwrap()
+            .config
+            .max_age
+    };
+    let first = suite::within("connect", NatsBackplane::connect(config(&prefix, 1)))
+        .await
+        .unwrap();
+    assert_eq!(max_age(prefix.clone()).await, Duration::from_millis(600));
+    let second = suite::within(
+        "connect",
+        NatsBackplane::connect(NatsConfig {
+            presence_ttl: Duration::from_secs(2),
+            ..config(&prefix, 2)
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(max_age(prefix.clone()).await, Duration::from_secs(2));
+    drop((first, second));
+    clean(&prefix).await;
+}
