@@ -48,10 +48,16 @@
 //! [`Backplane::history`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-use std::{fmt, future::Future, pin::Pin};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use wshub::ConnectionId;
 use wshub_protocol::{RoomName, StreamPosition};
 
@@ -142,17 +148,23 @@ pub enum Event {
         /// The payload, unchanged.
         payload: Bytes,
     },
-    /// A payload another node gave [`Backplane::send`] for a connection of this node.
+    /// A payload another node gave [`Backplane::send`] for a connection of this node. The
+    /// node hands it to the connection and tells the sender what happened through `reply`.
     Send {
         /// The connection, on this node.
         to: ConnectionId,
         /// The payload, unchanged.
         payload: Bytes,
+        /// Where this node answers; see [`Reply`].
+        reply: Reply,
     },
-    /// Another node asked [`Backplane::disconnect`] for a connection of this node.
+    /// Another node asked [`Backplane::disconnect`] for a connection of this node. The node
+    /// closes it and tells the asker what happened through `reply`.
     Disconnect {
         /// The connection, on this node.
         client: ConnectionId,
+        /// Where this node answers; see [`Reply`].
+        reply: Reply,
     },
     /// A payload another node gave [`Backplane::room_event`]: deliver it to this node's
     /// members of the room (not numbered, not kept: presence `join` and `leave` events).
@@ -168,14 +180,146 @@ pub enum Event {
     Resumed,
 }
 
-/// Whether a [`Backplane::send`] or [`Backplane::disconnect`] found a node to hand it to.
+/// How long a [`Backplane::send`] or [`Backplane::disconnect`] waits for the answer of the
+/// node holding the connection, unless configured otherwise: 2 s. A live node answers in
+/// well under a millisecond plus whatever its event queue holds; one that takes longer is
+/// hung or badly overloaded.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the node holding a connection did with an [`Event::Send`] or
+/// [`Event::Disconnect`]: its answer, which travels back to the node that asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The payload was queued for the connection, or the connection was closed.
+    Delivered,
+    /// This node has no such connection (it has closed, or never existed).
+    NoSuchConnection,
+    /// The connection exists but will not take it: it is closing, or its send queue is
+    /// full.
+    Refused,
+}
+
+/// Where the node that received an [`Event::Send`] or [`Event::Disconnect`] gives its
+/// [`Answer`]; the backplane carries it to the node waiting in [`Backplane::send`] or
+/// [`Backplane::disconnect`].
+///
+/// Answer once, as soon as the connection has it (answering is cheap and never blocks). A
+/// reply dropped without an answer counts as [`Answer::NoSuchConnection`]: the node did not
+/// hand the payload to anyone. Clones share one answer (the first given counts), and every
+/// reply compares equal to every other, so that events compare by what they carry.
+#[derive(Clone, Default)]
+pub struct Reply(Option<Arc<Mutex<Option<oneshot::Sender<Answer>>>>>);
+
+impl Reply {
+    /// A reply nobody waits for: for events built by hand, and for requests of nodes that
+    /// do not wait for answers.
+    pub fn none() -> Reply {
+        Reply(None)
+    }
+
+    /// A reply, and the receiver of its answer (for implementations).
+    pub(crate) fn channel() -> (Reply, oneshot::Receiver<Answer>) {
+        let (tx, rx) = oneshot::channel();
+        (Reply(Some(Arc::new(Mutex::new(Some(tx))))), rx)
+    }
+
+    /// Gives the answer (the first one given counts; later ones are ignored).
+    pub fn answer(self, answer: Answer) {
+        let Some(slot) = self.0 else { return };
+        let sender = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(sender) = sender {
+            // The asker may have stopped waiting (it timed out): nothing to do then.
+            let _ = sender.send(answer);
+        }
+    }
+
+    /// Whether someone waits for the answer.
+    pub fn is_awaited(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_awaited() {
+            "Reply"
+        } else {
+            "Reply(none)"
+        })
+    }
+}
+
+impl PartialEq for Reply {
+    fn eq(&self, _other: &Reply) -> bool {
+        true
+    }
+}
+
+impl Eq for Reply {}
+
+/// The answer of the node that received a [`Reply`], waited for at most `timeout`: `None`
+/// when it did not come in time; [`Answer::NoSuchConnection`] when the reply was dropped
+/// unanswered.
+pub(crate) async fn answer_within(
+    answer: oneshot::Receiver<Answer>,
+    timeout: Duration,
+) -> Option<Answer> {
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(answer)) => Some(answer),
+        Ok(Err(_)) => Some(Answer::NoSuchConnection),
+        Err(_) => None,
+    }
+}
+
+/// An [`Answer`] as it travels between nodes: one word.
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub(crate) fn answer_word(answer: Answer) -> &'static str {
+    match answer {
+        Answer::Delivered => "ok",
+        Answer::NoSuchConnection => "none",
+        Answer::Refused => "refused",
+    }
+}
+
+/// The [`Answer`] of one of [`answer_word`]'s words; `None` for any other.
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub(crate) fn parse_answer(word: &[u8]) -> Option<Answer> {
+    match word {
+        b"ok" => Some(Answer::Delivered),
+        b"none" => Some(Answer::NoSuchConnection),
+        b"refused" => Some(Answer::Refused),
+        _ => None,
+    }
+}
+
+/// What became of a [`Backplane::send`] or [`Backplane::disconnect`]: the answer of the
+/// node holding the connection, or why there is none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Routed {
-    /// The node that holds the connection (by its id's node prefix) received it; whether
-    /// the connection still exists there is that node's business.
+    /// The node that holds the connection (by its id's node prefix) queued the payload for
+    /// it, or closed it.
     Delivered,
-    /// No node with that prefix is listening: the connection cannot exist.
+    /// That node answered that it has no such connection (it has closed).
+    NoSuchConnection,
+    /// That node answered that the connection is closing or its send queue is full.
+    Refused,
+    /// No node with that prefix is listening: the connection cannot exist (its node is
+    /// gone, or never was).
     NoSuchNode,
+    /// A node with that prefix received it but gave no answer within the backplane's answer
+    /// timeout (it is hung or overloaded, or runs a version that does not answer): whether
+    /// the connection got it is unknown, and it may still get it later.
+    Unanswered,
+}
+
+impl From<Answer> for Routed {
+    fn from(answer: Answer) -> Routed {
+        match answer {
+            Answer::Delivered => Routed::Delivered,
+            Answer::NoSuchConnection => Routed::NoSuchConnection,
+            Answer::Refused => Routed::Refused,
+        }
+    }
 }
 
 /// The state of the backplane connection, for `/healthz`, `/stats` and `/metrics`.
@@ -234,7 +378,11 @@ pub type Events = mpsc::UnboundedReceiver<Event>;
 ///   gap for as long as it is retained.
 /// - **Routing.** Each node listens on its own channel, named by its node id (the 48-bit
 ///   prefix of every [`ConnectionId`] it issues), so [`send`](Backplane::send) and
-///   [`disconnect`](Backplane::disconnect) go to exactly one node.
+///   [`disconnect`](Backplane::disconnect) go to exactly one node, and that node's
+///   [`Answer`] comes back: a send to a connection that has closed on a live node is
+///   [`Routed::NoSuchConnection`], as it would be on the node itself. No listener at all is
+///   [`Routed::NoSuchNode`]; a listener that does not answer within the answer timeout is
+///   [`Routed::Unanswered`].
 /// - **Presence.** Entries added by a node are kept alive by that node while it runs; when
 ///   a node dies its entries vanish within the implementation's presence ttl.
 pub trait Backplane: Send + Sync + fmt::Debug + 'static {
@@ -273,10 +421,13 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     /// its own broadcasts itself).
     fn broadcast(&self, payload: Bytes) -> BoxFuture<'_, Result<(), Error>>;
 
-    /// Hands `payload` to the node holding `to` as an [`Event::Send`].
+    /// Hands `payload` to the node holding `to` as an [`Event::Send`] and waits for that
+    /// node's [`Answer`] (at most the implementation's answer timeout; see [`Routed`]).
+    /// Dropping the future stops the wait, not the send.
     fn send(&self, to: ConnectionId, payload: Bytes) -> BoxFuture<'_, Result<Routed, Error>>;
 
-    /// Asks the node holding `client` to close it ([`Event::Disconnect`]).
+    /// Asks the node holding `client` to close it ([`Event::Disconnect`]) and waits for
+    /// that node's [`Answer`], as [`send`](Backplane::send) does.
     fn disconnect(&self, client: ConnectionId) -> BoxFuture<'_, Result<Routed, Error>>;
 
     /// Hands `payload` to the other nodes subscribed to `room` as an [`Event::RoomEvent`]

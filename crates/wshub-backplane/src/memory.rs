@@ -2,9 +2,10 @@
 //!
 //! History is a [`History`] of publication payloads; offsets are numbered under the room's
 //! history lock, so they are gap-free. There are no other nodes: broadcasts and room events
-//! go nowhere, a send or disconnect reaches only this node's own ids, and presence is a map.
-//! Every operation takes effect before its future is first polled, so a caller that spawns
-//! the future still sees the effect in order.
+//! go nowhere, a send or disconnect reaches only this node's own ids (and waits, at most
+//! [`DEFAULT_ANSWER_TIMEOUT`], for the node's answer), and presence is a map. Every
+//! operation takes effect before its future is first polled, so a caller that spawns the
+//! future still sees the effect in order.
 
 use std::{
     collections::HashMap,
@@ -17,8 +18,8 @@ use wshub::ConnectionId;
 use wshub_protocol::{RoomName, StreamPosition};
 
 use crate::{
-    Backplane, BoxFuture, Error, Event, Events, Health, HistoryPage, HistoryQuery, PresenceMember,
-    Publication, Routed,
+    Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health, HistoryPage,
+    HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within,
     history::{History, HistoryConfig},
 };
 
@@ -93,12 +94,23 @@ impl MemoryBackplane {
         })
     }
 
-    fn route(&self, to: ConnectionId, event: Event) -> Routed {
-        if to.node() == self.node_id && self.events_tx.send(event).is_ok() {
-            Routed::Delivered
-        } else {
-            Routed::NoSuchNode
-        }
+    /// Hands the event made with a fresh [`Reply`] to this node when `to` is one of its
+    /// own; the future waits for the answer.
+    fn route(
+        &self,
+        to: ConnectionId,
+        event: impl FnOnce(Reply) -> Event,
+    ) -> BoxFuture<'_, Result<Routed, Error>> {
+        let (reply, answer) = Reply::channel();
+        let handed = to.node() == self.node_id && self.events_tx.send(event(reply)).is_ok();
+        Box::pin(async move {
+            if !handed {
+                return Ok(Routed::NoSuchNode);
+            }
+            Ok(answer_within(answer, DEFAULT_ANSWER_TIMEOUT)
+                .await
+                .map_or(Routed::Unanswered, Routed::from))
+        })
     }
 }
 
@@ -154,11 +166,11 @@ impl Backplane for MemoryBackplane {
     }
 
     fn send(&self, to: ConnectionId, payload: Bytes) -> BoxFuture<'_, Result<Routed, Error>> {
-        ready(Ok(self.route(to, Event::Send { to, payload })))
+        self.route(to, |reply| Event::Send { to, payload, reply })
     }
 
     fn disconnect(&self, client: ConnectionId) -> BoxFuture<'_, Result<Routed, Error>> {
-        ready(Ok(self.route(client, Event::Disconnect { client })))
+        self.route(client, |reply| Event::Disconnect { client, reply })
     }
 
     fn room_event<'a>(

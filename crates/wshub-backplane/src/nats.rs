@@ -8,7 +8,7 @@
 //! | stream `P_history`, subjects `P.h.<room>` | a room's publications: headers `Wshub-Offset`, `Wshub-Epoch`, payload unchanged; at most `max_messages + 1` per room, each kept `meta_ttl` |
 //! | `P.live.<room>` | the stream's republication of every stored message, in stream order (JetStream `RePublish`): live delivery |
 //! | `P.ev.<room>` | room events (presence `join`/`leave`), header `Wshub-Origin` |
-//! | `P.node.<12 hex digits>` | request to one node: header `Wshub-Kind` `S` (send) or `D` (disconnect), `Wshub-Client`; the node answers once it has it |
+//! | `P.node.<12 hex digits>` | request to one node: header `Wshub-Kind` `S` (send) or `D` (disconnect), `Wshub-Client`; the node answers `ok`, `none` or `refused` once its server has handled it |
 //! | `P.broadcast` | header `Wshub-Origin`, the payload |
 //! | stream `P_presence`, subjects `P.pz.<room>.<client>` | one presence entry: the user (`u<name>` or `-`), or empty once removed; one per subject, each kept `presence_ttl` |
 //!
@@ -38,8 +38,15 @@
 //!   its offsets in order, on core NATS subjects (no consumer per node or per room).
 //!   What is lost while a node is disconnected comes back through [`Event::Resumed`] and
 //!   [`Backplane::history`].
-//! - **Routing.** `send` and `disconnect` are requests to the node's subject: the node
-//!   answers after taking it, and "no responders" means no such node.
+//! - **Routing.** `send` and `disconnect` are NATS requests to the node's subject. The node
+//!   hands the [`Event::Send`] or [`Event::Disconnect`] to its server and replies with the
+//!   server's [`Answer`](crate::Answer) (`ok`, `none`: no such connection, `refused`) once
+//!   it is given through the event's [`Reply`](crate::Reply). "No responders" (no node
+//!   subscribed: it is gone, whether it stopped or was killed, since NATS drops its
+//!   subscriptions with its connection) is [`Routed::NoSuchNode`], at once; no reply within
+//!   [`NatsConfig::answer_timeout`] (the node is hung or overloaded) is
+//!   [`Routed::Unanswered`]. An empty reply comes from a node of an older version, which
+//!   answered on receipt: [`Routed::Delivered`], as it meant then.
 //! - **Presence.** One stream message per member, refreshed by its node every third of
 //!   [`NatsConfig::presence_ttl`]; the stream's `max_age` drops the entries of a node that
 //!   stopped refreshing them. Listing reads the last message of each member's subject.
@@ -52,7 +59,9 @@
 //!   whatever the number of messages); a publish is one round trip when this node wrote
 //!   the room's last message, more when nodes race on one room.
 //! - The streams are created by the first node with this node's settings; nodes of one
-//!   cluster must use the same history settings (as with Redis).
+//!   cluster must use the same history settings (as with Redis). The presence stream's
+//!   `max_age` follows [`NatsConfig::presence_ttl`]: a node started with another one updates
+//!   it, so nodes of one cluster must also share their presence ttl.
 
 use std::{
     collections::HashMap,
@@ -71,7 +80,7 @@ use async_nats::{
     },
 };
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, stream::FuturesUnordered};
 use tokio::{
     sync::{Notify, mpsc},
     task::JoinHandle,
@@ -80,8 +89,9 @@ use wshub::ConnectionId;
 use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
 
 use crate::{
-    Backplane, BoxFuture, Error, Event, Events, Health, HistoryPage, HistoryQuery, PresenceMember,
-    Publication, Routed, history::HistoryConfig, history::new_epoch, node_hex,
+    Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health, HistoryPage,
+    HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within, answer_word,
+    history::HistoryConfig, history::new_epoch, node_hex, parse_answer,
 };
 
 const OFFSET: &str = "Wshub-Offset";
@@ -112,6 +122,10 @@ pub struct NatsConfig {
     pub presence_ttl: Duration,
     /// How long one request may take before it fails. Default 5 s.
     pub response_timeout: Duration,
+    /// How long a send or disconnect waits for the answer of the node holding the
+    /// connection before it is [`Routed::Unanswered`]. Default
+    /// [`DEFAULT_ANSWER_TIMEOUT`] (2 s).
+    pub answer_timeout: Duration,
 }
 
 impl NatsConfig {
@@ -124,6 +138,7 @@ impl NatsConfig {
             node_id: 0,
             presence_ttl: Duration::from_secs(30),
             response_timeout: Duration::from_secs(5),
+            answer_timeout: DEFAULT_ANSWER_TIMEOUT,
         }
     }
 
@@ -439,9 +454,26 @@ impl Inner {
         };
         for config in [history, presence] {
             let name = config.name.clone();
-            self.within(self.js.get_or_create_stream(config))
+            let stream = self
+                .within(self.js.get_or_create_stream(config.clone()))
                 .await?
                 .map_err(|error| Error::Unavailable(format!("stream {name}: {error}")))?;
+            // The presence ttl is the presence stream's `max_age`: a node started with
+            // another one (the setting was changed) sets it. The history stream is used as
+            // it is.
+            if name == self.config.presence_stream()
+                && stream.cached_info().config.max_age != config.max_age
+            {
+                tracing::info!(
+                    stream = %name,
+                    from = ?stream.cached_info().config.max_age,
+                    to = ?config.max_age,
+                    "nats backplane: setting the presence stream's max_age to the presence ttl"
+                );
+                self.within(self.js.update_stream(config))
+                    .await?
+                    .map_err(|error| Error::Unavailable(format!("stream {name}: {error}")))?;
+            }
         }
         Ok(())
     }
@@ -807,29 +839,45 @@ async fn forward_room(
     }
 }
 
-/// Forwards sends and disconnects addressed to this node, answering each request once it
-/// is handed over.
+/// Forwards sends and disconnects addressed to this node, and replies to each request with
+/// the server's answer once it is given (in any order; an answer that does not come within
+/// the answer timeout is never sent: the asker has stopped waiting).
 async fn forward_node(inner: Arc<Inner>, mut node: async_nats::Subscriber) {
-    while let Some(message) = node.next().await {
+    let mut answering = FuturesUnordered::new();
+    loop {
+        let message = tokio::select! {
+            message = node.next() => match message {
+                Some(message) => message,
+                None => return,
+            },
+            Some(()) = answering.next() => continue,
+        };
         let headers = message.headers.as_ref();
         let client = header(headers, CLIENT).and_then(|client| client.parse().ok());
+        let (reply, answer) = Reply::channel();
         let event = match (header(headers, KIND), client) {
             (Some("S"), Some(to)) => Some(Event::Send {
                 to,
                 payload: message.payload.clone(),
+                reply,
             }),
-            (Some("D"), Some(client)) => Some(Event::Disconnect { client }),
+            (Some("D"), Some(client)) => Some(Event::Disconnect { client, reply }),
             _ => None,
         };
         let Some(event) = event else {
             tracing::debug!("ignored an unreadable backplane message");
             continue;
         };
-        if inner.events_tx.send(event).is_err() {
-            return;
-        }
-        if let Some(reply) = message.reply {
-            let _ = inner.client.publish(reply, Bytes::new()).await;
+        // When the server no longer takes events, the dropped reply answers `none`.
+        let _ = inner.events_tx.send(event);
+        if let Some(subject) = message.reply {
+            let inner = Arc::clone(&inner);
+            answering.push(async move {
+                if let Some(answer) = answer_within(answer, inner.config.answer_timeout).await {
+                    let word = Bytes::from_static(answer_word(answer).as_bytes());
+                    let _ = inner.client.publish(subject, word).await;
+                }
+            });
         }
     }
 }
@@ -894,17 +942,39 @@ impl NatsBackplane {
         headers.insert(KIND, kind);
         headers.insert(CLIENT, client.to_string());
         let inner = &self.inner;
-        match inner
-            .within(
-                inner
-                    .client
-                    .request_with_headers(inner.node_subject(node), headers, payload),
-            )
-            .await?
-        {
-            Ok(_) => Ok(Routed::Delivered),
+        let request = async_nats::Request::new()
+            .headers(headers)
+            .payload(payload)
+            .timeout(Some(inner.config.answer_timeout));
+        let bound = inner
+            .config
+            .answer_timeout
+            .saturating_add(inner.config.response_timeout);
+        let result = tokio::time::timeout(
+            bound,
+            inner.client.send_request(inner.node_subject(node), request),
+        )
+        .await
+        .map_err(|_| Error::Unavailable("NATS did not answer in time".to_owned()))?;
+        match result {
+            // An empty reply: a node that answers on receipt (an older version).
+            Ok(message) if message.payload.is_empty() => Ok(Routed::Delivered),
+            Ok(message) => Ok(parse_answer(&message.payload).map_or_else(
+                || {
+                    tracing::debug!("ignored an unreadable answer");
+                    Routed::Unanswered
+                },
+                Routed::from,
+            )),
             Err(error) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
                 Ok(Routed::NoSuchNode)
+            }
+            // Not the node's fault when NATS itself is out of reach.
+            Err(error)
+                if error.kind() == async_nats::RequestErrorKind::TimedOut
+                    && lock(&inner.health).is_connected() =>
+            {
+                Ok(Routed::Unanswered)
             }
             Err(error) => Err(unavailable(error)),
         }

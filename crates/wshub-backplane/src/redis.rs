@@ -8,7 +8,7 @@
 //! | `stream:<room>` | stream | retained publications, entry id `<offset>-0`, fields `t` (ms) and `d` (payload); at most `max_messages`, expires `ttl` after the last publish |
 //! | `pz:<room>`, `ph:<room>` | sorted set, hash | presence: client → expiry (ms), client → user |
 //! | channel `room:<room>` | pub/sub | `P <offset> <epoch> <payload>`, or `E <origin node> <payload>` (room event) |
-//! | channel `node:<12 hex digits>` | pub/sub | `S <client> <payload>` (send) or `D <client>` (disconnect) |
+//! | channel `node:<12 hex digits>` | pub/sub | requests to one node: `Q <asking node> <request id> S <client> <payload>` (send) or `Q <asking node> <request id> D <client>` (disconnect); answers to the asking node: `A <request id> <ok, none or refused>` |
 //! | channel `broadcast` | pub/sub | `<origin node, 12 hex digits> <payload>` |
 //!
 //! # Why it keeps the promises of [`Backplane`]
@@ -30,29 +30,52 @@
 //! Reading presence drops expired entries first.
 //!
 //! Offsets are Lua numbers inside the scripts: exact up to 2⁵³, far beyond any room's life.
+//!
+//! # Send and disconnect: a request and its answer over the node channels
+//!
+//! Redis pub/sub has no replies, so a send is a request published on the holding node's
+//! channel, and the answer a message published back on the asking node's own channel: both
+//! channels exist anyway, so no subscription is made per request. The asking node numbers
+//! its requests and keeps, per pending request, the [`oneshot`] its caller waits on; the
+//! holding node hands the [`Event::Send`] or [`Event::Disconnect`] to its server, and once
+//! the server answers through the event's [`Reply`](crate::Reply) publishes
+//! `A <request id> <answer>` to `node:<asking node>`. `PUBLISH` tells how many subscribers
+//! got the request, so a node that is gone (its connection closed, whether it stopped or
+//! was killed: Redis drops its subscriptions with the connection) is known at once:
+//! [`Routed::NoSuchNode`]. A node that got the request and does not answer within
+//! [`RedisConfig::answer_timeout`] (hung, or overloaded) makes it [`Routed::Unanswered`];
+//! its late answer is dropped. A node that does not know `Q` (wshub before answers) ignores
+//! it, so during a rolling upgrade a send from a new node to an old one is unanswered (and
+//! not delivered); an old node's `S <client> <payload>` and `D <client>` are still served,
+//! without an answer.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use bytes::Bytes;
+use futures_util::{StreamExt, stream::FuturesUnordered};
 use redis::{
     AsyncTypedCommands, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Script,
     Value,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 use tokio::{
-    sync::{Notify, mpsc},
+    sync::{Notify, mpsc, oneshot},
     task::JoinHandle,
 };
 use wshub::ConnectionId;
 use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
 
 use crate::{
-    Backplane, BoxFuture, Error, Event, Events, Health, HistoryPage, HistoryQuery, PresenceMember,
-    Publication, Routed, history::HistoryConfig, history::new_epoch, node_hex,
+    Answer, Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health,
+    HistoryPage, HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within,
+    answer_word, history::HistoryConfig, history::new_epoch, node_hex, parse_answer,
 };
 
 /// The Redis backplane's settings.
@@ -72,6 +95,10 @@ pub struct RedisConfig {
     pub presence_ttl: Duration,
     /// How long one command may take before it fails. Default 5 s.
     pub response_timeout: Duration,
+    /// How long a send or disconnect waits for the answer of the node holding the
+    /// connection before it is [`Routed::Unanswered`]. Default
+    /// [`DEFAULT_ANSWER_TIMEOUT`] (2 s).
+    pub answer_timeout: Duration,
     /// How often the connection is checked (a `PING`), which is also how fast a lost
     /// connection is noticed when no command is running. Default 1 s.
     pub health_interval: Duration,
@@ -87,6 +114,7 @@ impl RedisConfig {
             node_id: 0,
             presence_ttl: Duration::from_secs(30),
             response_timeout: Duration::from_secs(5),
+            answer_timeout: DEFAULT_ANSWER_TIMEOUT,
             health_interval: Duration::from_secs(1),
         }
     }
@@ -201,6 +229,10 @@ struct Inner {
     /// Woken when Redis is reachable again: presence is written again at once (a
     /// restarted Redis may have lost it).
     reconnected: Notify,
+    /// This node's sends and disconnects waiting for their answer, by request id.
+    awaiting: Awaiting,
+    /// The next request id.
+    next_request: AtomicU64,
     publish: Script,
     read: Script,
     presence_add: Script,
@@ -214,6 +246,34 @@ impl std::fmt::Debug for Inner {
             .field("node", &node_hex(self.config.node_id))
             .field("health", &*lock(&self.health))
             .finish_non_exhaustive()
+    }
+}
+
+/// Requests of this node waiting for their answer, by request id: shared by the requests and
+/// the push handler that receives the answers.
+type Awaiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>;
+
+/// A request another node made to this one, whose answer is to be published when the server
+/// gives it.
+struct Asked {
+    /// The asking node, as its channel names it.
+    node: String,
+    /// The asking node's request id.
+    id: u64,
+    /// The server's answer.
+    answer: oneshot::Receiver<Answer>,
+}
+
+/// Drops a request from [`Inner::awaiting`] however its wait ends (answered, timed out, or
+/// the caller's future dropped).
+struct Forget<'a> {
+    awaiting: &'a Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.awaiting).remove(&self.id);
     }
 }
 
@@ -254,10 +314,15 @@ impl RedisBackplane {
         let client = Client::open(info).map_err(|error| Error::InvalidConfig(error.to_string()))?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (asked_tx, asked_rx) = mpsc::unbounded_channel();
+        let awaiting = Awaiting::default();
         let forward = Forwarder {
             prefix: config.prefix.clone(),
             node_hex: node_hex(config.node_id),
+            own_channel: format!("{}node:{}", config.prefix, node_hex(config.node_id)),
             events: events_tx.clone(),
+            awaiting: Arc::clone(&awaiting),
+            asked: asked_tx,
         };
         let manager_config = ConnectionManagerConfig::new()
             .set_push_sender(move |info: PushInfo| forward.push(info))
@@ -280,6 +345,8 @@ impl RedisBackplane {
             events_rx: Mutex::new(Some(events_rx)),
             own_presence: Mutex::new(HashMap::new()),
             reconnected: Notify::new(),
+            awaiting,
+            next_request: AtomicU64::new(1),
             publish: Script::new(PUBLISH),
             read: Script::new(READ),
             presence_add: Script::new(PRESENCE_ADD),
@@ -296,6 +363,7 @@ impl RedisBackplane {
         let tasks = vec![
             tokio::spawn(health_check(Arc::clone(&inner))),
             tokio::spawn(refresh_presence(Arc::clone(&inner))),
+            tokio::spawn(answer_requests(Arc::clone(&inner), asked_rx)),
         ];
         Ok(RedisBackplane { inner, tasks })
     }
@@ -454,6 +522,33 @@ impl Inner {
         self.observe(result)
     }
 
+    /// Asks the node holding `client` to take a send (`S`, with `payload`) or a disconnect
+    /// (`D`), and waits for its answer (see the [module docs](self)).
+    async fn ask(&self, kind: &str, client: ConnectionId, payload: &[u8]) -> Result<Routed, Error> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, answer) = oneshot::channel();
+        lock(&self.awaiting).insert(id, tx);
+        let _forget = Forget {
+            awaiting: &self.awaiting,
+            id,
+        };
+        let own = node_hex(self.config.node_id);
+        let mut message = format!("Q {own} {id} {kind} {client}").into_bytes();
+        if kind == "S" {
+            message.push(b' ');
+            message.extend_from_slice(payload);
+        }
+        let receivers = self
+            .publish_raw(self.node_channel(client.node()), message)
+            .await?;
+        if receivers == 0 {
+            return Ok(Routed::NoSuchNode);
+        }
+        Ok(answer_within(answer, self.config.answer_timeout)
+            .await
+            .map_or(Routed::Unanswered, Routed::from))
+    }
+
     async fn add_presence(
         &self,
         room: &RoomName,
@@ -498,11 +593,18 @@ fn parse_id(id: &str) -> Result<u64, Error> {
     parse_u64(id.split_once('-').map_or(id, |(offset, _)| offset))
 }
 
-/// Turns RESP3 pushes into [`Event`]s. Runs on the connection's reader: never blocks.
+/// Turns RESP3 pushes into [`Event`]s, and answers into the waiting requests. Runs on the
+/// connection's reader: never blocks.
 struct Forwarder {
     prefix: String,
     node_hex: String,
+    /// This node's own channel, where answers come.
+    own_channel: String,
     events: mpsc::UnboundedSender<Event>,
+    /// This node's requests waiting for their answer.
+    awaiting: Awaiting,
+    /// Requests of other nodes to answer, for [`answer_requests`].
+    asked: mpsc::UnboundedSender<Asked>,
 }
 
 impl Forwarder {
@@ -516,6 +618,13 @@ impl Forwarder {
         else {
             return Ok(());
         };
+        // An answer to one of this node's requests: no event.
+        if channel == self.own_channel.as_bytes()
+            && let Some(answer) = message.strip_prefix(b"A ")
+        {
+            self.answered(answer);
+            return Ok(());
+        }
         match self.event(&channel, Bytes::from(message)) {
             Some(event) => self.events.send(event),
             None => {
@@ -564,20 +673,108 @@ impl Forwarder {
         }
         if channel.strip_prefix("node:")? == self.node_hex {
             return match word {
+                b"Q" => self.asked(&message, rest),
+                // Nodes that do not wait for answers.
                 b"S" => {
                     let (to, payload) = split_word(rest)?;
                     Some(Event::Send {
-                        to: std::str::from_utf8(to).ok()?.parse().ok()?,
+                        to: parse_client(to)?,
                         payload: message.slice_ref(payload),
+                        reply: Reply::none(),
                     })
                 }
                 b"D" => Some(Event::Disconnect {
-                    client: std::str::from_utf8(rest).ok()?.parse().ok()?,
+                    client: parse_client(rest)?,
+                    reply: Reply::none(),
                 }),
                 _ => None,
             };
         }
         None
+    }
+
+    /// `<asking node> <request id> S <client> <payload>` or `... D <client>`: the event,
+    /// with its answer queued for [`answer_requests`].
+    fn asked(&self, message: &Bytes, rest: &[u8]) -> Option<Event> {
+        let (node, rest) = split_word(rest)?;
+        let (id, rest) = split_word(rest)?;
+        let node = std::str::from_utf8(node).ok()?;
+        // A node id, so that the answer goes to a node channel and nowhere else.
+        if node.len() != 12 || !node.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let id = std::str::from_utf8(id).ok()?.parse().ok()?;
+        let (kind, rest) = split_word(rest).unwrap_or((rest, &[]));
+        let (reply, answer) = Reply::channel();
+        let event = match kind {
+            b"S" => {
+                let (to, payload) = split_word(rest)?;
+                Event::Send {
+                    to: parse_client(to)?,
+                    payload: message.slice_ref(payload),
+                    reply,
+                }
+            }
+            b"D" => Event::Disconnect {
+                client: parse_client(rest)?,
+                reply,
+            },
+            _ => return None,
+        };
+        let _ = self.asked.send(Asked {
+            node: node.to_owned(),
+            id,
+            answer,
+        });
+        Some(event)
+    }
+
+    /// `<request id> <answer>`: hands the answer to the request waiting for it, if any (one
+    /// that timed out is gone).
+    fn answered(&self, rest: &[u8]) {
+        let Some((id, word)) = split_word(rest) else {
+            return;
+        };
+        let (Some(id), Some(answer)) = (
+            std::str::from_utf8(id).ok().and_then(|id| id.parse().ok()),
+            parse_answer(word),
+        ) else {
+            tracing::debug!("ignored an unreadable answer");
+            return;
+        };
+        if let Some(waiting) = lock(&self.awaiting).remove(&id) {
+            let _ = waiting.send(answer);
+        }
+    }
+}
+
+fn parse_client(text: &[u8]) -> Option<ConnectionId> {
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// Publishes the server's answer to each request of another node (see the
+/// [module docs](self)), as the answers come, in any order; an answer that does not come
+/// within the answer timeout is never sent (the asker has stopped waiting).
+async fn answer_requests(inner: Arc<Inner>, mut asked: mpsc::UnboundedReceiver<Asked>) {
+    let mut answering = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            request = asked.recv() => {
+                let Some(request) = request else { return };
+                let inner = Arc::clone(&inner);
+                answering.push(async move {
+                    let answer =
+                        answer_within(request.answer, inner.config.answer_timeout).await;
+                    if let Some(answer) = answer {
+                        let channel = format!("{}node:{}", inner.config.prefix, request.node);
+                        let message = format!("A {} {}", request.id, answer_word(answer));
+                        // Unreachable Redis: the asker times out.
+                        let _ = inner.publish_raw(channel, message.into_bytes()).await;
+                    }
+                });
+            }
+            Some(()) = answering.next() => {}
+        }
     }
 }
 
@@ -697,26 +894,11 @@ impl Backplane for RedisBackplane {
     }
 
     fn send(&self, to: ConnectionId, payload: Bytes) -> BoxFuture<'_, Result<Routed, Error>> {
-        Box::pin(async move {
-            let mut message = format!("S {to} ").into_bytes();
-            message.extend_from_slice(&payload);
-            let receivers = self
-                .inner
-                .publish_raw(self.inner.node_channel(to.node()), message)
-                .await?;
-            Ok(routed(receivers))
-        })
+        Box::pin(async move { self.inner.ask("S", to, &payload).await })
     }
 
     fn disconnect(&self, client: ConnectionId) -> BoxFuture<'_, Result<Routed, Error>> {
-        Box::pin(async move {
-            let message = format!("D {client}").into_bytes();
-            let receivers = self
-                .inner
-                .publish_raw(self.inner.node_channel(client.node()), message)
-                .await?;
-            Ok(routed(receivers))
-        })
+        Box::pin(async move { self.inner.ask("D", client, &[]).await })
     }
 
     fn room_event<'a>(
@@ -815,13 +997,5 @@ impl Backplane for RedisBackplane {
 
     fn kind(&self) -> &'static str {
         "redis"
-    }
-}
-
-fn routed(receivers: usize) -> Routed {
-    if receivers > 0 {
-        Routed::Delivered
-    } else {
-        Routed::NoSuchNode
     }
 }

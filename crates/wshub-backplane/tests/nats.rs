@@ -19,7 +19,8 @@ const URL: &str = "nats://127.0.0.1:4222";
 
 /// Makes sure a NATS server with JetStream listens on 127.0.0.1:4222, starting one (as CI
 /// machines do) when none does. Returns false, after saying so loudly, only when
-/// `nats-server` is not installed.
+/// `nats-server` is not installed; with `WSHUB_REQUIRE_BACKPLANES` set (CI) that is a
+/// failure instead.
 fn nats_available() -> bool {
     if TcpStream::connect("127.0.0.1:4222").is_ok() {
         return true;
@@ -32,8 +33,8 @@ fn nats_available() -> bool {
         .arg(&store)
         .status();
     if !matches!(started, Ok(status) if status.success()) {
-        eprintln!(
-            "\n*** SKIPPED: no NATS on 127.0.0.1:4222 and no nats-server to start (apt-get install nats-server) ***\n"
+        suite::skipped(
+            "\n*** SKIPPED: no NATS on 127.0.0.1:4222 and no nats-server to start (apt-get install nats-server) ***\n",
         );
         return false;
     }
@@ -85,6 +86,7 @@ fn config(prefix: &str, node_id: u64) -> NatsConfig {
         prefix: prefix.to_owned(),
         node_id,
         presence_ttl: Duration::from_millis(600),
+        answer_timeout: Duration::from_secs(1),
         ..NatsConfig::new(URL)
     }
 }
@@ -225,4 +227,45 @@ async fn an_unreachable_nats_is_an_error_at_connect() {
         matches!(error, wshub_backplane::Error::InvalidConfig(_)),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_node_with_another_presence_ttl_sets_the_presence_streams_max_age() {
+    if !nats_available() {
+        return;
+    }
+    let prefix = unique_prefix("ttl");
+    let max_age = |prefix: String| async move {
+        let client = suite::within("connect", async_nats::connect("127.0.0.1:4222"))
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let name = NatsConfig {
+            prefix,
+            ..NatsConfig::new(URL)
+        }
+        .presence_stream();
+        let mut stream = suite::within("stream", js.get_stream(name)).await.unwrap();
+        suite::within("info", stream.info())
+            .await
+            .unwrap()
+            .config
+            .max_age
+    };
+    let first = suite::within("connect", NatsBackplane::connect(config(&prefix, 1)))
+        .await
+        .unwrap();
+    assert_eq!(max_age(prefix.clone()).await, Duration::from_millis(600));
+    let second = suite::within(
+        "connect",
+        NatsBackplane::connect(NatsConfig {
+            presence_ttl: Duration::from_secs(2),
+            ..config(&prefix, 2)
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(max_age(prefix.clone()).await, Duration::from_secs(2));
+    drop((first, second));
+    clean(&prefix).await;
 }

@@ -81,6 +81,7 @@ pub async fn build_connected(options: ServerOptions) -> Result<App, StartError> 
                 prefix: prefix.clone(),
                 history: state.options.history,
                 node_id: hub.node_id(),
+                presence_ttl: state.options.presence_ttl,
                 ..RedisConfig::new(url.clone())
             };
             Arc::new(RedisBackplane::connect(config).await?)
@@ -90,6 +91,7 @@ pub async fn build_connected(options: ServerOptions) -> Result<App, StartError> 
                 prefix: prefix.clone(),
                 history: state.options.history,
                 node_id: hub.node_id(),
+                presence_ttl: state.options.presence_ttl,
                 ..NatsConfig::new(url.clone())
             };
             Arc::new(NatsBackplane::connect(config).await?)

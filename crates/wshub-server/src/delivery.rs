@@ -37,7 +37,7 @@ use std::{
 
 use bytes::Bytes;
 use wshub::{CloseCode, Connection, Hub};
-use wshub_backplane::{Event, Events, HistoryQuery, Publication};
+use wshub_backplane::{Answer, Event, Events, HistoryQuery, Publication};
 use wshub_protocol::{Offset, RoomName, StreamPosition};
 
 use crate::{
@@ -465,17 +465,29 @@ impl ServerState {
                         self.counters.record_out(OutKind::Broadcast, delivered);
                     }
                 }
-                Event::Send { to, payload } => {
-                    if let Some(message) = text(payload)
-                        && hub.send_to(to, message).is_ok()
-                    {
-                        self.counters.record_out(OutKind::Direct, 1);
-                    }
+                // The answer travels back to the node that asked, which answers its client
+                // as a local send or disconnect would have been answered (see `state`).
+                Event::Send { to, payload, reply } => {
+                    let answer = match text(payload).map(|message| hub.send_to(to, message)) {
+                        Some(Ok(())) => {
+                            self.counters.record_out(OutKind::Direct, 1);
+                            Answer::Delivered
+                        }
+                        Some(Err(wshub::Error::NotFound(_))) => Answer::NoSuchConnection,
+                        // Closing, or its queue is full (or, on a bug, not UTF-8).
+                        Some(Err(_)) | None => Answer::Refused,
+                    };
+                    reply.answer(answer);
                 }
-                Event::Disconnect { client } => {
-                    if let Some(conn) = hub.connection(client) {
-                        conn.close(CloseCode::NORMAL, "disconnected by server");
-                    }
+                Event::Disconnect { client, reply } => {
+                    let answer = match hub.connection(client) {
+                        Some(conn) => {
+                            conn.close(CloseCode::NORMAL, "disconnected by server");
+                            Answer::Delivered
+                        }
+                        None => Answer::NoSuchConnection,
+                    };
+                    reply.answer(answer);
                 }
                 Event::RoomEvent { room, payload } => {
                     if let Some(message) = text(payload) {

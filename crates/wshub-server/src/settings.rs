@@ -97,6 +97,19 @@ pub struct Settings {
     /// The NATS server that nodes of a cluster share (`--nats`, `WSHUB_NATS`, `nats`), e.g.
     /// `nats://127.0.0.1:4222`, with JetStream enabled. Default none.
     pub nats: Option<String>,
+    /// How long a presence entry outlives its node when the node stops refreshing it (it
+    /// was killed, or lost the backplane), i.e. how fast a dead node's members disappear
+    /// from `presence` on the others (`--presence-ttl`, `WSHUB_PRESENCE_TTL`,
+    /// `presence_ttl`). Each node rewrites its entries every third of it. Default 30 s; at
+    /// least 1 s. Every node of a cluster uses the same.
+    pub presence_ttl: Duration,
+    /// What the names of this cluster's data in Redis or NATS start with
+    /// (`--backplane-prefix`, `WSHUB_BACKPLANE_PREFIX`, `backplane_prefix`): Redis keys and
+    /// channels start with `<prefix>:`, NATS subjects with `<prefix>.` and its streams are
+    /// `<prefix>_history` and `<prefix>_presence`. Clusters sharing one Redis or NATS server
+    /// need different prefixes; nodes of one cluster share theirs. 1 to 64 letters, digits,
+    /// `-` or `_`. Default `wshub`.
+    pub backplane_prefix: String,
     /// The PEM certificate chain for TLS (`--tls-cert`, `WSHUB_TLS_CERT`, `tls_cert`); with
     /// `--tls-key`, the server speaks `wss://` and `https://`. Default none: plain TCP.
     pub tls_cert: Option<PathBuf>,
@@ -144,6 +157,8 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             redis: None,
             nats: None,
+            presence_ttl: Duration::from_secs(30),
+            backplane_prefix: "wshub".to_owned(),
             tls_cert: None,
             tls_key: None,
             compression: None,
@@ -179,6 +194,8 @@ impl fmt::Debug for Settings {
             // A URL may carry a password.
             .field("redis", &self.redis.as_ref().map(|url| redact_url(url)))
             .field("nats", &self.nats.as_ref().map(|url| redact_url(url)))
+            .field("presence_ttl", &self.presence_ttl)
+            .field("backplane_prefix", &self.backplane_prefix)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("compression", &self.compression)
@@ -503,6 +520,28 @@ const NATS: Spec = Spec {
          nats://127.0.0.1:4222. Without it (and without --redis) the server is one node with \
          everything in memory.",
 };
+const PRESENCE_TTL: Spec = Spec {
+    flag: "presence-ttl",
+    env: "WSHUB_PRESENCE_TTL",
+    key: "presence_ttl",
+    default: Some("30s"),
+    value_name: "DURATION",
+    secret: false,
+    help: "In a cluster, how long a node's presence entries outlive it when it stops \
+         refreshing them (it was killed): how fast a dead node's members leave presence. Each \
+         node rewrites its entries every third of it. At least 1s; the same on every node.",
+};
+const BACKPLANE_PREFIX: Spec = Spec {
+    flag: "backplane-prefix",
+    env: "WSHUB_BACKPLANE_PREFIX",
+    key: "backplane_prefix",
+    default: Some("wshub"),
+    value_name: "PREFIX",
+    secret: false,
+    help: "What this cluster's Redis keys and channels (PREFIX:) or NATS subjects (PREFIX.) \
+         and streams (PREFIX_history, PREFIX_presence) start with; clusters sharing one Redis \
+         or NATS server need different ones. Letters, digits, - and _.",
+};
 const TLS_CERT: Spec = Spec {
     flag: "tls-cert",
     env: "WSHUB_TLS_CERT",
@@ -594,6 +633,8 @@ pub const SPECS: &[Spec] = &[
     LOG_FORMAT,
     REDIS,
     NATS,
+    PRESENCE_TTL,
+    BACKPLANE_PREFIX,
     TLS_CERT,
     TLS_KEY,
     COMPRESSION,
@@ -610,6 +651,9 @@ const RESERVED_PATHS: &[&str] = &["/healthz", "/stats", "/metrics", "/websocket"
 /// Durations beyond this are refused: nobody means them, and adding them to an `Instant`
 /// could overflow.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The shortest presence ttl: nodes rewrite their entries every third of it.
+const MIN_PRESENCE_TTL: Duration = Duration::from_secs(1);
 
 const ABOUT: &str = "wshub: a real-time WebSocket hub with rooms, presence, history and an \
                      HTTP publish API.";
@@ -728,6 +772,8 @@ impl Settings {
             log_format: sources.get(&LOG_FORMAT, parse_log_format)?,
             redis: sources.get_opt(&REDIS, |s| parse_url(s, &["redis", "rediss"]))?,
             nats: sources.get_opt(&NATS, |s| parse_url(s, &["nats", "tls"]))?,
+            presence_ttl: sources.get(&PRESENCE_TTL, parse_presence_ttl)?,
+            backplane_prefix: sources.get(&BACKPLANE_PREFIX, parse_backplane_prefix)?,
             tls_cert: sources.get_opt(&TLS_CERT, parse_file)?,
             tls_key: sources.get_opt(&TLS_KEY, parse_file)?,
             compression: compression.map(|()| {
@@ -1080,6 +1126,34 @@ fn parse_url(s: &str, schemes: &[&str]) -> Result<String, String> {
             schemes.first().copied().unwrap_or_default(),
             schemes.join(", ")
         )),
+    }
+}
+
+/// A presence ttl: a duration of at least 1 s, since every node rewrites its entries every
+/// third of it.
+fn parse_presence_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(s)?;
+    if ttl < MIN_PRESENCE_TTL {
+        return Err(
+            "must be at least 1s (every node rewrites its presence entries every third of it)"
+                .to_owned(),
+        );
+    }
+    Ok(ttl)
+}
+
+/// A backplane prefix: what both Redis and NATS accept as the start of every name (a NATS
+/// subject token and stream name allow no `.`, `*`, `>` or space).
+fn parse_backplane_prefix(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let valid = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err("expected 1 to 64 letters, digits, - or _, e.g. wshub or chat-prod".to_owned())
     }
 }
 

@@ -72,6 +72,9 @@ pub struct ServerOptions {
     pub max_rooms_per_connection: usize,
     /// The backplane: memory (one node) by default.
     pub backplane: BackplaneOptions,
+    /// On a shared backplane, how long this node's presence entries outlive it when it
+    /// stops refreshing them (see `--presence-ttl`). Default 30 s.
+    pub presence_ttl: std::time::Duration,
     /// TLS: with it the server serves `wss://` and `https://`. Default none.
     pub tls: Option<wshub::TlsConfig>,
 }
@@ -87,6 +90,7 @@ impl Default for ServerOptions {
             rate_limit: Some(RateLimitConfig::default()),
             max_rooms_per_connection: 100,
             backplane: BackplaneOptions::Memory,
+            presence_ttl: std::time::Duration::from_secs(30),
             tls: None,
         }
     }
@@ -95,13 +99,14 @@ impl Default for ServerOptions {
 impl From<&crate::settings::Settings> for ServerOptions {
     fn from(settings: &crate::settings::Settings) -> Self {
         let backplane = match (&settings.redis, &settings.nats) {
+            // `wshub` by default: `wshub:` and `wshub`, as before the setting existed.
             (Some(url), _) => BackplaneOptions::Redis {
                 url: url.clone(),
-                prefix: "wshub:".to_owned(),
+                prefix: format!("{}:", settings.backplane_prefix),
             },
             (None, Some(url)) => BackplaneOptions::Nats {
                 url: url.clone(),
-                prefix: "wshub".to_owned(),
+                prefix: settings.backplane_prefix.clone(),
             },
             (None, None) => BackplaneOptions::Memory,
         };
@@ -114,6 +119,7 @@ impl From<&crate::settings::Settings> for ServerOptions {
             rate_limit: settings.rate_limit_config(),
             max_rooms_per_connection: settings.max_rooms_per_connection,
             backplane,
+            presence_ttl: settings.presence_ttl,
             // Reading the certificate can fail; `main` loads it and reports which file.
             tls: None,
         }
@@ -246,10 +252,8 @@ impl ServerState {
             self.counters.record_out(OutKind::Direct, 1);
             return Ok(());
         }
-        match self.backplane().send(to, frame).await? {
-            Routed::Delivered => Ok(()),
-            Routed::NoSuchNode => Err(Failure::NotFound(to.to_string())),
-        }
+        let routed = self.backplane().send(to, frame).await?;
+        answered(routed, to)
     }
 
     /// Delivers to every connection of this node, then hands it to the other nodes.
@@ -275,10 +279,8 @@ impl ServerState {
             conn.close(CloseCode::NORMAL, "disconnected by server");
             return Ok(());
         }
-        match self.backplane().disconnect(client).await? {
-            Routed::Delivered => Ok(()),
-            Routed::NoSuchNode => Err(Failure::NotFound(client.to_string())),
-        }
+        let routed = self.backplane().disconnect(client).await?;
+        answered(routed, client)
     }
 
     /// The members of a room on every node: this node's from the hub, the others' from the
@@ -374,6 +376,30 @@ impl ServerState {
     /// Whether the backplane is working, and if not why.
     pub fn backplane_health(&self) -> wshub_backplane::Health {
         self.backplane().health()
+    }
+}
+
+/// The outcome of a send or disconnect that went to another node, as the same operation on
+/// that node would have ended: `not_found` when it has no such connection, `Refused` when
+/// the connection is closing or overflowing. A node that is gone has no connection either.
+/// A node that did not answer in time (hung or overloaded) is taken as having none too, so
+/// the caller hears `not_found` after the backplane's answer timeout rather than waiting
+/// on: the payload may still reach the connection if that node was only slow.
+fn answered(routed: Routed, client: ConnectionId) -> Result<(), Failure> {
+    match routed {
+        Routed::Delivered => Ok(()),
+        Routed::NoSuchConnection | Routed::NoSuchNode => Err(Failure::NotFound(client.to_string())),
+        Routed::Refused => Err(Failure::Refused(format!(
+            "connection {client} is closing or does not read fast enough"
+        ))),
+        Routed::Unanswered => {
+            tracing::warn!(
+                %client,
+                node = %wshub_backplane::node_hex(client.node()),
+                "the node holding the connection did not answer in time; answering not_found"
+            );
+            Err(Failure::NotFound(client.to_string()))
+        }
     }
 }
 

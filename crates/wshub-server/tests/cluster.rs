@@ -16,13 +16,15 @@ use serde_json::{Value, json};
 use support::*;
 use wshub_server::{
     app::RunningServer,
+    settings::Settings,
     state::{BackplaneOptions, ServerOptions},
 };
 
 const KEY: &str = "cluster-key";
 
 /// Makes sure Redis listens on 127.0.0.1:6379, starting it as CI machines do when it does
-/// not. False, said loudly, only when redis-server is not installed.
+/// not. False, said loudly, only when redis-server is not installed (a failure instead
+/// with `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
 fn redis_available() -> bool {
     if StdTcpStream::connect("127.0.0.1:6379").is_ok() {
         return true;
@@ -42,8 +44,8 @@ fn redis_available() -> bool {
         ])
         .status();
     if started.is_err() {
-        eprintln!(
-            "\n*** SKIPPED: no Redis on 127.0.0.1:6379 and no redis-server to start (apt-get install redis-server) ***\n"
+        skipped(
+            "\n*** SKIPPED: no Redis on 127.0.0.1:6379 and no redis-server to start (apt-get install redis-server) ***\n",
         );
         return false;
     }
@@ -58,7 +60,8 @@ fn redis_available() -> bool {
 }
 
 /// Makes sure NATS with JetStream listens on 127.0.0.1:4222, starting it as CI machines do
-/// when it does not. False, said loudly, only when nats-server is not installed.
+/// when it does not. False, said loudly, only when nats-server is not installed (a failure
+/// instead with `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
 fn nats_available() -> bool {
     if StdTcpStream::connect("127.0.0.1:4222").is_ok() {
         return true;
@@ -74,8 +77,8 @@ fn nats_available() -> bool {
         .arg(&store)
         .status();
     if !matches!(started, Ok(status) if status.success()) {
-        eprintln!(
-            "\n*** SKIPPED: no NATS on 127.0.0.1:4222 and no nats-server to start (apt-get install nats-server) ***\n"
+        skipped(
+            "\n*** SKIPPED: no NATS on 127.0.0.1:4222 and no nats-server to start (apt-get install nats-server) ***\n",
         );
         return false;
     }
@@ -509,4 +512,245 @@ async fn joins_and_leaves_are_seen_on_every_node() {
         "{reply}"
     );
     cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_to_a_closed_connection_on_another_node_is_not_found() {
+    closed_connection_on_another_node(Shared::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_to_a_closed_connection_on_another_node_on_nats_is_not_found() {
+    closed_connection_on_another_node(Shared::Nats).await;
+}
+
+/// A connection that has closed on a live node: `send` and `disconnect` from another node
+/// answer exactly what the node itself answers, over WebSocket and the HTTP API.
+async fn closed_connection_on_another_node(shared: Shared) {
+    if !shared.available() {
+        return;
+    }
+    let cluster = Cluster::start_on(shared, "gone").await;
+    let (holder, others) = (cluster.addr(1), [cluster.addr(0), cluster.addr(2)]);
+    let (mut gone, gone_id) = connect(holder).await;
+    let (mut alive, alive_id) = connect(holder).await;
+    within("close", futures_util::SinkExt::close(&mut gone))
+        .await
+        .expect("close");
+    drop(gone);
+    // Until the holding node has let it go (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = http(holder, "GET", "/stats", &[], None).await;
+        let stats: Value = serde_json::from_str(&stats).expect("stats");
+        if stats["clients"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1 still has it: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // What the holding node answers itself, for reference.
+    let (mut local, _) = connect(holder).await;
+    let send = json!({"type": "send", "to": gone_id, "data": "x", "id": 1});
+    let local_reply = request(&mut local, send.clone()).await;
+    assert_eq!(
+        local_reply,
+        json!({"type": "error", "id": 1, "code": "not_found", "message": format!("no connection {gone_id}")})
+    );
+    let (local_status, local_body) =
+        api(holder, KEY, "/api/send", json!({"to": gone_id, "data": 1})).await;
+    assert_eq!(local_status, 404, "{local_body}");
+    let (local_disconnect_status, local_disconnect_body) =
+        api(holder, KEY, "/api/disconnect", json!({"client": gone_id})).await;
+    assert_eq!(local_disconnect_status, 404, "{local_disconnect_body}");
+
+    // The same from the other nodes: over WebSocket, and through the API.
+    for addr in others {
+        let (mut remote, _) = connect(addr).await;
+        assert_eq!(request(&mut remote, send.clone()).await, local_reply);
+        assert_eq!(
+            api(addr, KEY, "/api/send", json!({"to": gone_id, "data": 1})).await,
+            (local_status, local_body.clone())
+        );
+        assert_eq!(
+            api(addr, KEY, "/api/disconnect", json!({"client": gone_id})).await,
+            (local_disconnect_status, local_disconnect_body.clone())
+        );
+        // A live connection of the same node still gets what is sent to it.
+        let reply = request(
+            &mut remote,
+            json!({"type": "send", "to": alive_id, "data": "still here", "id": 2}),
+        )
+        .await;
+        assert_eq!(reply, json!({"type": "ok", "id": 2}));
+        assert_eq!(next(&mut alive).await["data"], "still here");
+    }
+
+    // How long the answer takes across nodes (printed for BENCHMARKS-style notes): sends
+    // to the live connection and to the closed one, one at a time.
+    let (mut remote, _) = connect(others[0]).await;
+    for (what, to) in [("live", &alive_id), ("closed", &gone_id)] {
+        let rounds = 50;
+        let started = Instant::now();
+        for i in 0..rounds {
+            let reply = request(
+                &mut remote,
+                json!({"type": "send", "to": to, "data": i, "id": i}),
+            )
+            .await;
+            assert_eq!(reply["id"], i, "{reply}");
+        }
+        eprintln!(
+            "{}: cross-node send to a {what} connection answered in {:?} on average",
+            shared.kind(),
+            started.elapsed() / rounds
+        );
+    }
+    for _ in 0..50 {
+        next(&mut alive).await;
+    }
+    nothing_pending(&mut alive).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_with_different_prefixes_on_one_redis_do_not_see_each_other() {
+    separate_prefixes(Shared::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_with_different_prefixes_on_one_nats_do_not_see_each_other() {
+    separate_prefixes(Shared::Nats).await;
+}
+
+/// Two clusters of two nodes on the same Redis or NATS server, configured as an operator
+/// would (`--backplane-prefix` through `WSHUB_BACKPLANE_PREFIX`): same room name, and
+/// nothing crosses from one to the other.
+async fn separate_prefixes(shared: Shared) {
+    if !shared.available() {
+        return;
+    }
+    let random = RandomState::new().hash_one(std::process::id()) & 0xffff_ffff_ffff;
+    let prefixes = [
+        format!("wshubtest{random:012x}-blue"),
+        format!("wshubtest{random:012x}-green"),
+    ];
+    let (flag, url) = match shared {
+        Shared::Redis => ("--redis", "redis://127.0.0.1:6379"),
+        Shared::Nats => ("--nats", "nats://127.0.0.1:4222"),
+    };
+    let mut clusters: Vec<Vec<RunningServer>> = Vec::new();
+    for prefix in &prefixes {
+        let args = ["wshub", flag, url, "--api-key", KEY, "--rate-limit", "off"];
+        let settings = Settings::load_from(args, |name| {
+            (name == "WSHUB_BACKPLANE_PREFIX").then(|| prefix.clone())
+        })
+        .expect("settings");
+        let options = ServerOptions::from(&settings);
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            nodes.push(start(options.clone()).await);
+        }
+        clusters.push(nodes);
+    }
+    let addr = |cluster: usize, node: usize| clusters[cluster][node].local_addr();
+
+    // In each cluster, a subscriber of `chat` on each node.
+    let mut subscribers = Vec::new();
+    for cluster in 0..2 {
+        let mut pair = Vec::new();
+        for node in 0..2 {
+            let (mut ws, id) = connect(addr(cluster, node)).await;
+            let ok = subscribe(&mut ws, "chat").await;
+            assert_eq!(ok["offset"], 0, "cluster {cluster}: {ok}");
+            pair.push((ws, id));
+        }
+        // The first hears the second join: its own cluster's join, and only that.
+        let join = next(&mut pair[0].0).await;
+        assert_eq!(join["type"], "join", "{join}");
+        assert_eq!(join["client"], pair[1].1.as_str());
+        subscribers.push(pair);
+    }
+
+    // Each cluster numbers its own `chat` and delivers only to its own subscribers.
+    for (cluster, data) in [(0, "blue"), (1, "green")] {
+        let (status, body) = api(
+            addr(cluster, 1),
+            KEY,
+            "/api/publish",
+            json!({"room": "chat", "data": data}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["offset"], 1, "{body}");
+        for (ws, _) in &mut subscribers[cluster] {
+            let got = messages(ws, 1).await;
+            assert_eq!(got[0]["data"], data);
+            assert_eq!(got[0]["offset"], 1);
+        }
+    }
+
+    // A broadcast reaches the other node of its cluster, not the other cluster.
+    let (status, _) = api(addr(0, 0), KEY, "/api/broadcast", json!({"data": "b"})).await;
+    assert_eq!(status, 200);
+    for (ws, _) in &mut subscribers[0] {
+        assert_eq!(next(ws).await["type"], "broadcast");
+    }
+
+    // Presence lists each cluster's own members.
+    for (cluster, pair) in subscribers.iter().enumerate() {
+        let (mut ws, _) = connect(addr(cluster, 1)).await;
+        let reply = request(
+            &mut ws,
+            json!({"type": "presence", "room": "chat", "id": 1}),
+        )
+        .await;
+        let mut listed: Vec<&str> = reply["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .filter_map(|c| c["client"].as_str())
+            .collect();
+        listed.sort_unstable();
+        let mut own: Vec<&str> = pair.iter().map(|(_, id)| id.as_str()).collect();
+        own.sort_unstable();
+        assert_eq!(listed, own, "cluster {cluster}");
+    }
+
+    // A connection of the other cluster cannot be reached: no node of this prefix has it.
+    let green = subscribers[1][0].1.clone();
+    let (status, body) = api(
+        addr(0, 0),
+        KEY,
+        "/api/send",
+        json!({"to": green, "data": "psst"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = api(addr(0, 1), KEY, "/api/disconnect", json!({"client": green})).await;
+    assert_eq!(status, 404);
+
+    // Nothing else arrived anywhere.
+    for pair in &mut subscribers {
+        for (ws, _) in pair {
+            nothing_pending(ws).await;
+        }
+    }
+    for nodes in clusters {
+        for node in nodes {
+            stop(node).await;
+        }
+    }
+    for prefix in &prefixes {
+        match shared {
+            Shared::Redis => {
+                let script = format!(
+                    "redis-cli --scan --pattern '{prefix}:*' | xargs -r redis-cli del > /dev/null"
+                );
+                let _ = Command::new("sh").args(["-c", &script]).status();
+            }
+            Shared::Nats => delete_nats_streams(prefix).await,
+        }
+    }
 }

@@ -8,10 +8,12 @@
 //! - The same with NATS (its own `nats-server -js` on a free port), restarted with its
 //!   JetStream store: nothing is lost, so every accepted publication reaches every
 //!   subscriber exactly once and nobody is told anything.
-//! - A `wshub` process killed with SIGKILL (on Redis, and on NATS): its clients reconnect to
-//!   another node and recover everything they missed; its presence entries vanish within
-//!   the presence ttl (30 s).
+//! - A `wshub` process killed with SIGKILL (on Redis, and on NATS): a send or disconnect to
+//!   its connections is `not_found` (404); its clients reconnect to another node and recover
+//!   everything they missed; its presence entries vanish within the presence ttl (30 s).
 //! - After a restart, presence is whole again on every node.
+//! - With a short `--presence-ttl` (1 s), a SIGKILLed node's presence entries vanish within
+//!   it, while a live node's stay.
 
 mod support;
 
@@ -40,7 +42,8 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
-    /// None, said loudly, when redis-server is not installed.
+    /// None, said loudly, when redis-server is not installed (a failure instead with
+    /// `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
     fn start() -> Option<OwnRedis> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -48,9 +51,7 @@ impl OwnRedis {
             .port();
         let mut redis = OwnRedis { port, child: None };
         if !redis.restart() {
-            eprintln!(
-                "\n*** SKIPPED: no redis-server to start (apt-get install redis-server) ***\n"
-            );
+            skipped("\n*** SKIPPED: no redis-server to start (apt-get install redis-server) ***\n");
             return None;
         }
         Some(redis)
@@ -105,7 +106,8 @@ struct OwnNats {
 }
 
 impl OwnNats {
-    /// None, said loudly, when nats-server is not installed.
+    /// None, said loudly, when nats-server is not installed (a failure instead with
+    /// `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
     fn start() -> Option<OwnNats> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -118,7 +120,7 @@ impl OwnNats {
             child: None,
         };
         if !nats.restart() {
-            eprintln!("\n*** SKIPPED: no nats-server to start (apt-get install nats-server) ***\n");
+            skipped("\n*** SKIPPED: no nats-server to start (apt-get install nats-server) ***\n");
             return None;
         }
         Some(nats)
@@ -494,9 +496,15 @@ struct Node {
 impl Node {
     /// A node on the backplane `flag` (`--redis` or `--nats`) at `url`.
     fn spawn(flag: &str, url: &str) -> Node {
+        Node::spawn_with(flag, url, &[])
+    }
+
+    /// The same, with more environment variables.
+    fn spawn_with(flag: &str, url: &str, env: &[(&str, &str)]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
             .args(["--listen", "127.0.0.1:0", flag, url, "--api-key", KEY])
             .args(["--rate-limit", "off", "--log-level", "warn"])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -605,6 +613,32 @@ async fn node_killed_with_sigkill(flag: &str, url: &str) {
     let _ = first.child.wait();
     let killed_at = Instant::now();
 
+    // A send or disconnect to a connection of the dead node is not found, as for any
+    // connection that is gone: at once when the backplane has dropped the dead node's
+    // subscription, after the answer timeout (2 s) when it still routes there.
+    let asked_at = Instant::now();
+    let (status, body) = api(
+        survivors[1],
+        KEY,
+        "/api/send",
+        json!({"to": clients[0].1, "data": "anyone?"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "not_found", "{body}");
+    let (status, body) = api(
+        survivors[0],
+        KEY,
+        "/api/disconnect",
+        json!({"client": clients[1].1}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    eprintln!(
+        "{flag}: send and disconnect to the dead node's connections answered 404 in {:?}",
+        asked_at.elapsed()
+    );
+
     // Ten more while its clients are gone.
     for i in 10..20 {
         let (status, _) = api(
@@ -683,5 +717,96 @@ async fn close_or_error(ws: &mut Client) -> bool {
             Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return true,
             Some(Ok(_)) => {}
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_presence_ttl_removes_a_killed_nodes_presence_within_it() {
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    short_presence_ttl("--redis", &redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_presence_ttl_on_nats_removes_a_killed_nodes_presence_within_it() {
+    let Some(nats) = OwnNats::start() else {
+        return;
+    };
+    short_presence_ttl("--nats", &nats.url()).await;
+}
+
+/// The members a presence request on `ws` lists, sorted.
+async fn presence_of(ws: &mut Client, room: &str) -> Vec<String> {
+    let reply = request(ws, json!({"type": "presence", "room": room, "id": "p"})).await;
+    let mut listed: Vec<String> = reply["clients"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no clients in {reply}"))
+        .iter()
+        .filter_map(|c| c["client"].as_str().map(str::to_owned))
+        .collect();
+    listed.sort();
+    listed
+}
+
+/// Three `wshub` processes with `WSHUB_PRESENCE_TTL=1s`: two members on the doomed node, one
+/// on a survivor, a watcher on the third. After SIGKILL the doomed node's entries are gone
+/// within the ttl; the survivor's, rewritten every third of it, never leave.
+async fn short_presence_ttl(flag: &str, url: &str) {
+    let ttl = Duration::from_secs(1);
+    let env = [("WSHUB_PRESENCE_TTL", "1s")];
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::spawn_with(flag, url, &env)).collect();
+    let (doomed, survivor, watching) = (nodes[0].addr, nodes[1].addr, nodes[2].addr);
+    let mut members = Vec::new();
+    for addr in [doomed, doomed, survivor] {
+        let (mut ws, id) = connect(addr).await;
+        send(
+            &mut ws,
+            json!({"type": "subscribe", "room": "p", "id": "s"}),
+        )
+        .await;
+        loop {
+            let frame = next(&mut ws).await;
+            if frame["id"] == "s" {
+                assert_eq!(frame["type"], "ok", "{frame}");
+                break;
+            }
+        }
+        members.push((ws, id));
+    }
+    let mut all: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
+    all.sort();
+    let survivor_id = vec![members[2].1.clone()];
+    let (mut watcher, _) = connect(watching).await;
+    assert_eq!(presence_of(&mut watcher, "p").await, all);
+
+    let mut first = nodes.remove(0);
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let killed_at = Instant::now();
+    // Every entry was rewritten at most a third of the ttl before the kill, so it expires at
+    // most a ttl after it; the slack covers this polling and NATS's expiry timer.
+    let slack = Duration::from_millis(500);
+    loop {
+        let listed = presence_of(&mut watcher, "p").await;
+        if listed == survivor_id {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < ttl + slack,
+            "{:?} after SIGKILL with a {ttl:?} ttl, presence still lists {listed:?}",
+            killed_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "{flag}: with a {ttl:?} presence ttl, the killed node's presence vanished {:?} after SIGKILL",
+        killed_at.elapsed()
+    );
+    // The survivor's entry stays over three ttls (bounded: 3 s of checks).
+    let until = Instant::now() + 3 * ttl;
+    while Instant::now() < until {
+        assert_eq!(presence_of(&mut watcher, "p").await, survivor_id);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

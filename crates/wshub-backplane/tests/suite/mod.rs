@@ -7,7 +7,9 @@ use std::{collections::HashSet, future::Future, pin::Pin, sync::Arc, time::Durat
 
 use bytes::Bytes;
 use wshub::ConnectionId;
-use wshub_backplane::{Backplane, Event, Events, HistoryQuery, PresenceMember, Publication};
+use wshub_backplane::{
+    Answer, Backplane, Event, Events, HistoryQuery, PresenceMember, Publication, Reply, Routed,
+};
 use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
 
 /// The bound on any single step.
@@ -15,6 +17,26 @@ pub const STEP: Duration = Duration::from_secs(10);
 
 /// Makes a backplane for a node id; every backplane of one factory shares one store.
 pub type Factory = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = Arc<dyn Backplane>>>>>;
+
+/// The variable that turns a backplane test skipped for want of its server into a failure.
+/// CI sets it (`.ci/run`), so a backplane test never passes there by running nothing.
+pub const REQUIRE_BACKPLANES: &str = "WSHUB_REQUIRE_BACKPLANES";
+
+/// Whether [`REQUIRE_BACKPLANES`] is set (to anything but empty or `0`).
+pub fn backplanes_required() -> bool {
+    std::env::var_os(REQUIRE_BACKPLANES).is_some_and(|value| !value.is_empty() && value != "0")
+}
+
+/// A test that cannot run because its backplane server is missing: said loudly on stderr
+/// (a developer without Redis or NATS installed), or a failure with the same message when
+/// [`REQUIRE_BACKPLANES`] is set.
+pub fn skipped(message: &str) {
+    assert!(
+        !backplanes_required(),
+        "{message} ({REQUIRE_BACKPLANES} is set)"
+    );
+    eprintln!("{message}");
+}
 
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(STEP, fut).await {
@@ -270,6 +292,65 @@ pub async fn next_event(events: &mut Events) -> Event {
     within("event", events.recv()).await.expect("events end")
 }
 
+/// A send or a disconnect one node asks of another.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask {
+    Send(ConnectionId, &'static str),
+    Disconnect(ConnectionId),
+}
+
+/// What the holding node does with the event the request brings it.
+#[derive(Debug, Clone, Copy)]
+pub enum Reaction {
+    /// Answers this.
+    Answer(Answer),
+    /// Drops the event (its reply) without answering.
+    Drop,
+    /// Keeps the event without ever answering (a hung node).
+    Hold,
+}
+
+/// `asker` asks `ask` of the node whose events are `holder`, which reacts to the event as
+/// told; returns the event and what the asker got.
+pub async fn ask(
+    asker: &Arc<dyn Backplane>,
+    ask: Ask,
+    holder: &mut Events,
+    reaction: Reaction,
+) -> (Event, Routed) {
+    let asker = Arc::clone(asker);
+    let asking = tokio::spawn(async move {
+        match ask {
+            Ask::Send(to, payload) => asker.send(to, Bytes::from_static(payload.as_bytes())).await,
+            Ask::Disconnect(client) => asker.disconnect(client).await,
+        }
+    });
+    let event = next_event(holder).await;
+    let reply = match &event {
+        Event::Send { reply, .. } | Event::Disconnect { reply, .. } => reply.clone(),
+        other => panic!("expected a send or disconnect, got {other:?}"),
+    };
+    assert!(reply.is_awaited(), "the asker waits for an answer");
+    let kept = match reaction {
+        Reaction::Answer(answer) => {
+            reply.answer(answer);
+            Some(event)
+        }
+        Reaction::Drop => {
+            drop(reply);
+            drop(event);
+            None
+        }
+        Reaction::Hold => {
+            drop(reply);
+            Some(event)
+        }
+    };
+    let routed = within("the asker's answer", asking).await.unwrap().unwrap();
+    let event = kept.unwrap_or(Event::Resumed);
+    (event, routed)
+}
+
 /// Several nodes on one store: delivery, routing, presence across nodes.
 pub async fn multi_node(factory: Factory) {
     let one = factory(0xa1).await;
@@ -321,32 +402,121 @@ pub async fn multi_node(factory: Factory) {
         }
     );
 
-    // Sends and disconnects go to the node named by the id's prefix.
+    // Sends and disconnects go to the node named by the id's prefix, and what that node
+    // answers comes back.
     let on_two = client(0xb2, 7);
-    let routed = within("send", one.send(on_two, Bytes::from_static(b"psst")))
-        .await
-        .unwrap();
-    assert_eq!(routed, wshub_backplane::Routed::Delivered);
+    let delivered = Reaction::Answer(Answer::Delivered);
+    let (event, routed) = ask(&one, Ask::Send(on_two, "psst"), &mut two_events, delivered).await;
     assert_eq!(
-        next_event(&mut two_events).await,
+        event,
         Event::Send {
             to: on_two,
-            payload: Bytes::from_static(b"psst")
+            payload: Bytes::from_static(b"psst"),
+            reply: Reply::none(),
         }
     );
-    let routed = within("disconnect", one.disconnect(on_two)).await.unwrap();
-    assert_eq!(routed, wshub_backplane::Routed::Delivered);
+    assert_eq!(routed, Routed::Delivered);
+    let (event, routed) = ask(&one, Ask::Disconnect(on_two), &mut two_events, delivered).await;
     assert_eq!(
-        next_event(&mut two_events).await,
-        Event::Disconnect { client: on_two }
+        event,
+        Event::Disconnect {
+            client: on_two,
+            reply: Reply::none(),
+        }
     );
+    assert_eq!(routed, Routed::Delivered);
+    for (reaction, expected) in [
+        // A connection that has closed on a live node.
+        (
+            Reaction::Answer(Answer::NoSuchConnection),
+            Routed::NoSuchConnection,
+        ),
+        (Reaction::Answer(Answer::Refused), Routed::Refused),
+        // A node that drops the event did not hand it to anyone.
+        (Reaction::Drop, Routed::NoSuchConnection),
+    ] {
+        let (_, routed) = ask(&one, Ask::Send(on_two, "gone?"), &mut two_events, reaction).await;
+        assert_eq!(routed, expected, "{reaction:?}");
+    }
+    let (_, routed) = ask(
+        &one,
+        Ask::Disconnect(on_two),
+        &mut two_events,
+        Reaction::Answer(Answer::NoSuchConnection),
+    )
+    .await;
+    assert_eq!(routed, Routed::NoSuchConnection);
+    // A node that never answers (hung): unanswered after the answer timeout, within STEP.
+    let (_, routed) = ask(
+        &one,
+        Ask::Send(on_two, "hung"),
+        &mut two_events,
+        Reaction::Hold,
+    )
+    .await;
+    assert_eq!(routed, Routed::Unanswered);
+    // Answers find their way back when several requests are in flight, in any order.
+    let asks: Vec<_> = (0..3u64)
+        .map(|seq| {
+            let one = Arc::clone(&one);
+            tokio::spawn(async move { one.send(client(0xb2, seq), Bytes::new()).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        match next_event(&mut two_events).await {
+            Event::Send { to, reply, .. } => replies.push((to, reply)),
+            other => panic!("expected a send, got {other:?}"),
+        }
+    }
+    replies.sort_by_key(|(to, _)| std::cmp::Reverse(to.to_string()));
+    for (to, reply) in replies {
+        let answer = if to == client(0xb2, 1) {
+            Answer::NoSuchConnection
+        } else {
+            Answer::Delivered
+        };
+        reply.answer(answer);
+    }
+    let mut answers = Vec::new();
+    for asking in asks {
+        answers.push(within("ask", asking).await.unwrap().unwrap());
+    }
+    assert_eq!(
+        answers,
+        [
+            Routed::Delivered,
+            Routed::NoSuchConnection,
+            Routed::Delivered
+        ]
+    );
+    // An id of no node.
     let nowhere = client(0xdead, 1);
     assert_eq!(
         within("send", one.send(nowhere, Bytes::from_static(b"?")))
             .await
             .unwrap(),
-        wshub_backplane::Routed::NoSuchNode
+        Routed::NoSuchNode
     );
+    // A node that is gone (its backplane dropped, as a killed process's connection closes):
+    // no such node, once the backplane server has noticed (bounded).
+    let three = factory(0xc3).await;
+    drop(three);
+    let on_three = client(0xc3, 1);
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let routed = within("send", one.send(on_three, Bytes::from_static(b"?")))
+            .await
+            .unwrap();
+        if routed == Routed::NoSuchNode {
+            break;
+        }
+        assert_eq!(routed, Routed::Unanswered, "a gone node answers nothing");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node three still listed"
+        );
+    }
 
     // After unsubscribing, node two no longer gets the room; node one got nothing at all.
     within("unsubscribe", two.unsubscribe(&r)).await.unwrap();

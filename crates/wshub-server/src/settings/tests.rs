@@ -76,6 +76,8 @@ fn defaults_without_any_source() {
     assert_eq!(settings.config_file, None);
     assert_eq!(settings.log_level, "info");
     assert_eq!(settings.log_format, LogFormat::Text);
+    assert_eq!(settings.presence_ttl, Duration::from_secs(30));
+    assert_eq!(settings.backplane_prefix, "wshub");
 }
 
 #[test]
@@ -102,6 +104,8 @@ log_level = "debug"
 log_format = "json"
 redis = "redis://127.0.0.1:6379"
 nats = "nats://127.0.0.1:4222"
+presence_ttl = "5s"
+backplane_prefix = "chat-prod"
 tls_cert = "/etc/wshub/cert.pem"
 tls_key = "/etc/wshub/key.pem"
 compression = true
@@ -138,6 +142,8 @@ compression_client_no_context_takeover = true
         log_format: LogFormat::Json,
         redis: Some("redis://127.0.0.1:6379".to_owned()),
         nats: Some("nats://127.0.0.1:4222".to_owned()),
+        presence_ttl: Duration::from_secs(5),
+        backplane_prefix: "chat-prod".to_owned(),
         tls_cert: Some("/etc/wshub/cert.pem".into()),
         tls_key: Some("/etc/wshub/key.pem".into()),
         compression: Some(
@@ -171,6 +177,8 @@ compression_client_no_context_takeover = true
         (&LOG_FORMAT, "json"),
         (&REDIS, "redis://127.0.0.1:6379"),
         (&NATS, "nats://127.0.0.1:4222"),
+        (&PRESENCE_TTL, "5s"),
+        (&BACKPLANE_PREFIX, "chat-prod"),
         (&TLS_CERT, "/etc/wshub/cert.pem"),
         (&TLS_KEY, "/etc/wshub/key.pem"),
         (&COMPRESSION, "true"),
@@ -678,4 +686,92 @@ fn backplane_urls_are_checked_and_passwords_never_shown() {
         "redis://u:<redacted>@h:1/0"
     );
     assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+}
+
+#[test]
+fn presence_ttl_and_backplane_prefix_reach_the_backplane_unchanged_by_default() {
+    use crate::state::{BackplaneOptions, ServerOptions};
+    // The defaults are what the backplanes used before the settings existed.
+    let redis = ServerOptions::from(&load(&["--redis", "redis://127.0.0.1:6379"], &[]).unwrap());
+    assert_eq!(
+        redis.backplane,
+        BackplaneOptions::Redis {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            prefix: "wshub:".to_owned(),
+        }
+    );
+    assert_eq!(redis.presence_ttl, Duration::from_secs(30));
+    let nats = ServerOptions::from(&load(&["--nats", "nats://127.0.0.1:4222"], &[]).unwrap());
+    assert_eq!(
+        nats.backplane,
+        BackplaneOptions::Nats {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            prefix: "wshub".to_owned(),
+        }
+    );
+
+    let env = [
+        ("WSHUB_PRESENCE_TTL", "1500ms"),
+        ("WSHUB_BACKPLANE_PREFIX", " blue_2 "),
+    ];
+    let redis = ServerOptions::from(&load(&["--redis", "redis://h:1"], &env).unwrap());
+    assert_eq!(
+        redis.backplane,
+        BackplaneOptions::Redis {
+            url: "redis://h:1".to_owned(),
+            prefix: "blue_2:".to_owned(),
+        }
+    );
+    assert_eq!(redis.presence_ttl, Duration::from_millis(1500));
+    let nats = ServerOptions::from(&load(&["--nats", "nats://h:1"], &env).unwrap());
+    assert!(matches!(
+        nats.backplane,
+        BackplaneOptions::Nats { ref prefix, .. } if prefix == "blue_2"
+    ));
+}
+
+#[test]
+fn bad_presence_ttls_and_prefixes_name_the_setting_and_the_source() {
+    let (setting, from, message) = invalid(load(&["--presence-ttl", "500ms"], &[]));
+    assert_eq!(setting, "presence-ttl");
+    assert_eq!(
+        from,
+        SettingSource::Flag {
+            flag: "presence-ttl"
+        }
+    );
+    assert!(message.contains("at least 1s"), "{message}");
+    let (setting, from, message) = invalid(load(&[], &[("WSHUB_PRESENCE_TTL", "30")]));
+    assert_eq!(setting, "presence-ttl");
+    assert_eq!(
+        from,
+        SettingSource::Env {
+            var: "WSHUB_PRESENCE_TTL"
+        }
+    );
+    assert!(message.contains("missing a unit"), "{message}");
+
+    for bad in ["", "has.dots", "a b", "wshub:", "x*", &"p".repeat(65)] {
+        let (setting, from, message) = invalid(load(&[], &[("WSHUB_BACKPLANE_PREFIX", bad)]));
+        assert_eq!(setting, "backplane-prefix", "{bad:?}");
+        assert_eq!(
+            from,
+            SettingSource::Env {
+                var: "WSHUB_BACKPLANE_PREFIX"
+            }
+        );
+        assert!(message.contains("letters, digits"), "{message}");
+    }
+    let file = TempFile::new("prefix", "backplane_prefix = \"a.b\"\n");
+    let (setting, from, message) = invalid(load(&["--config", &file.arg()], &[]));
+    assert_eq!(setting, "backplane-prefix");
+    assert_eq!(
+        from,
+        SettingSource::File {
+            path: file.path().to_owned(),
+            key: "backplane_prefix"
+        }
+    );
+    assert!(message.contains("--backplane-prefix"), "{message}");
+    assert!(message.contains("backplane_prefix"), "{message}");
 }

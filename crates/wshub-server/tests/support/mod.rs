@@ -23,6 +23,26 @@ pub const STEP: Duration = Duration::from_secs(10);
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The variable that turns a backplane test skipped for want of its server into a failure.
+/// CI sets it (`.ci/run`), so a cluster test never passes there by running nothing.
+pub const REQUIRE_BACKPLANES: &str = "WSHUB_REQUIRE_BACKPLANES";
+
+/// Whether [`REQUIRE_BACKPLANES`] is set (to anything but empty or `0`).
+pub fn backplanes_required() -> bool {
+    std::env::var_os(REQUIRE_BACKPLANES).is_some_and(|value| !value.is_empty() && value != "0")
+}
+
+/// A test that cannot run because its backplane server (redis-server, nats-server) is not
+/// installed: said loudly on stderr for a developer without it, or a failure with the same
+/// message when [`REQUIRE_BACKPLANES`] is set.
+pub fn skipped(message: &str) {
+    assert!(
+        !backplanes_required(),
+        "{message} ({REQUIRE_BACKPLANES} is set)"
+    );
+    eprintln!("{message}");
+}
+
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(STEP, fut).await {
         Ok(v) => v,
