@@ -8,7 +8,10 @@
 //!
 //! `scripts/autobahn-client.sh` starts the fuzzing server and runs this.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use wshub_client::{Client, Event, Message};
 
@@ -40,13 +43,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// One connection, until the server ends it: echoes every message when `echo`, and returns
 /// the first text message.
 async fn session(url: &str, echo: bool) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    // Echo from the message callback, which runs on the connection's task before it reads
+    // the next frame: the echo is queued before a frame that fails the connection is seen,
+    // as the suite's "fail fast" cases (3.2, 4.1.3, 5.15, …) require.
+    // (Held in a slot emptied at the end: the client must not keep itself alive.)
+    let echoer: Arc<Mutex<Option<Client>>> = Arc::new(Mutex::new(None));
+    let on_message = {
+        let echoer = Arc::clone(&echoer);
+        move |message: &Message| {
+            if echo && let Some(client) = echoer.lock().unwrap().as_ref() {
+                // A case may end while its echoes are queued; that is the case's business,
+                // not an error of the run.
+                let _ = client.send(message.clone());
+            }
+        }
+    };
     let (client, mut events) = Client::builder(url)
+        .on_message(on_message)
         .reconnect(false)
         .heartbeat(None)
         // Group 9 sends messages of up to 16 MiB, and many of them back to back.
         .max_message_bytes(64 * 1024 * 1024)
         .send_queue_capacity(1 << 20)
         .build()?;
+    *echoer.lock().unwrap() = Some(client.clone());
     client.connect();
     let mut first_text = None;
     let ended = tokio::time::timeout(CASE_LIMIT, async {
@@ -57,11 +77,6 @@ async fn session(url: &str, echo: bool) -> Result<Option<String>, Box<dyn std::e
                         && let Message::Text(text) = &message
                     {
                         first_text = Some(text.clone());
-                    }
-                    if echo {
-                        // A case may end while its echoes are queued; that is the case's
-                        // business, not an error of the run.
-                        let _ = client.send(message);
                     }
                 }
                 Event::Disconnected { .. } | Event::GaveUp { .. } => break,
@@ -74,6 +89,7 @@ async fn session(url: &str, echo: bool) -> Result<Option<String>, Box<dyn std::e
     if ended.is_err() {
         eprintln!("autobahn-client: {url} did not end within {CASE_LIMIT:?}");
     }
+    echoer.lock().unwrap().take();
     client.close().await;
     Ok(first_text)
 }

@@ -273,6 +273,10 @@ impl ClientBuilder {
     }
 
     /// Calls `f` for every event, before it goes to the stream.
+    ///
+    /// Callbacks run on the connection's task, so they must not block; in exchange, what a
+    /// callback sends in answer to a message is written before the next frame is read
+    /// (an answer from the event stream may come after it).
     pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.callbacks.push(Arc::new(f));
         self
@@ -791,9 +795,10 @@ async fn serve(
                 socket.close(settings.close_timeout).await;
                 return Ended { error: None, close_code: None, cancelled: true };
             }
-            // Writes before reads: what the application sent in answer to a message goes
-            // out before the next frame is read, even when that frame fails the connection
-            // (the Autobahn suite's "fail fast" cases check exactly that order).
+            // Writes before reads: what the application sent in answer to a message (from
+            // an `on_message` callback, which runs here before the next frame is read) goes
+            // out before that frame, even when it fails the connection (the Autobahn
+            // suite's "fail fast" cases check exactly that order).
             Some(message) = outgoing.recv() => {
                 if let Err(error) = socket.send(message).await {
                     return ended(error, None);
@@ -817,16 +822,6 @@ async fn serve(
                             socket.close(settings.close_timeout).await;
                             return Ended { error: None, close_code: None, cancelled: true };
                         }
-                        // Give the application, on another worker or this one, a few turns
-                        // to take the message and answer it before the next frame is read
-                        // (bounded: a busy application only delays reading a little).
-                        for _ in 0..4 {
-                            tokio::task::yield_now().await;
-                            if shared.events.capacity() == shared.events.max_capacity() {
-                                break;
-                            }
-                        }
-                        tokio::task::yield_now().await;
                     }
                 }
             }
