@@ -19,7 +19,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::PollSender;
 
 use crate::{
-    CloseCode, Connection, Disconnect, Error, Message,
+    CloseCode, Connection, Disconnect, Error, Message, guard,
     heartbeat::{Beat, Heartbeat},
     hub::{Admission, HubInner},
     outbound::Taken,
@@ -267,10 +267,10 @@ impl Driver {
                     let message = if self.inbox.is_some() {
                         message.clone()
                     } else {
-                        on_message(&self.conn, message);
+                        guard::call("on_message", &self.conn, || on_message(&self.conn, message));
                         return;
                     };
-                    on_message(&self.conn, message);
+                    guard::call("on_message", &self.conn, || on_message(&self.conn, message));
                 }
                 self.deliver(cx, message);
             }
@@ -311,7 +311,7 @@ impl Driver {
     fn report_error(&mut self, error: Error) {
         tracing::debug!(conn_id = %self.conn.id(), %error, "connection error");
         if let Some(on_error) = &self.hub.callbacks.on_error {
-            on_error(&self.conn, &error);
+            guard::call("on_error", &self.conn, || on_error(&self.conn, &error));
         }
         if self.outcome.error.is_none() {
             self.outcome.error = Some(error);
@@ -365,9 +365,19 @@ impl Future for ConnectionTask {
         hub.unregister(&conn.shared);
         tracing::debug!(code = ?disconnect.code, error = ?disconnect.error, "disconnected");
         if let Some(on_disconnect) = &hub.callbacks.on_disconnect {
-            on_disconnect(conn, &disconnect);
+            guard::call("on_disconnect", conn, || on_disconnect(conn, &disconnect));
         }
         this.admission = None;
         Poll::Ready(())
+    }
+}
+
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        // Dropped before its end (a panic in the task, or the runtime shutting down): the
+        // hub must not keep a connection nobody drives.
+        if self.admission.is_some() {
+            self.driver.hub.unregister(&self.driver.conn.shared);
+        }
     }
 }

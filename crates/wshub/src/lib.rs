@@ -25,6 +25,7 @@ mod error;
 mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+mod guard;
 mod heartbeat;
 mod hub;
 mod message;

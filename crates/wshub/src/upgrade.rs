@@ -27,6 +27,7 @@ use crate::{
     connection::{RequestHeaders, Shared},
     deflate::{self, Agreed},
     driver::{ConnectionTask, Driver},
+    guard,
     hub::{Admission, HubInner},
     outbound::SendQueue,
     transport::{Io, Transport},
@@ -391,18 +392,16 @@ impl PendingConnection {
         }
         tracing::debug!("connected");
         if let Some(on_connect) = &inner.callbacks.on_connect {
-            on_connect(&conn);
+            guard::call("on_connect", &conn, || on_connect(&conn));
         }
         if let Some(handler) = &inner.handler {
             let handler_conn = conn.clone();
-            let fut = handler(handler_conn.clone());
-            inner.tasks.spawn(
-                async move {
-                    fut.await;
-                    handler_conn.close(CloseCode::NORMAL, "");
-                }
-                .in_current_span(),
-            );
+            guard::call("the connection's handler", &conn, || {
+                let fut = handler(handler_conn.clone());
+                inner
+                    .tasks
+                    .spawn(guard::Handler::new(fut, handler_conn).in_current_span());
+            });
         }
         let mut transport = Transport::server(io, config.max_message_bytes);
         if let (Some(agreed), Some(compression)) = (self.deflate, &config.compression) {

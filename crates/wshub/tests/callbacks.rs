@@ -184,3 +184,80 @@ async fn server_lifecycle() {
     // Stopping twice is harmless.
     server.stop(std::time::Duration::from_millis(100)).await;
 }
+
+/// A panic in user code closes that connection with 1011 and unregisters it; the hub and
+/// every other connection carry on.
+#[tokio::test]
+async fn a_panicking_callback_or_handler_closes_its_connection_with_1011() {
+    // on_message: "boom" panics, anything else is echoed.
+    let disconnects = Arc::new(Mutex::new(Vec::new()));
+    let seen = disconnects.clone();
+    let hub = Hub::builder()
+        .on_message(|conn, msg| {
+            assert_ne!(msg.as_text(), Some("boom"), "the application's bug");
+            let _ = conn.send(msg);
+        })
+        .on_disconnect(move |_, d| seen.lock().expect("lock").push(d.code.map(|c| c.as_u16())))
+        .build();
+    let server = start_server(hub.clone()).await;
+    let addr = server.local_addr();
+    let mut victim = connect(addr).await;
+    let mut bystander = connect(addr).await;
+    eventually("2 connections", || hub.connection_count() == 2).await;
+    send_text(&mut victim, "boom").await;
+    assert_eq!(close_code(&mut victim).await, Some(1011));
+    drop(victim); // rather than answer the close
+    eventually("unregistered", || hub.connection_count() == 1).await;
+    eventually("on_disconnect", || {
+        disconnects.lock().expect("lock").as_slice() == [Some(1011)]
+    })
+    .await;
+    send_text(&mut bystander, "still fine").await;
+    assert_eq!(next_text(&mut bystander).await, "still fine");
+    stop(server).await;
+
+    // on_connect panics for the second connection only.
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hub = Hub::builder()
+        .on_connect(move |_| {
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert_ne!(n, 1, "the application's bug");
+        })
+        .on_message(|conn, msg| {
+            let _ = conn.send(msg);
+        })
+        .build();
+    let server = start_server(hub.clone()).await;
+    let mut first = connect(server.local_addr()).await;
+    let mut second = connect(server.local_addr()).await;
+    assert_eq!(close_code(&mut second).await, Some(1011));
+    drop(second);
+    eventually("unregistered", || hub.connection_count() == 1).await;
+    send_text(&mut first, "ok").await;
+    assert_eq!(next_text(&mut first).await, "ok");
+    stop(server).await;
+
+    // An async handler that panics on its second message.
+    let hub = Hub::builder()
+        .handler(|conn| async move {
+            let mut n = 0;
+            while let Some(msg) = conn.recv().await {
+                n += 1;
+                assert!(n < 2, "the application's bug");
+                let _ = conn.send(msg);
+            }
+        })
+        .build();
+    let server = start_server(hub.clone()).await;
+    let mut client = connect(server.local_addr()).await;
+    let mut other = connect(server.local_addr()).await;
+    send_text(&mut client, "one").await;
+    assert_eq!(next_text(&mut client).await, "one");
+    send_text(&mut client, "two").await;
+    assert_eq!(close_code(&mut client).await, Some(1011));
+    drop(client);
+    eventually("unregistered", || hub.connection_count() == 1).await;
+    send_text(&mut other, "three").await;
+    assert_eq!(next_text(&mut other).await, "three");
+    stop(server).await;
+}
