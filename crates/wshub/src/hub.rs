@@ -25,7 +25,6 @@ use crate::{
     CloseCode, Connection, ConnectionId, Disconnect, Error, HandshakeRequest, HubConfig, Identity,
     Message, Rejection, Stats,
     connection::Shared,
-    deflate,
     outbound::{CloseRequest, PushOutcome},
     stats::Counters,
 };
@@ -235,28 +234,10 @@ impl HubInner {
         except: Option<ConnectionId>,
     ) -> usize {
         let mut tally = Tally::default();
-        // With permessage-deflate, the message is compressed once, for the first recipient
-        // that negotiated it, and the compressed bytes shared with the rest.
-        let compression = self
-            .config
-            .compression
-            .as_ref()
-            .filter(|c| message.len() >= c.min_message_bytes);
-        let mut deflated: Option<Message> = None;
         for member in recipients {
             if Some(member.info.id) == except {
                 continue;
             }
-            let message = match compression {
-                Some(config) if member.info.compressed => deflated.get_or_insert_with(|| {
-                    let mut shared = message.clone();
-                    // Empty when compression does not pay: nobody tries again.
-                    let bytes = deflate::compress(message.as_bytes(), 15, config.level);
-                    shared.set_deflated(bytes.unwrap_or_default());
-                    shared
-                }),
-                _ => message,
-            };
             tally.record(member.queue.push(message.clone()));
         }
         tally.commit(&self.counters);

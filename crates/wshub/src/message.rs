@@ -1,6 +1,9 @@
 //! The unit of data exchanged with a peer: a text or binary WebSocket message.
 
-use std::time::Instant;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -18,26 +21,32 @@ pub enum MessageKind {
 
 /// A WebSocket data message, text or binary.
 ///
-/// The payload is reference-counted [`Bytes`]: cloning a message, or broadcasting it to any
-/// number of connections, shares one buffer and copies nothing.
+/// A message is one pointer to a shared, reference-counted body: cloning it, or
+/// broadcasting it to any number of connections, copies nothing, and each connection's send
+/// queue holds eight bytes per waiting message.
 ///
 /// A message also remembers when it was made, so that the hub can measure how long it
 /// waited before it was written ([`Stats::write_latency`](crate::Stats::write_latency)).
 #[derive(Clone, Debug)]
 pub struct Message {
+    inner: Arc<Body>,
+}
+
+#[derive(Debug)]
+struct Body {
     kind: MessageKind,
     payload: Bytes,
     created: Instant,
     /// The payload compressed on its own with a 15-bit window (permessage-deflate), made
-    /// once by a broadcast for every recipient that negotiated compression; empty when
-    /// compressing did not make it smaller.
-    deflated: Option<Bytes>,
+    /// by the first connection that sends it compressed and shared with the others; `None`
+    /// inside when compressing did not make it smaller.
+    deflated: OnceLock<Option<Bytes>>,
 }
 
 /// Messages are equal when their kind and payload are.
 impl PartialEq for Message {
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && self.payload == other.payload
+        self.kind() == other.kind() && self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -46,22 +55,12 @@ impl Eq for Message {}
 impl Message {
     /// A text message. Takes ownership of the string without copying it.
     pub fn text(text: impl Into<String>) -> Self {
-        Self {
-            kind: MessageKind::Text,
-            payload: Bytes::from(text.into()),
-            created: Instant::now(),
-            deflated: None,
-        }
+        Self::new(MessageKind::Text, Bytes::from(text.into()))
     }
 
     /// A text message from a static string, without allocating.
     pub fn text_static(text: &'static str) -> Self {
-        Self {
-            kind: MessageKind::Text,
-            payload: Bytes::from_static(text.as_bytes()),
-            created: Instant::now(),
-            deflated: None,
-        }
+        Self::new(MessageKind::Text, Bytes::from_static(text.as_bytes()))
     }
 
     /// A text message from bytes that must be valid UTF-8.
@@ -73,22 +72,12 @@ impl Message {
         if std::str::from_utf8(&payload).is_err() {
             return Err(Error::InvalidUtf8);
         }
-        Ok(Self {
-            kind: MessageKind::Text,
-            payload,
-            created: Instant::now(),
-            deflated: None,
-        })
+        Ok(Self::new(MessageKind::Text, payload))
     }
 
     /// A binary message.
     pub fn binary(bytes: impl Into<Bytes>) -> Self {
-        Self {
-            kind: MessageKind::Binary,
-            payload: bytes.into(),
-            created: Instant::now(),
-            deflated: None,
-        }
+        Self::new(MessageKind::Binary, bytes.into())
     }
 
     /// A text message holding `value` serialized as JSON.
@@ -97,80 +86,84 @@ impl Message {
     /// [`Error::Json`] when `value` cannot be serialized.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
         let encoded = serde_json::to_vec(value).map_err(Error::Json)?;
-        Ok(Self {
-            kind: MessageKind::Text,
-            payload: Bytes::from(encoded),
-            created: Instant::now(),
-            deflated: None,
-        })
+        Ok(Self::new(MessageKind::Text, Bytes::from(encoded)))
+    }
+
+    fn new(kind: MessageKind, payload: Bytes) -> Self {
+        Self {
+            inner: Arc::new(Body {
+                kind,
+                payload,
+                created: Instant::now(),
+                deflated: OnceLock::new(),
+            }),
+        }
     }
 
     /// Builds a message from parts the transport has already validated.
     pub(crate) fn from_validated(kind: MessageKind, payload: Bytes) -> Self {
-        Self {
-            kind,
-            payload,
-            created: Instant::now(),
-            deflated: None,
-        }
+        Self::new(kind, payload)
     }
 
-    /// The payload compressed with a 15-bit window and no context, if a broadcast made it.
-    pub(crate) fn deflated(&self) -> Option<&Bytes> {
-        self.deflated.as_ref()
-    }
-
-    /// Attaches the compressed payload that [`deflated`](Self::deflated) returns.
-    pub(crate) fn set_deflated(&mut self, deflated: Bytes) {
-        self.deflated = Some(deflated);
+    /// The payload compressed on its own with a 15-bit window at `level`
+    /// (permessage-deflate): computed by the first caller, shared by every other;
+    /// `None` when compressing does not make it smaller.
+    pub(crate) fn deflated(&self, level: u32) -> Option<&Bytes> {
+        self.inner
+            .deflated
+            .get_or_init(|| crate::deflate::compress(&self.inner.payload, 15, level))
+            .as_ref()
     }
 
     /// When the message was made.
     pub fn created(&self) -> Instant {
-        self.created
+        self.inner.created
     }
 
     /// Text or binary.
     pub fn kind(&self) -> MessageKind {
-        self.kind
+        self.inner.kind
     }
 
     /// Whether this is a text message.
     pub fn is_text(&self) -> bool {
-        self.kind == MessageKind::Text
+        self.inner.kind == MessageKind::Text
     }
 
     /// Whether this is a binary message.
     pub fn is_binary(&self) -> bool {
-        self.kind == MessageKind::Binary
+        self.inner.kind == MessageKind::Binary
     }
 
     /// The text of a text message; `None` for a binary one.
     pub fn as_text(&self) -> Option<&str> {
-        match self.kind {
-            MessageKind::Text => std::str::from_utf8(&self.payload).ok(),
+        match self.inner.kind {
+            MessageKind::Text => std::str::from_utf8(&self.inner.payload).ok(),
             MessageKind::Binary => None,
         }
     }
 
     /// The payload bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.payload
+        &self.inner.payload
     }
 
     /// The payload, without copying.
     pub fn into_bytes(self) -> Bytes {
-        self.payload
+        match Arc::try_unwrap(self.inner) {
+            Ok(body) => body.payload,
+            Err(shared) => shared.payload.clone(),
+        }
     }
 
     /// The payload length in bytes.
     pub fn len(&self) -> usize {
-        self.payload.len()
+        self.inner.payload.len()
     }
 
     /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
-        self.payload.is_empty()
+        self.inner.payload.is_empty()
     }
 
     /// Deserializes the payload as JSON.
@@ -178,7 +171,7 @@ impl Message {
     /// # Errors
     /// [`Error::Json`] when the payload is not JSON of type `T`.
     pub fn parse_json<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, Error> {
-        serde_json::from_slice(&self.payload).map_err(Error::Json)
+        serde_json::from_slice(&self.inner.payload).map_err(Error::Json)
     }
 }
 

@@ -606,9 +606,10 @@ impl<S> Transport<S> {
         let frame = match &self.deflate {
             Some(deflate) if message.len() >= deflate.min_message_bytes => {
                 let window = deflate.inflater.agreed().server_window_bits;
-                let compressed = match message.deflated() {
-                    Some(done) if window == 15 => (!done.is_empty()).then(|| done.clone()),
-                    _ => deflate::compress(message.as_bytes(), window, deflate.level),
+                let compressed = if window == 15 {
+                    message.deflated(deflate.level).cloned()
+                } else {
+                    deflate::compress(message.as_bytes(), window, deflate.level)
                 };
                 match compressed {
                     Some(payload) => Outgoing::Deflated(opcode_of(message.kind()), payload),
