@@ -43,7 +43,10 @@ export interface UseRoomResult<T = Json> {
   publish(data: T, options?: RequestOptions): Promise<PublishReply>;
   /** null until a resubscribe with recovery was answered; false when messages were lost. */
   recovered: boolean | null;
-  /** The subscribe's refusal (e.g. `forbidden`), or null. */
+  /**
+   * The server's refusal of the subscribe (e.g. `forbidden`), or null. A client that gave
+   * up or was closed is not a refusal: the room is joined with its next `connect()`.
+   */
   error: Error | null;
 }
 

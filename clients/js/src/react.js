@@ -152,7 +152,11 @@ export function useRoom(client, room, options = {}) {
         if (active && !sawSubscribed) refreshMembers();
       },
       (refused) => {
-        if (active) setError(refused);
+        // `disconnected` and `closed`: no connection came (the client gave up or was
+        // closed); the room stays on the client's list and is joined with its next
+        // connect(). Only the server's refusal is this room's error.
+        if (!active || (refused && (refused.code === "disconnected" || refused.code === "closed"))) return;
+        setError(refused);
       },
     );
     return () => {

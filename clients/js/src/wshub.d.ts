@@ -292,14 +292,18 @@ export class WshubClient {
    */
   connect(): void;
   /**
-   * Closes for good: no reconnection; pending requests and queued publishes are rejected
-   * with `closed`.
+   * Closes for good: no reconnection; pending requests, queued publishes and subscribes
+   * waiting for their `ok` are rejected with `closed`.
    */
   close(code?: number, reason?: string): void;
 
   /**
    * Subscribes `handler` to a room; the subscription outlives reconnects, resuming from
    * the last message seen, and delivers each message once. Resolves to the subscribe's `ok`.
+   * While (re)connecting it waits for the connection; rejected with the server's error
+   * (which drops the room), with `disconnected` when the client gives up or the server
+   * closes it for good, or with `closed` on `close()` (those keep the room for the next
+   * `connect()`). Made while idle, failed or closed, it waits for `connect()`.
    */
   subscribe<T = Json>(
     room: string,

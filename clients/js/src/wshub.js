@@ -17,7 +17,8 @@
 //   sent as `since` when resubscribing, so the server replays what was missed
 //   (`recovered: false` in the `subscribed` event says when it could not);
 // - requests as promises, settled by the reply with the matching `id`, or rejected on a
-//   timeout or when the connection drops;
+//   timeout or when the connection drops; a subscribe made while reconnecting waits for
+//   the connection, and is rejected when none is coming (gave up, final close, `close()`);
 // - an offline queue: publishes made while the connection is down wait (up to
 //   `offlineQueueCapacity` of them, each until its timeout) and are sent, in call order,
 //   right after the next connection has resubscribed;
@@ -289,9 +290,9 @@ export class WshubClient {
   }
 
   /**
-   * Closes the connection for good: no reconnection; pending requests and queued
-   * publishes are rejected with `closed`. `connect()` opens it again, with the same
-   * subscriptions.
+   * Closes the connection for good: no reconnection; pending requests, queued publishes
+   * and subscribes still waiting for their `ok` are rejected with `closed`. `connect()`
+   * opens it again, with the same subscriptions.
    * @param {number} [code=1000]
    * @param {string} [reason]
    */
@@ -312,6 +313,7 @@ export class WshubClient {
     this._failPending("closed", "the client was closed");
     if (socket) this._emit("close", { code, reason });
     this._failQueue("closed", "the client was closed");
+    this._failWaiters("closed", "the client was closed");
     this._setState("closed");
   }
 
@@ -325,7 +327,12 @@ export class WshubClient {
    *   earlier (see `position()`), e.g. across page loads.
    * @returns {Promise<object>} the `ok` of the subscribe (`room`, `epoch`, `offset`,
    *   maybe `recovered`), once the server has it; rejected by an error reply, which also
-   *   drops the room.
+   *   drops the room. While the client is (re)connecting it waits for the connection;
+   *   when no connection is coming it is rejected with `disconnected` (the client gave
+   *   up, `reconnect-failed`, or the server closed it for good) or `closed` (`close()`
+   *   was called, or the room was unsubscribed). Those keep the room: it is joined with
+   *   the next `connect()`. A subscribe made while the client is idle, failed or closed
+   *   waits for that `connect()`.
    */
   subscribe(room, handler, options = {}) {
     let entry = this._rooms.get(room);
@@ -776,6 +783,7 @@ export class WshubClient {
     if (this._state === "closed") return;
     if (!this.options.shouldReconnect({ code, reason })) {
       this._failQueue("disconnected", `connection closed (${code}), not reopened`);
+      this._failWaiters("disconnected", `connection closed (${code}), not reopened`);
       this._setState("closed");
       return;
     }
@@ -786,6 +794,7 @@ export class WshubClient {
     this._attempt += 1;
     if (this._attempt > this.options.maxReconnectAttempts) {
       this._failQueue("disconnected", `gave up reconnecting after ${this._attempt - 1} attempts`);
+      this._failWaiters("disconnected", `gave up reconnecting after ${this._attempt - 1} attempts`);
       this._setState("failed");
       this._emit("reconnect-failed", { attempts: this._attempt - 1 });
       return;
@@ -873,6 +882,17 @@ export class WshubClient {
     for (const { reject, timer } of queued) {
       clearTimeout(timer);
       reject(new WshubError(code, message));
+    }
+  }
+
+  /**
+   * Rejects every `subscribe()` still waiting for its room's `ok`: no connection will come
+   * to answer it. The rooms stay, to be joined again by the next `connect()`.
+   */
+  _failWaiters(code, message) {
+    for (const [room, entry] of this._rooms) {
+      const waiters = entry.waiters.splice(0);
+      for (const { reject } of waiters) reject(new WshubError(code, `subscribe to ${room}: ${message}`));
     }
   }
 

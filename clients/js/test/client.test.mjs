@@ -345,6 +345,98 @@ test("subscribing while disconnected waits for the connection", async () => {
   assert.equal((await ready).epoch, "e");
 });
 
+/**
+ * Follows `promise` from now on (so that its rejection is never unhandled): `outcome()`
+ * is "pending" until it settles, then `{resolved}` or `{rejected}`.
+ */
+function watch(promise) {
+  let outcome = "pending";
+  promise.then(
+    (value) => (outcome = { resolved: value }),
+    (error) => (outcome = { rejected: error }),
+  );
+  return { promise, outcome: () => outcome };
+}
+
+/** The error a watched promise was rejected with; fails at once (no waiting) when it is still pending. */
+async function rejection(watched) {
+  await flush();
+  const outcome = watched.outcome();
+  assert.notEqual(outcome, "pending", "the promise has settled");
+  assert.ok(outcome.rejected, "the promise was rejected");
+  return outcome.rejected;
+}
+
+test("a subscribe made while reconnecting is rejected when the client gives up; the room stays", async () => {
+  const { client } = await subscribedThenDropped({ maxReconnectAttempts: 1 });
+  const pending = watch(client.subscribe("later", () => {}));
+  await flush();
+  assert.equal(pending.outcome(), "pending");
+  // Also one written on the next socket, which then drops before its ok.
+  const socket = await reconnect();
+  socket.welcome("c1b");
+  assert.deepEqual(socket.sent.map((c) => c.room), ["lobby", "later"]);
+  const inFlight = watch(client.subscribe("later", () => {}));
+  // Dropped before the stable period: the attempt count was not reset, the one allowed
+  // attempt is used up.
+  socket.drop(1006);
+  assert.equal(client.state, "failed");
+  for (const promise of [pending, inFlight]) {
+    const error = await rejection(promise);
+    assert.ok(error instanceof WshubError);
+    assert.equal(error.code, "disconnected");
+    assert.match(error.message, /later.*gave up reconnecting after 1 attempts/);
+  }
+  // The room is kept: connect() joins it again, and a new subscribe waits for that.
+  const again = watch(client.subscribe("later", () => {}));
+  client.connect();
+  await flush();
+  const back = fake.sockets.at(-1);
+  back.welcome("c1c");
+  const resubscribe = back.sent.find((c) => c.room === "later");
+  back.reply(resubscribe, { room: "later", epoch: "e2", offset: 0 });
+  await flush();
+  assert.equal(again.outcome().resolved?.epoch, "e2");
+});
+
+test("a subscribe made while reconnecting is rejected by a final close, and by close()", async () => {
+  // The first connection dropped; the server closes the next one for good (1000) before
+  // its welcome: the subscribe made in between has no connection to wait for.
+  const { client } = await subscribedThenDropped();
+  const pending = watch(client.subscribe("later", () => {}));
+  const socket = await reconnect();
+  socket.drop(1000, "disconnected by server");
+  assert.equal(client.state, "closed");
+  const error = await rejection(pending);
+  assert.equal(error.code, "disconnected");
+  assert.match(error.message, /not reopened/);
+
+  // close() while reconnecting: `closed`, for every waiting subscribe of every room.
+  fake = fakeWebSocket();
+  const second = await subscribedThenDropped();
+  const a = watch(second.client.subscribe("a", () => {}));
+  const b = watch(second.client.subscribe("b", () => {}));
+  const alsoA = watch(second.client.subscribe("a", () => {}));
+  second.client.close();
+  for (const promise of [a, b, alsoA]) {
+    const error = await rejection(promise);
+    assert.ok(error instanceof WshubError);
+    assert.equal(error.code, "closed");
+  }
+  // A subscribe made after close() waits for the next connect(), as before the first one.
+  const afterClose = watch(second.client.subscribe("c", () => {}));
+  await flush();
+  assert.equal(afterClose.outcome(), "pending");
+  second.client.connect();
+  await flush();
+  const back = fake.sockets.at(-1);
+  back.welcome("c2b");
+  assert.deepEqual(back.sent.map((c) => c.room).sort(), ["a", "b", "c", "lobby"]);
+  back.reply(back.sent.find((c) => c.room === "c"), { room: "c", epoch: "e", offset: 0 });
+  await flush();
+  assert.equal(afterClose.outcome().resolved?.epoch, "e");
+});
+
 test("a missing pong closes the connection and reconnects", async () => {
   const { client, socket } = await connected({ pingInterval: 1000, pongTimeout: 500 });
   mock.timers.tick(1000);

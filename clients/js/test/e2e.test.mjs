@@ -1,7 +1,8 @@
 // End to end: the real `wshub` binary's demo page (/websocket, which loads /client.js) in
 // headless Chromium, driven by playwright-core. Two people chat through it; then the server
 // is killed and started again on the same port, and both pages must show reconnecting, then
-// reconnected, and the messages sent meanwhile.
+// reconnected, and the messages sent meanwhile (one of them typed into a page while the
+// server was down, shown as pending, then sent from the offline queue, once).
 //
 // Chromium: $CHROMIUM, or Debian's /usr/bin/chromium (test.sh installs it). Screenshots
 // of every page are written to clients/js/test-results/ when a test fails.
@@ -138,7 +139,10 @@ test("two people chat through the demo page, then the server restarts on the sam
     await testid(alice, "members").locator("li", { hasText: "Alice (you)" }).waitFor();
     await testid(bob, "members").locator("li", { hasText: "Alice" }).waitFor();
     await testid(bob, "members").locator("li", { hasText: "Bob (you)" }).waitFor();
-    // The message order is the room's offset order, the same on both pages.
+    // The message order is the room's offset order, the same on both pages. (A page shows
+    // its own message at once, as pending, until the room's copy replaces it: wait for both
+    // copies.)
+    for (const page of [alice, bob]) await testid(page, "messages").locator("li[data-offset]").nth(1).waitFor();
     const offsets = async (page) => testid(page, "messages").locator("li[data-offset]").evaluateAll((items) => items.map((li) => li.dataset.offset));
     assert.deepEqual(await offsets(alice), ["1", "2"]);
     assert.deepEqual(await offsets(bob), ["1", "2"]);
@@ -149,6 +153,14 @@ test("two people chat through the demo page, then the server restarts on the sam
     await expectState(alice, "reconnecting");
     await expectState(bob, "reconnecting");
     assert.match(await testid(alice, "state").textContent(), /reconnecting/);
+
+    // Alice types while the server is down: Send still works, the message waits in the
+    // client's offline queue and shows as pending meanwhile.
+    const offline = "typed while the server was down";
+    assert.equal(await testid(alice, "send").isEnabled(), true, "Send is enabled while reconnecting");
+    await say(alice, offline);
+    await testid(alice, "messages").locator('li[data-status="pending"]', { hasText: offline }).waitFor();
+    assert.equal(await testid(alice, "message").inputValue(), "", "the input is cleared once the message is shown");
 
     // It comes back on the same port; a backend publishes at once, before the pages are
     // back (or just after: either way they must show it exactly once).
@@ -164,6 +176,7 @@ test("two people chat through the demo page, then the server restarts on the sam
       await page.locator('[data-testid="state"][data-reconnects="1"]').waitFor();
       await expectMessage(page, "Reconnected.");
       await expectMessage(page, "published while you were away");
+      await expectMessage(page, offline);
       // The history died with the old process: the page says messages may be missing.
       await testid(page, "notice").and(page.locator(":visible")).waitFor();
       await expectMembers(page, 2);
@@ -177,7 +190,12 @@ test("two people chat through the demo page, then the server restarts on the sam
       await expectMessage(page, "yes");
       const texts = await testid(page, "messages").locator("li").allTextContents();
       assert.equal(texts.filter((t) => t.includes("published while you were away")).length, 1, `once on ${page.label}`);
+      assert.equal(texts.filter((t) => t.includes(offline)).length, 1, `the queued message once on ${page.label}`);
     }
+    // On Alice's page the queued message is no longer pending: sent, with its offset.
+    const own = testid(alice, "messages").locator("li", { hasText: offline });
+    assert.equal(await own.getAttribute("data-status"), "sent");
+    assert.match(await own.textContent(), /#\d+/);
     assert.deepEqual(alice.errors, []);
     assert.deepEqual(bob.errors, []);
   });

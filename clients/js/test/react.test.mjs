@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createElement, StrictMode } from "react";
 import TestRenderer from "react-test-renderer";
 import WebSocket from "ws";
+import { createServer } from "node:net";
 
 import { WshubClient } from "../src/wshub.js";
 import { useRoom, useWshub } from "../src/react.js";
@@ -47,6 +48,18 @@ function act(fn) {
   } finally {
     globalThis.IS_REACT_ACT_ENVIRONMENT = false;
   }
+}
+
+/** A loopback port nothing listens on (taken by the system, then released). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
 }
 
 /** Renders `hook(props)` in a component; `latest()` is its newest return value. */
@@ -162,6 +175,33 @@ test("useRoom: members, messages, publish, and recovery across a server-side dis
     const reply = await server.api("GET", `/api/rooms/${room}/presence`);
     return reply.status === 200 && reply.body.clients.length === 0;
   });
+});
+
+test("useRoom: a client that gives up is no refusal; its next connect() joins the room", { timeout: 20_000 }, async () => {
+  const room = `react-gave-up-${process.pid}`;
+  // Nothing listens on this port: every attempt fails.
+  const nowhere = await freePort();
+  const client = new WshubClient({ ...fast, url: `ws://127.0.0.1:${nowhere}/ws`, maxReconnectAttempts: 2 });
+  owned.push(client);
+  const failed = nextEvent(client, "reconnect-failed", { timeout: 10_000 });
+  const hook = renderHook(
+    ({ c }) => {
+      const { client: live, state } = useWshub(c);
+      return { state, ...useRoom(live, room) };
+    },
+    { c: client },
+  );
+  await failed;
+  await waitFor("state failed", () => hook.latest().state === "failed");
+
+  // The same client, pointed at the server: the room the hook asked for is joined.
+  client.options.url = server.ws;
+  act(() => client.connect());
+  await waitFor("itself among the members", () => hook.latest().members.some((m) => m.client === client.clientId), { timeout: 10_000 });
+  assert.equal(hook.latest().error, null, "giving up is not the server refusing the room");
+  await hook.latest().publish({ text: "after the retry" });
+  await waitFor("the message", () => hook.latest().messages.length === 1);
+  hook.unmount();
 });
 
 test("useRoom with no client or room does nothing", { timeout: 5000 }, () => {
