@@ -19,8 +19,10 @@ use std::{
 
 use crate::{CloseCode, Message, OverflowPolicy};
 
-/// How many messages a send queue makes room for when it starts filling.
-const INITIAL_QUEUE_CAPACITY: usize = 16;
+/// How many messages a send queue makes room for when it starts filling: a queued message
+/// is one pointer, so 64 of them (512 bytes, given back when the queue drains) cover a
+/// typical burst without growing the buffer one doubling at a time.
+const INITIAL_QUEUE_CAPACITY: usize = 64;
 
 /// A request to close the connection, queued behind (or instead of) pending messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
