@@ -723,14 +723,19 @@ async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
                     let _ = shared.events.try_send(event);
                     break;
                 }
+                // A final disconnect is reported with the state already `Stopped`, so that
+                // whoever handles the event knows that nothing will reconnect.
+                let stopping = !settings.reconnect || !settings.policy.allows(ended.close_code);
+                if stopping {
+                    shared.set_state(ConnectionState::Stopped);
+                }
                 if !shared.emit(event, &cancel).await {
                     break;
                 }
                 if started.elapsed() >= settings.stable_after {
                     lock(&shared.schedule).reset();
                 }
-                if !settings.reconnect || !settings.policy.allows(ended.close_code) {
-                    shared.set_state(ConnectionState::Stopped);
+                if stopping {
                     return;
                 }
             }

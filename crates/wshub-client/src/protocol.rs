@@ -206,6 +206,7 @@ impl WshubClientBuilder {
             Arc::clone(&core),
             events,
             events_tx,
+            client.watch_state(),
             client.cancellation(),
         ));
         client.connect();
@@ -821,6 +822,22 @@ impl Core {
         }
     }
 
+    /// The connection ended and will not be reopened (a close the reconnect policy treats
+    /// as final): publishes queued while offline and subscriptions waiting for their
+    /// confirmation fail with the close's error.
+    fn on_stopped(&self, error: Option<Error>) {
+        let error = error.unwrap_or(Error::NotConnected);
+        let mut state = self.lock();
+        for queued in state.offline.drain(..) {
+            let _ = queued.reply.send(Err(error.clone()));
+        }
+        for room in state.rooms.values_mut() {
+            if let Some(confirm) = room.confirm.take() {
+                let _ = confirm.send(Err(error.clone()));
+            }
+        }
+    }
+
     /// The client is closed: fail every call, end every subscription.
     fn shut_down(&self) {
         let mut state = self.lock();
@@ -1000,6 +1017,7 @@ async fn dispatch(
     core: Arc<Core>,
     mut events: Events,
     out: mpsc::Sender<WshubEvent>,
+    connection_state: watch::Receiver<ConnectionState>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -1031,6 +1049,10 @@ async fn dispatch(
             }
             Event::Disconnected { error } => {
                 core.on_disconnected();
+                if *connection_state.borrow() == ConnectionState::Stopped {
+                    // A final close (the reconnect policy): nothing queued will be sent.
+                    core.on_stopped(error.clone());
+                }
                 (Vec::new(), Some(WshubEvent::Disconnected { error }))
             }
             Event::Reconnecting { attempt, delay } => (
