@@ -53,7 +53,8 @@ cat >"$spec" <<JSON
  "cases": $(autobahn_cases_json), "exclude-cases": [], "exclude-agent-cases": {}}
 JSON
 wstest_log="$out/wstest-server.log"
-"${wstest[@]}" -m fuzzingserver -s "$spec" >"$wstest_log" 2>&1 &
+# --webport 0: no status page (it would take port 8080, which a developer's server may hold).
+"${wstest[@]}" -m fuzzingserver --webport 0 -s "$spec" >"$wstest_log" 2>&1 &
 wstest_pid=$!
 for _ in $(seq 100); do   # at most 10 s for the fuzzing server to listen
   python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
