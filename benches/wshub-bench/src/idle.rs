@@ -61,6 +61,8 @@ pub(crate) async fn run(run: &Run, args: &IdleArgs, mut report: Report) -> Resul
     let closed = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut holders = JoinSet::new();
+    // Compressed once; every client writes the same bytes.
+    let first: Option<Arc<[u8]>> = args.send_compressed.then(|| compressed_frame().into());
     let dial = run
         .dialer
         .dial_many(
@@ -68,7 +70,7 @@ pub(crate) async fn run(run: &Run, args: &IdleArgs, mut report: Report) -> Resul
             run.common.connect_concurrency,
             run.deadline,
             |_, mut socket: Socket| {
-                let first = args.send_compressed.then(compressed_frame);
+                let first = first.clone();
                 let (closed, stop_rx) = (closed.clone(), stop_rx.clone());
                 holders.spawn(async move {
                     if let Some(frame) = first {

@@ -25,6 +25,8 @@ pub(crate) const OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// The bytes a sync flush ends with, removed by the sender, put back before inflating.
 const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+/// How much room each read from the stream makes in the buffer.
+const READ_CHUNK_BYTES: usize = 8192;
 /// The longest handshake response head accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -106,8 +108,8 @@ impl<S> Inflating<S> {
                 if self.raw.is_empty() {
                     return Ok(false);
                 }
-                let all = self.raw.split();
-                self.ready.extend_from_slice(&all);
+                // What came with the handshake's last read: handed on without a copy.
+                self.ready.unsplit(self.raw.split());
                 Ok(true)
             }
             Phase::Inflating => self.process_frames(),
@@ -298,10 +300,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
             if this.process()? {
                 continue;
             }
-            let mut chunk = [0_u8; 8192];
-            let mut read = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if read.filled().is_empty() {
+            if matches!(this.phase, Phase::Plain) {
+                // Nothing to rewrite: straight from the stream into the reader's buffer.
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            this.raw.reserve(READ_CHUNK_BYTES);
+            let read = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut this.raw
+            ))?;
+            if read == 0 {
                 // End of stream: hand over what is left for the library to judge.
                 let rest = this.raw.split();
                 if rest.is_empty() {
@@ -310,7 +319,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
                 this.ready.extend_from_slice(&rest);
                 continue;
             }
-            this.raw.extend_from_slice(read.filled());
         }
     }
 }

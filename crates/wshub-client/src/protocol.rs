@@ -811,22 +811,18 @@ impl Core {
 
     /// Every reconnect attempt failed: nothing queued will be sent.
     fn on_gave_up(&self, attempts: u32) {
-        let mut state = self.lock();
-        for queued in state.offline.drain(..) {
-            let _ = queued.reply.send(Err(Error::GaveUp { attempts }));
-        }
-        for room in state.rooms.values_mut() {
-            if let Some(confirm) = room.confirm.take() {
-                let _ = confirm.send(Err(Error::GaveUp { attempts }));
-            }
-        }
+        self.fail_waiting(&Error::GaveUp { attempts });
     }
 
     /// The connection ended and will not be reopened (a close the reconnect policy treats
-    /// as final): publishes queued while offline and subscriptions waiting for their
-    /// confirmation fail with the close's error.
+    /// as final): what waits fails with the close's error.
     fn on_stopped(&self, error: Option<Error>) {
-        let error = error.unwrap_or(Error::NotConnected);
+        self.fail_waiting(&error.unwrap_or(Error::NotConnected));
+    }
+
+    /// No connection is coming: publishes queued while offline and subscriptions waiting
+    /// for their confirmation fail with `error`.
+    fn fail_waiting(&self, error: &Error) {
         let mut state = self.lock();
         for queued in state.offline.drain(..) {
             let _ = queued.reply.send(Err(error.clone()));
