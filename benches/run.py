@@ -41,6 +41,9 @@ LOADGEN = TARGET / "release" / "wshub-bench"
 WSHUB_CHAT = TARGET / "release" / "examples" / "chat"
 
 SERVERS = ["wshub", "gorilla", "node-ws", "python-websockets", "axum-broadcast"]
+# Not a peer, a reference: the least work per delivery through the kernel's TCP stack
+# (benches/wshub-bench/src/bin/hub-floor.rs); only when asked for with --servers.
+HUB_FLOOR = TARGET / "release" / "hub-floor"
 PEER_BUILD_NAME = {
     "gorilla": "gorilla",
     "node-ws": "node",
@@ -116,6 +119,8 @@ def build(servers):
             if done.returncode != 0:
                 print("== skipping wshub: examples/chat does not build", flush=True)
                 continue
+        elif server == "hub-floor":
+            pass  # built with wshub-bench
         elif not (PEER_BIN / server).exists():
             sh([str(BENCHES / "peers" / "build.sh"), PEER_BUILD_NAME[server]], env=env)
         usable.append(server)
@@ -125,6 +130,8 @@ def build(servers):
 def server_command(server, addr):
     if server == "wshub":
         return [str(WSHUB_CHAT), addr]
+    if server == "hub-floor":
+        return [str(HUB_FLOOR), addr]
     return [str(PEER_BIN / server), addr]
 
 
@@ -191,6 +198,7 @@ def run_one(server, scenario_args, port, log):
 def server_command_display(server, addr):
     return {
         "wshub": f"$CARGO_TARGET_DIR/release/examples/chat {addr}",
+        "hub-floor": f"$CARGO_TARGET_DIR/release/hub-floor {addr}",
         "gorilla": f"benches/peers/build/bin/gorilla-chat -addr {addr}",
         "node-ws": f"node benches/peers/node-ws/server.js {addr}",
         "python-websockets": f"benches/peers/build/venv/bin/python "
@@ -405,8 +413,8 @@ def main():
                            else f"Full comparison (medians of {runs} runs)")
     servers = [s for s in args.servers.split(",") if s]
     for s in servers:
-        if s not in SERVERS:
-            ap.error(f"unknown server {s}; one of {SERVERS}")
+        if s not in SERVERS + ["hub-floor"]:
+            ap.error(f"unknown server {s}; one of {SERVERS} or hub-floor")
     if args.render:
         raw = RESULTS / f"{section}.jsonl"
         results = [json.loads(line) for line in raw.read_text().splitlines() if line.strip()]
@@ -422,7 +430,8 @@ def main():
         print(f"== rewrote section {section} of {args.out} from {raw}")
         return 0
     if args.no_build:
-        servers = [s for s in servers if (WSHUB_CHAT if s == "wshub" else PEER_BIN / s).exists()]
+        binary = {"wshub": WSHUB_CHAT, "hub-floor": HUB_FLOOR}
+        servers = [s for s in servers if binary.get(s, PEER_BIN / s).exists()]
     else:
         servers = build(servers)
     if not servers:

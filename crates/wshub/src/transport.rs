@@ -691,12 +691,13 @@ impl Transport {
     }
 
     /// Writes the run of small frames at the front of the queue as one contiguous buffer,
-    /// or returns `None` when the front frame is large (or alone) and vectored I/O suits
-    /// it better. The kernel handles one buffer of many small frames much faster than as
-    /// many I/O vectors.
+    /// or returns `None` when the front frame is large and vectored I/O suits it better.
+    /// The kernel handles one buffer of many small frames much faster than as many I/O
+    /// vectors, and even a lone small frame costs less as one `send` than as a `writev`
+    /// of its header and payload.
     fn poll_write_coalesced(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<usize>>> {
         let small = |frame: &Outgoing| frame.parts().2.len() <= COALESCE_PAYLOAD_BYTES;
-        if self.out.len() < 2 || !self.out.iter().take(2).all(small) {
+        if !self.out.front().is_some_and(small) {
             return None;
         }
         COALESCE_BUFFER.with(|buffer| {
