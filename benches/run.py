@@ -315,23 +315,33 @@ def chart(section, configs, results, servers):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("== no matplotlib: no chart (run benches/peers/build.sh python, then use "
               "benches/peers/build/venv/bin/python benches/run.py)", flush=True)
         return None
     fan = [name for name, _, _ in configs if name.startswith("fanout") and "-at-" not in name]
+    paced = [name for name, _, _ in configs if name.startswith("fanout") and "-at-" in name]
     idle = [name for name, _, _ in configs if name.startswith("idle")]
-    panels = [(fan, "deliveries_per_s", "deliveries per second (median)", 1.0),
-              (fan, "server_cpu_us_per_delivery", "server CPU µs per delivery (median)", 1.0),
-              (idle, "rss_per_conn_bytes", "server RSS KiB per idle connection (median)",
-               1 / 1024)]
+    # (configurations, result key, title, scale, logarithmic axis)
+    panels = [(fan, "deliveries_per_s", "million deliveries per second (median)", 1e-6, False),
+              (fan, "server_cpu_us_per_delivery",
+               "server CPU µs per delivery (median, log scale: lower is better)", 1.0, True),
+              (paced, "latency_p99_ms", "p99 latency ms at a paced rate (median)", 1.0, False),
+              (idle, "rss_per_conn_bytes",
+               "server RSS KiB per idle connection (median, log scale: lower is better)",
+               1 / 1024, True)]
     panels = [p for p in panels if p[0]]
     if not panels:
         return None
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.6 * len(panels)))
     if len(panels) == 1:
         axes = [axes]
-    for ax, (names, key, title, scale) in zip(axes, panels):
+    for ax, (names, key, title, scale, log) in zip(axes, panels):
+        if log:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         width = 0.8 / max(1, len(servers))
         for i, server in enumerate(servers):
             values = []
@@ -339,7 +349,9 @@ def chart(section, configs, results, servers):
                 v = median([r for r in results if r["config"] == name and r["label"] == server],
                            key)
                 values.append((v or 0) * scale)
-            ax.bar([x + i * width for x in range(len(names))], values, width, label=server)
+            bars = ax.bar([x + i * width for x in range(len(names))], values, width,
+                          label=server)
+            ax.bar_label(bars, fmt="%.3g", fontsize=6)
         ax.set_xticks([x + width * (len(servers) - 1) / 2 for x in range(len(names))])
         ax.set_xticklabels(names, fontsize=8)
         ax.set_title(title, fontsize=10)
