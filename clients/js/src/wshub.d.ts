@@ -124,6 +124,12 @@ export interface HistoryOptions extends RequestOptions {
 export interface SubscribeOptions {
   /** Resume from a position saved earlier (see `position()`), e.g. across page loads. */
   since?: StreamPosition;
+  /**
+   * Reject with `timeout` when the server has not confirmed the room within this many ms
+   * (the room is kept, as after `disconnected`). Default: wait as long as a connection
+   * may come.
+   */
+  timeout?: number;
 }
 
 /** The `WebSocket` constructor the client uses: the browser's, or e.g. Node's `ws`. */
@@ -169,7 +175,10 @@ export interface WshubClientOptions {
    * publishes are rejected with `disconnected`). Default 256.
    */
   offlineQueueCapacity?: number;
-  /** Whether to reconnect after the server closed. Default: unless the code is 1000. */
+  /**
+   * Whether to reconnect after the server closed. Default: `reconnectsAfter(event.code)`
+   * (not after 1000, 1003, 1007 or 1009).
+   */
   shouldReconnect?: (event: CloseEvent) => boolean;
   /** The WebSocket constructor. Default: the global one. */
   WebSocket?: WebSocketConstructor;
@@ -260,6 +269,13 @@ export function backoffDelay(
   options?: { min?: number; max?: number; random?: () => number },
 ): number;
 
+/**
+ * Whether a close with this code calls for reconnecting: false for 1000 (closed on
+ * purpose) and for 1003, 1007 and 1009 (the client's own input was refused), true for
+ * every other code. The default of `shouldReconnect`.
+ */
+export function reconnectsAfter(code: number): boolean;
+
 /** A client of one wshub server: one WebSocket at a time, reopened when it drops. */
 export class WshubClient {
   constructor(options?: WshubClientOptions);
@@ -302,8 +318,9 @@ export class WshubClient {
    * the last message seen, and delivers each message once. Resolves to the subscribe's `ok`.
    * While (re)connecting it waits for the connection; rejected with the server's error
    * (which drops the room), with `disconnected` when the client gives up or the server
-   * closes it for good, or with `closed` on `close()` (those keep the room for the next
-   * `connect()`). Made while idle, failed or closed, it waits for `connect()`.
+   * closes it for good, with `closed` on `close()`, or with `timeout` after
+   * `options.timeout` ms (those keep the room for the next connection). Made while idle,
+   * failed or closed, it waits for `connect()`.
    */
   subscribe<T = Json>(
     room: string,

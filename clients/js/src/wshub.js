@@ -102,8 +102,10 @@ const ignore = () => {};
  *   `offline_queue_full`. 0 turns the queue off: such publishes are rejected with
  *   `disconnected`.
  * @property {(event: {code: number, reason: string}) => boolean} [shouldReconnect]
- *   Whether to reconnect after the server closed the connection. Default: unless the code
- *   is 1000 (closed on purpose, e.g. by the HTTP API's disconnect).
+ *   Whether to reconnect after the server closed the connection. Default:
+ *   {@link reconnectsAfter}, the same rule as the Rust client's: not after 1000 (closed on
+ *   purpose, e.g. by the HTTP API's disconnect) nor after 1003, 1007 or 1009 (the client's
+ *   own messages were refused, and would be again).
  * @property {typeof WebSocket} [WebSocket] The WebSocket constructor. Default: the
  *   global one (tests inject a fake).
  * @property {() => number} [random=Math.random] The jitter's source, in [0, 1).
@@ -145,6 +147,19 @@ export function backoffDelay(attempt, { min = 500, max = 30000, random = Math.ra
 }
 
 /** A client of one wshub server: one WebSocket at a time, reopened when it drops. */
+/**
+ * Whether a close with this code calls for reconnecting: false for 1000 (closed on purpose)
+ * and for the closes the client's own input caused, 1003 (binary frame on the JSON
+ * endpoint), 1007 (invalid UTF-8) and 1009 (message too big), which a new connection would
+ * meet again; true for every other code, 1006 (connection lost) and 1013 (try again later)
+ * among them. The default of the `shouldReconnect` option.
+ * @param {number} code
+ * @returns {boolean}
+ */
+export function reconnectsAfter(code) {
+  return code !== 1000 && code !== 1003 && code !== 1007 && code !== 1009;
+}
+
 export class WshubClient {
   /** @param {WshubClientOptions} [options] */
   constructor(options = {}) {
@@ -158,7 +173,7 @@ export class WshubClient {
       pingInterval: 25000,
       pongTimeout: 10000,
       offlineQueueCapacity: 256,
-      shouldReconnect: (event) => event.code !== 1000,
+      shouldReconnect: (event) => reconnectsAfter(event.code),
       random: Math.random,
     };
     // Options given as `undefined` keep their defaults.
@@ -323,8 +338,11 @@ export class WshubClient {
    * Several handlers may share a room; the server is told once.
    * @param {string} room
    * @param {(frame: object) => void} handler
-   * @param {{since?: StreamPosition}} [options] `since`: resume from a position saved
-   *   earlier (see `position()`), e.g. across page loads.
+   * @param {{since?: StreamPosition, timeout?: number}} [options] `since`: resume from a
+   *   position saved earlier (see `position()`), e.g. across page loads. `timeout`: reject
+   *   with `timeout` if the server has not confirmed the room within this many ms (by
+   *   default the promise waits for a connection as long as one may come); the room is
+   *   kept, as after `disconnected`.
    * @returns {Promise<object>} the `ok` of the subscribe (`room`, `epoch`, `offset`,
    *   maybe `recovered`), once the server has it; rejected by an error reply, which also
    *   drops the room. While the client is (re)connecting it waits for the connection;
@@ -351,7 +369,26 @@ export class WshubClient {
     }
     if (handler) entry.handlers.add(handler);
     if (entry.subscribed) return Promise.resolve(entry.ok);
-    return new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject };
+      if (options.timeout !== undefined) {
+        const timer = setTimeout(() => {
+          const at = entry.waiters.indexOf(waiter);
+          if (at < 0) return;
+          entry.waiters.splice(at, 1);
+          reject(new WshubError("timeout", `subscribe to ${room} not confirmed within ${options.timeout} ms`));
+        }, options.timeout);
+        waiter.resolve = (ok) => {
+          clearTimeout(timer);
+          resolve(ok);
+        };
+        waiter.reject = (error) => {
+          clearTimeout(timer);
+          reject(error);
+        };
+      }
+      entry.waiters.push(waiter);
+    });
   }
 
   /**

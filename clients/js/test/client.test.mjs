@@ -3,7 +3,7 @@
 import { test, mock, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 
-import { WshubClient, WshubError, backoffDelay } from "../src/wshub.js";
+import { WshubClient, WshubError, backoffDelay, reconnectsAfter } from "../src/wshub.js";
 
 /** A fake WebSocket class whose instances the test drives by hand. */
 function fakeWebSocket() {
@@ -229,6 +229,62 @@ test("close code 1000 from the server and close() do not reconnect", async () =>
   mock.timers.tick(60_000);
   await flush();
   assert.equal(fake.sockets.length, 2);
+});
+
+test("closes for the client's own input (1003, 1007, 1009) are final; 1011, 1013 and 1006 are not", async () => {
+  for (const code of [1003, 1007, 1009]) {
+    const { client, socket } = await connected();
+    const published = client.publish("chat:lobby", { n: 1 }).catch((e) => e);
+    socket.drop(code, "refused");
+    assert.equal(client.state, "closed", `after ${code}`);
+    mock.timers.tick(60_000);
+    await flush();
+    assert.equal(fake.sockets.length, 1, `no new socket after ${code}`);
+    assert.equal((await published).code, "disconnected");
+    fake.sockets.length = 0;
+  }
+  for (const code of [1001, 1006, 1008, 1011, 1013]) {
+    const { client, socket } = await connected({ minReconnectDelay: 10, maxReconnectDelay: 10 });
+    socket.drop(code, "");
+    assert.equal(client.state, "reconnecting", `after ${code}`);
+    mock.timers.tick(10);
+    await flush();
+    assert.equal(fake.sockets.length, 2, `a new socket after ${code}`);
+    client.close();
+    fake.sockets.length = 0;
+  }
+  assert.deepEqual(
+    [1000, 1001, 1003, 1006, 1007, 1008, 1009, 1011, 1013, 4000].map(reconnectsAfter),
+    [false, true, false, true, false, true, false, true, true, true],
+  );
+});
+
+test("a subscribe with a timeout is rejected with timeout while offline, and the room is kept", async () => {
+  const { client, socket } = await connected({ minReconnectDelay: 60_000, maxReconnectDelay: 60_000 });
+  socket.drop(1006, "");
+  assert.equal(client.state, "reconnecting");
+  const seen = [];
+  const waiting = client.subscribe("chat:lobby", (f) => seen.push(f), { timeout: 2000 }).catch((e) => e);
+  const patient = client.subscribe("chat:lobby"); // no timeout: waits for the connection
+  mock.timers.tick(1999);
+  await flush();
+  assert.equal(fake.sockets.length, 1);
+  mock.timers.tick(1);
+  const error = await waiting;
+  assert.ok(error instanceof WshubError);
+  assert.equal(error.code, "timeout");
+  // The room is still wanted: the next connection subscribes to it.
+  mock.timers.tick(60_000);
+  await flush();
+  const next = fake.sockets[1];
+  next.welcome();
+  await flush();
+  const subscribe = next.last("subscribe");
+  assert.equal(subscribe.room, "chat:lobby");
+  next.reply(subscribe, { room: "chat:lobby", epoch: "e1", offset: 0 });
+  await flush();
+  assert.equal((await patient).epoch, "e1");
+  client.close();
 });
 
 test("subscriptions resume with since after a reconnect, without duplicates", async () => {

@@ -208,7 +208,7 @@ test("the page serves the client module it imports, with a JavaScript type", { t
       const module = await import("/client.js");
       return Object.keys(module).sort();
     });
-    assert.deepEqual(exported, ["WshubClient", "WshubError", "backoffDelay"]);
+    assert.deepEqual(exported, ["WshubClient", "WshubError", "backoffDelay", "reconnectsAfter"]);
     // The page exposes its client; a request round trip through the real server.
     const rtt = await page.evaluate(() => window.wshub.ping());
     assert.ok(rtt >= 0);

@@ -1,6 +1,6 @@
 // Compiled by `npm run typecheck` (tsc --noEmit), never run: the declarations must accept
 // what the README and the demo page do, and refuse what the client would not accept.
-import { WshubClient, WshubError, backoffDelay } from "wshub-client";
+import { WshubClient, WshubError, backoffDelay, reconnectsAfter } from "wshub-client";
 import type { ConnectionState, MessageFrame, RoomFrame, StreamPosition } from "wshub-client";
 import { useRoom, useWshub } from "wshub-client/react";
 
@@ -17,6 +17,7 @@ const extensions: string = client.extensions;
 // @ts-expect-error read-only
 client.extensions = "permessage-deflate";
 const delay: number = backoffDelay(3, { min: 100 });
+const again: boolean = reconnectsAfter(1011);
 
 const off = client.on("reconnecting", ({ attempt, delay }) => console.log(attempt + delay));
 off();
@@ -45,6 +46,7 @@ async function demo(): Promise<void> {
   });
   const since: StreamPosition = { epoch: ok.epoch, offset: ok.offset };
   await client.subscribe("chat", null, { since });
+  await client.subscribe("chat", null, { since, timeout: 5000 });
   const published = await client.publish("chat", { text: "hi" }, { timeout: 1000 });
   const offset: number = published.offset;
   const presence = await client.presence("chat");
