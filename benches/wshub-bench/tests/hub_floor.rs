@@ -30,13 +30,30 @@ fn fanout_through_hub_floor_loses_nothing() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "hub-floor did not listen on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "hub-floor did not listen on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
     let output = Command::new(env!("CARGO_BIN_EXE_wshub-bench"))
-        .args(["--url", &format!("ws://{addr}/ws"), "--deadline", "30", "--json"])
-        .args(["fanout", "--clients", "20", "--messages", "30", "--size", "200"])
+        .args([
+            "--url",
+            &format!("ws://{addr}/ws"),
+            "--deadline",
+            "30",
+            "--json",
+        ])
+        .args([
+            "fanout",
+            "--clients",
+            "20",
+            "--messages",
+            "30",
+            "--size",
+            "200",
+        ])
         .output()
         .expect("run wshub-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -63,6 +63,12 @@ pub(crate) struct Driver {
     in_flight: Option<InFlight>,
     heartbeat: Heartbeat,
     timer: Pin<Box<Sleep>>,
+    /// The timer's deadline, kept here so that a poll that leaves it alone does not touch
+    /// the timer's separate allocation (one cache miss per delivery in a wide fan-out).
+    timer_deadline: tokio::time::Instant,
+    /// The timer has been polled since its last reset and has the task's waker: it need not
+    /// be polled again before its deadline.
+    timer_registered: bool,
     /// The async handler's inbox, for hubs that have a handler; boxed, so that hubs with
     /// callbacks only do not pay for it in every connection.
     inbox: Option<Box<Inbox>>,
@@ -91,6 +97,8 @@ impl Driver {
             in_flight: None,
             heartbeat,
             timer: Box::pin(tokio::time::sleep_until(first_deadline.into())),
+            timer_deadline: first_deadline.into(),
+            timer_registered: false,
             inbox: inbox.map(|sender| {
                 Box::new(Inbox {
                     sender: PollSender::new(sender),
@@ -233,11 +241,19 @@ impl Driver {
                 Beat::CloseTimeout => return Poll::Ready(self.finish()),
             }
             let deadline = tokio::time::Instant::from_std(self.heartbeat.next_deadline());
-            if deadline != self.timer.deadline() {
+            if deadline != self.timer_deadline {
                 self.timer.as_mut().reset(deadline);
+                self.timer_deadline = deadline;
+                self.timer_registered = false;
             }
-            if self.timer.as_mut().poll(cx).is_ready() {
-                progress = true;
+            // A timer polled once keeps the task's waker until it fires (a task's waker
+            // does not change), so it is polled again only after a reset or once due.
+            if !self.timer_registered || tokio::time::Instant::from_std(now) >= deadline {
+                if self.timer.as_mut().poll(cx).is_ready() {
+                    progress = true;
+                } else {
+                    self.timer_registered = true;
+                }
             }
 
             if !progress {
