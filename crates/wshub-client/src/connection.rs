@@ -258,9 +258,12 @@ impl ClientBuilder {
 
     /// Whether to offer permessage-deflate (RFC 7692) in the handshake. Default: `true`.
     /// When the server agrees, the messages it compresses are inflated as they arrive
-    /// (bounded by [`max_message_bytes`](Self::max_message_bytes)); this client sends its
-    /// own uncompressed, which the extension allows. Costs a decompressor of about 40 KiB
-    /// per connection once the first compressed message arrives.
+    /// (bounded by [`max_message_bytes`](Self::max_message_bytes)), and this client's own
+    /// text and binary messages of 128 bytes or more go out compressed (DEFLATE level 1)
+    /// when that makes them smaller, keeping context between messages unless the server
+    /// asks for `client_no_context_takeover`. Costs a decompressor of about 40 KiB once the
+    /// first compressed message arrives, and a compressor of about 256 KiB (zlib's figure
+    /// for a 15-bit window) once the first message worth compressing is sent.
     pub fn compression(mut self, on: bool) -> Self {
         self.compression = on;
         self

@@ -1,13 +1,17 @@
 //! permessage-deflate (RFC 7692) for the client, as a byte stream under the WebSocket
-//! library: [`Inflating`] wraps the TCP (or TLS) stream, reads the server's handshake
-//! response to learn whether the extension was agreed, then rewrites each compressed message
-//! the server sends (RSV1 on its first frame, fragments joined) into one plain frame, so the
-//! library above, which knows no extension, sees only what it understands. Everything else
-//! passes through untouched, and so does everything written.
+//! library: [`DeflateStream`] wraps the TCP (or TLS) stream and reads the server's
+//! handshake response to learn whether the extension was agreed. Then it rewrites, in both
+//! directions, what the library above (which knows no extension) reads and writes: each
+//! compressed message the server sends (RSV1 on its first frame, fragments joined) becomes
+//! one plain frame, and each whole text or binary message the client writes, of
+//! [`COMPRESS_MIN_BYTES`] or more, goes out compressed when that makes it smaller. Control
+//! frames, fragmented messages and small messages pass as they are (RSV1 is per message).
 //!
-//! The client offers the extension but sends its own messages uncompressed, which RFC 7692
-//! allows (RSV1 is per message): what a hub's clients receive (broadcasts) is where the bytes
-//! are. Inflating is bounded by the client's largest accepted message.
+//! Inflating is bounded by the client's largest accepted message. The client's compressor
+//! (level 1, made on the first message worth compressing) keeps its context between
+//! messages unless the server asked for `client_no_context_takeover`, and honours the
+//! `client_max_window_bits` the server chose (9 to 15; a server asking for 8 gets
+//! uncompressed messages, which zlib cannot produce within an 8-bit window).
 
 use std::{
     io,
@@ -16,12 +20,17 @@ use std::{
 };
 
 use bytes::{Buf, BytesMut};
-use flate2::{Decompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The extension offer sent in the handshake. `client_max_window_bits` tells the server it
-/// may limit our window (we never compress, so any limit suits us).
+/// may limit our window.
 pub(crate) const OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// Messages shorter than this are sent uncompressed: deflate's framing would eat the saving.
+pub(crate) const COMPRESS_MIN_BYTES: usize = 128;
+/// Rewritten bytes waiting for the stream beyond which a write waits for the stream.
+const MAX_PENDING_OUT_BYTES: usize = 256 * 1024;
 
 /// The bytes a sync flush ends with, removed by the sender, put back before inflating.
 const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -35,15 +44,16 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 enum Phase {
     /// Reading the HTTP response head.
     Head,
-    /// The extension was agreed: compressed messages are inflated.
-    Inflating,
+    /// The extension was agreed: messages are inflated and compressed.
+    Agreed,
     /// No extension (or no offer): bytes pass as they are.
     Plain,
 }
 
-/// A stream that inflates the server's compressed messages (see the module's docs).
+/// A stream that inflates the server's compressed messages and compresses the client's
+/// (see the module's docs).
 #[derive(Debug)]
-pub(crate) struct Inflating<S> {
+pub(crate) struct DeflateStream<S> {
     inner: S,
     offered: bool,
     phase: Phase,
@@ -58,9 +68,21 @@ pub(crate) struct Inflating<S> {
     /// The server said `server_no_context_takeover`: reset after every message.
     reset_each_message: bool,
     max_message_bytes: usize,
+    /// The client's own messages are compressed (agreed, with a window zlib can keep to).
+    compress_sends: bool,
+    /// The server said `client_no_context_takeover`: our compressor forgets each message.
+    reset_each_send: bool,
+    /// Our compressor's window: `client_max_window_bits`, 15 when the server set none.
+    send_window_bits: u8,
+    /// Made on the first message worth compressing.
+    compressor: Option<Compress>,
+    /// Bytes written by the library above that do not make a whole frame yet.
+    written: BytesMut,
+    /// Rewritten bytes waiting for the stream.
+    out: BytesMut,
 }
 
-impl<S> Inflating<S> {
+impl<S> DeflateStream<S> {
     /// Wraps `inner`; `offered` says whether the handshake request carries [`OFFER`].
     pub(crate) fn new(inner: S, offered: bool, max_message_bytes: usize) -> Self {
         Self {
@@ -73,12 +95,23 @@ impl<S> Inflating<S> {
             decompressor: None,
             reset_each_message: false,
             max_message_bytes,
+            compress_sends: false,
+            reset_each_send: false,
+            send_window_bits: 15,
+            compressor: None,
+            written: BytesMut::new(),
+            out: BytesMut::new(),
         }
+    }
+
+    /// Whether the client's own messages go out compressed (known once the handshake is done).
+    pub(crate) fn compresses_sends(&self) -> bool {
+        self.compress_sends
     }
 
     /// Whether the server agreed to permessage-deflate (known once the handshake is done).
     pub(crate) fn is_inflating(&self) -> bool {
-        matches!(self.phase, Phase::Inflating)
+        matches!(self.phase, Phase::Agreed)
     }
 
     /// Moves what can be moved from `raw` to `ready`; `Ok(false)` when more input is needed.
@@ -94,10 +127,22 @@ impl<S> Inflating<S> {
                 let head = self.raw.split_to(end + 4);
                 let agreed = self.offered.then(|| agreed_extension(&head)).flatten();
                 if let Some(params) = agreed {
-                    self.reset_each_message = params
-                        .split(';')
-                        .any(|p| p.trim().eq_ignore_ascii_case("server_no_context_takeover"));
-                    self.phase = Phase::Inflating;
+                    self.compress_sends = true;
+                    for param in params.split(';').map(str::trim) {
+                        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+                        let value = value.trim().trim_matches('"');
+                        match name.trim().to_ascii_lowercase().as_str() {
+                            "server_no_context_takeover" => self.reset_each_message = true,
+                            "client_no_context_takeover" => self.reset_each_send = true,
+                            "client_max_window_bits" => match value.parse::<u8>() {
+                                Ok(bits @ 9..=15) => self.send_window_bits = bits,
+                                // 8, or no value where the response needs one: send plain.
+                                _ => self.compress_sends = false,
+                            },
+                            _ => {}
+                        }
+                    }
+                    self.phase = Phase::Agreed;
                 } else {
                     self.phase = Phase::Plain;
                 }
@@ -112,7 +157,7 @@ impl<S> Inflating<S> {
                 self.ready.unsplit(self.raw.split());
                 Ok(true)
             }
-            Phase::Inflating => self.process_frames(),
+            Phase::Agreed => self.process_frames(),
         }
     }
 
@@ -220,6 +265,136 @@ impl<S> Inflating<S> {
     }
 }
 
+impl<S> DeflateStream<S> {
+    /// Moves the whole frames written so far to `out`, compressing the messages worth it.
+    fn rewrite_written(&mut self) -> io::Result<()> {
+        while let Some((header_len, payload_len)) = frame_extent(&self.written) {
+            let total = header_len.saturating_add(payload_len);
+            if self.written.len() < total {
+                break;
+            }
+            let frame = self.written.split_to(total);
+            let (b0, b1) = (frame[0], frame[1]);
+            let (fin, rsv, opcode, masked) = (b0 & 0x80 != 0, b0 & 0x70, b0 & 0x0F, b1 & 0x80 != 0);
+            // Only whole, unfragmented data messages: RSV1 would have to go on the first
+            // fragment before the rest of the message is known.
+            if fin && rsv == 0 && masked && matches!(opcode, 0x1 | 0x2) {
+                let mask: [u8; 4] = frame[header_len - 4..header_len]
+                    .try_into()
+                    .map_err(|_| invalid("masking key"))?;
+                let mut payload = frame[header_len..].to_vec();
+                apply_mask(&mut payload, mask);
+                if payload.len() >= COMPRESS_MIN_BYTES {
+                    let mut compressed = self.compress(&payload)?;
+                    if compressed.len() < payload.len() {
+                        apply_mask(&mut compressed, mask);
+                        push_header(
+                            &mut self.out,
+                            0x80 | 0x40 | opcode,
+                            compressed.len(),
+                            Some(mask),
+                        );
+                        self.out.extend_from_slice(&compressed);
+                        continue;
+                    }
+                    // Did not shrink: sent as it is, so the compressor must forget it (the
+                    // server's window never sees these bytes).
+                    if let Some(compressor) = &mut self.compressor {
+                        compressor.reset();
+                    }
+                }
+            }
+            self.out.extend_from_slice(&frame);
+        }
+        Ok(())
+    }
+
+    /// Compresses one message: raw DEFLATE ending in a sync flush, its 4-byte tail removed.
+    fn compress(&mut self, payload: &[u8]) -> io::Result<Vec<u8>> {
+        let bits = self.send_window_bits;
+        let compressor = self.compressor.get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::fast(), false, bits)
+        });
+        let mut out = Vec::with_capacity(payload.len() / 2 + 64);
+        let start = compressor.total_in();
+        loop {
+            let consumed = usize::try_from(compressor.total_in() - start).unwrap_or(usize::MAX);
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(64));
+            }
+            compressor
+                .compress_vec(
+                    &payload[consumed.min(payload.len())..],
+                    &mut out,
+                    FlushCompress::Sync,
+                )
+                .map_err(|e| invalid(&format!("compressing a message: {e}")))?;
+            let consumed = usize::try_from(compressor.total_in() - start).unwrap_or(usize::MAX);
+            // The flush is complete once all input is in and the output did not fill up.
+            if consumed >= payload.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        if !out.ends_with(&SYNC_TAIL) {
+            return Err(invalid("compressed message does not end with a sync flush"));
+        }
+        out.truncate(out.len() - SYNC_TAIL.len());
+        if self.reset_each_send {
+            compressor.reset();
+        }
+        Ok(out)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> DeflateStream<S> {
+    /// Writes `out` to the stream until it is empty or the stream would block.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether writes are rewritten (the extension agreed, our messages compressed).
+    fn rewrites_writes(&self) -> bool {
+        matches!(self.phase, Phase::Agreed) && self.compress_sends
+    }
+
+    /// Takes `bufs` whole into the rewriting buffers.
+    fn poll_take_written(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.out.len() >= MAX_PENDING_OUT_BYTES {
+            ready!(self.poll_write_out(cx))?;
+        }
+        let mut taken = 0;
+        for buf in bufs {
+            self.written.extend_from_slice(buf);
+            taken += buf.len();
+        }
+        self.rewrite_written()?;
+        // Start sending at once; what the stream cannot take now goes with the next write
+        // or flush (the library above flushes after every message).
+        if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(taken))
+    }
+}
+
+/// Masks or unmasks `payload` in place with `mask` (RFC 6455 section 5.3).
+fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+}
+
 /// The parameters of `permessage-deflate` in a response head's `Sec-WebSocket-Extensions`.
 fn agreed_extension(head: &[u8]) -> Option<String> {
     let head = std::str::from_utf8(head).ok()?;
@@ -261,19 +436,28 @@ fn frame_extent(buf: &[u8]) -> Option<(usize, usize)> {
 
 /// Appends a final, unmasked frame with `payload`.
 fn push_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
-    out.extend_from_slice(&[0x80 | opcode]);
-    match payload.len() {
-        n if n < 126 => out.extend_from_slice(&[n as u8]),
+    push_header(out, 0x80 | opcode, payload.len(), None);
+    out.extend_from_slice(payload);
+}
+
+/// Appends a frame header: its first byte, the payload length, and the masking key if any.
+fn push_header(out: &mut BytesMut, first: u8, len: usize, mask: Option<[u8; 4]>) {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    out.extend_from_slice(&[first]);
+    match len {
+        n if n < 126 => out.extend_from_slice(&[mask_bit | n as u8]),
         n if n <= usize::from(u16::MAX) => {
-            out.extend_from_slice(&[126]);
+            out.extend_from_slice(&[mask_bit | 126]);
             out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            out.extend_from_slice(&[127]);
+            out.extend_from_slice(&[mask_bit | 127]);
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    out.extend_from_slice(payload);
+    if let Some(mask) = mask {
+        out.extend_from_slice(&mask);
+    }
 }
 
 fn invalid(reason: &str) -> io::Error {
@@ -283,7 +467,7 @@ fn invalid(reason: &str) -> io::Error {
     )
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for DeflateStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -323,13 +507,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Inflating<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for DeflateStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.rewrites_writes() {
+            return this.poll_take_written(cx, &[io::IoSlice::new(buf)]);
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -337,7 +525,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Inflating<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.rewrites_writes() {
+            return this.poll_take_written(cx, bufs);
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -345,11 +537,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Inflating<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -372,7 +568,7 @@ Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n
         out
     }
 
-    async fn read_all(stream: Inflating<&[u8]>) -> Vec<u8> {
+    async fn read_all(stream: DeflateStream<&[u8]>) -> Vec<u8> {
         let mut out = Vec::new();
         let mut stream = stream;
         stream.read_to_end(&mut out).await.expect("reads");
@@ -399,7 +595,7 @@ Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n
         input.extend_from_slice(b);
         input.extend_from_slice(&[0x81, 0x02, b'o', b'k']);
 
-        let out = read_all(Inflating::new(&input[..], true, 1 << 20)).await;
+        let out = read_all(DeflateStream::new(&input[..], true, 1 << 20)).await;
         let mut expected = HEAD.to_vec();
         push_frame_vec(&mut expected, 0x1, &text);
         expected.extend_from_slice(&[0x89, 0x00]);
@@ -420,15 +616,186 @@ Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n
         let mut input = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
         input.extend_from_slice(&[0xC1, 0x01, 0xff]);
         assert_eq!(
-            read_all(Inflating::new(&input[..], true, 1024)).await,
+            read_all(DeflateStream::new(&input[..], true, 1024)).await,
             input
         );
         let mut input = HEAD.to_vec();
         input.extend_from_slice(&[0xC1, 0x01, 0xff]);
         // Not offered: an agreement the server made up is not honoured.
         assert_eq!(
-            read_all(Inflating::new(&input[..], false, 1024)).await,
+            read_all(DeflateStream::new(&input[..], false, 1024)).await,
             input
+        );
+    }
+
+    /// A masked client frame, as the library above writes it.
+    fn masked_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut bytes = BytesMut::new();
+        push_header(&mut bytes, 0x80 | opcode, payload.len(), Some(mask));
+        let mut payload = payload.to_vec();
+        apply_mask(&mut payload, mask);
+        bytes.extend_from_slice(&payload);
+        bytes.to_vec()
+    }
+
+    /// A stream past a handshake response with `extensions`, and the server's end.
+    async fn agreed_stream(
+        extensions: &str,
+    ) -> (
+        DeflateStream<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n"
+        );
+        far.write_all(head.as_bytes()).await.expect("write head");
+        let mut stream = DeflateStream::new(near, true, 1 << 20);
+        let mut seen = vec![0; head.len()];
+        stream.read_exact(&mut seen).await.expect("read head");
+        (stream, far)
+    }
+
+    /// The next `count` frames the server's end receives: (first byte, unmasked payload).
+    async fn frames_at(far: &mut tokio::io::DuplexStream, count: usize) -> Vec<(u8, Vec<u8>)> {
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        while frames.len() < count {
+            if let Some((header_len, len)) = frame_extent(&buf)
+                && buf.len() >= header_len + len
+            {
+                let frame = buf.split_to(header_len + len);
+                let mask: [u8; 4] = frame[header_len - 4..header_len].try_into().unwrap();
+                let mut payload = frame[header_len..].to_vec();
+                apply_mask(&mut payload, mask);
+                frames.push((frame[0], payload));
+                continue;
+            }
+            let read = far.read_buf(&mut buf).await.expect("read");
+            assert!(read > 0, "stream ended after {} frames", frames.len());
+        }
+        frames
+    }
+
+    fn inflate_with(decompressor: &mut Decompress, compressed: &[u8]) -> Vec<u8> {
+        let mut input = compressed.to_vec();
+        input.extend_from_slice(&SYNC_TAIL);
+        let mut out = Vec::with_capacity(1 << 16);
+        decompressor
+            .decompress_vec(&input, &mut out, FlushDecompress::Sync)
+            .expect("inflates");
+        out
+    }
+
+    #[tokio::test]
+    async fn own_messages_go_out_compressed_when_worth_it() {
+        use tokio::io::AsyncWriteExt;
+        let big = b"wshub sends this sentence again and again. ".repeat(20);
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        for (extensions, takeover) in [
+            ("permessage-deflate; client_max_window_bits=10", true),
+            ("permessage-deflate; client_no_context_takeover", false),
+        ] {
+            let (mut stream, mut far) = agreed_stream(extensions).await;
+            assert!(stream.compresses_sends(), "{extensions}");
+            // A message written in two pieces, a small one, a ping, the big one again.
+            let first = masked_frame(0x1, &big, mask);
+            let (a, b) = first.split_at(first.len() / 2);
+            stream.write_all(a).await.unwrap();
+            stream.write_all(b).await.unwrap();
+            stream
+                .write_all(&masked_frame(0x1, b"tiny", mask))
+                .await
+                .unwrap();
+            stream
+                .write_all(&masked_frame(0x9, b"", mask))
+                .await
+                .unwrap();
+            stream
+                .write_all(&masked_frame(0x2, &big, mask))
+                .await
+                .unwrap();
+            stream.flush().await.unwrap();
+
+            let frames = frames_at(&mut far, 4).await;
+            let mut decompressor = Decompress::new(false);
+            assert_eq!(frames[0].0, 0xC1, "text, FIN and RSV1");
+            assert!(frames[0].1.len() < big.len() / 4);
+            assert_eq!(inflate_with(&mut decompressor, &frames[0].1), big);
+            assert_eq!(frames[1], (0x81, b"tiny".to_vec()), "small: as it was");
+            assert_eq!(frames[2], (0x89, Vec::new()), "control frames pass");
+            assert_eq!(frames[3].0, 0xC2, "binary, FIN and RSV1");
+            if takeover {
+                // The second copy refers back to the first.
+                assert!(frames[3].1.len() < frames[0].1.len());
+                assert_eq!(inflate_with(&mut decompressor, &frames[3].1), big);
+            } else {
+                assert_eq!(frames[3].1, frames[0].1, "no context: the same bytes again");
+                assert_eq!(inflate_with(&mut Decompress::new(false), &frames[3].1), big);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_compressed_goes_out_as_it_is() {
+        use tokio::io::AsyncWriteExt;
+        let mask = [9, 8, 7, 6];
+        let big = b"0123456789".repeat(30);
+        // An 8-bit window: zlib cannot keep to it, so nothing is compressed.
+        let (mut stream, mut far) =
+            agreed_stream("permessage-deflate; client_max_window_bits=8").await;
+        assert!(!stream.compresses_sends());
+        assert!(stream.is_inflating());
+        stream
+            .write_all(&masked_frame(0x1, &big, mask))
+            .await
+            .unwrap();
+        stream.flush().await.unwrap();
+        assert_eq!(frames_at(&mut far, 1).await, [(0x81, big.clone())]);
+
+        // Random bytes do not shrink: sent plain, and the compressor forgets them, so the
+        // next compressed message inflates on its own.
+        let (mut stream, mut far) = agreed_stream("permessage-deflate").await;
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let noise: Vec<u8> = (0..400)
+            .map(|_| {
+                // xorshift64: bytes with nothing for DEFLATE to find.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        stream
+            .write_all(&masked_frame(0x2, &noise, mask))
+            .await
+            .unwrap();
+        // A fragmented message passes as it is, fragments and all.
+        let mut start = masked_frame(0x1, &big, mask);
+        start[0] &= 0x7F;
+        stream.write_all(&start).await.unwrap();
+        stream
+            .write_all(&masked_frame(0x0, &big, mask))
+            .await
+            .unwrap();
+        // The noise twice shrinks (its second half refers to its first); had the compressor
+        // kept the noise sent plain, it would refer back to bytes the server never inflated.
+        let twice = [noise.clone(), noise.clone()].concat();
+        stream
+            .write_all(&masked_frame(0x2, &twice, mask))
+            .await
+            .unwrap();
+        stream.flush().await.unwrap();
+        let frames = frames_at(&mut far, 4).await;
+        assert_eq!(frames[0], (0x82, noise));
+        assert_eq!(frames[1], (0x01, big.clone()));
+        assert_eq!(frames[2], (0x80, big.clone()));
+        assert_eq!(frames[3].0, 0xC2);
+        assert!(frames[3].1.len() < twice.len());
+        assert_eq!(
+            inflate_with(&mut Decompress::new(false), &frames[3].1),
+            twice
         );
     }
 
@@ -440,7 +807,7 @@ Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n
         input.extend_from_slice(&[0xC2, 126]);
         input.extend_from_slice(&(bomb.len() as u16).to_be_bytes());
         input.extend_from_slice(&bomb);
-        let mut stream = Inflating::new(&input[..], true, 64 * 1024);
+        let mut stream = DeflateStream::new(&input[..], true, 64 * 1024);
         let mut out = Vec::new();
         let error = stream
             .read_to_end(&mut out)
@@ -450,7 +817,7 @@ Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n
 
         let mut input = HEAD.to_vec();
         input.extend_from_slice(&[0xC1, 0x05, 0xff, 0xff, 0xff, 0xff, 0x12]);
-        let mut stream = Inflating::new(&input[..], true, 64 * 1024);
+        let mut stream = DeflateStream::new(&input[..], true, 64 * 1024);
         assert!(stream.read_to_end(&mut out).await.is_err());
     }
 }

@@ -15,7 +15,7 @@ use tokio_websockets::{
     ClientBuilder, CloseCode, Connector, Limits, MaybeTlsStream, WebSocketStream,
 };
 
-use crate::{deflate::Inflating, error::Error};
+use crate::{deflate::DeflateStream, error::Error};
 
 /// A message of the application, sent or received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,10 +158,11 @@ impl Target {
         } else {
             Connector::Plain.wrap(host, tcp).await.map_err(failed)?
         };
-        let stream = Inflating::new(stream, self.compression, self.max_message_bytes);
+        let stream = DeflateStream::new(stream, self.compression, self.max_message_bytes);
         let (ws, _response) = builder.connect_on(stream).await.map_err(failed)?;
         tracing::debug!(
             compressed = ws.get_ref().is_inflating(),
+            compresses_sends = ws.get_ref().compresses_sends(),
             "connected to {}",
             self.uri
         );
@@ -172,7 +173,7 @@ impl Target {
 /// One open WebSocket connection.
 #[derive(Debug)]
 pub(crate) struct Socket {
-    ws: WebSocketStream<Inflating<MaybeTlsStream<TcpStream>>>,
+    ws: WebSocketStream<DeflateStream<MaybeTlsStream<TcpStream>>>,
 }
 
 impl Socket {
