@@ -35,36 +35,64 @@ use wshub_server::state::{BackplaneOptions, ServerOptions};
 
 const KEY: &str = "faults-key";
 
-/// A `redis-server` of this test's own, on a free loopback port.
-struct OwnRedis {
+/// A backplane server of this test's own (`redis-server`, or `nats-server -js` with its
+/// store in a fresh temporary directory that outlives restarts), on a free loopback port,
+/// that the test can kill and restart.
+struct OwnServer {
+    /// `redis` or `nats`: the URL scheme and the name of the executable.
+    kind: &'static str,
     port: u16,
+    /// NATS's JetStream store, removed when the server is dropped.
+    store: Option<std::path::PathBuf>,
     child: Option<Child>,
 }
 
-impl OwnRedis {
-    /// None, said loudly, when redis-server is not installed (a failure instead with
+impl OwnServer {
+    /// None, said loudly, when the server is not installed (a failure instead with
     /// `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
-    fn start() -> Option<OwnRedis> {
+    fn start(kind: &'static str) -> Option<OwnServer> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let mut redis = OwnRedis { port, child: None };
-        if !redis.restart() {
-            skipped("\n*** SKIPPED: no redis-server to start (apt-get install redis-server) ***\n");
+        let store = (kind == "nats")
+            .then(|| std::env::temp_dir().join(format!("wshub-faults-nats-{port}")));
+        let mut server = OwnServer {
+            kind,
+            port,
+            store,
+            child: None,
+        };
+        if !server.restart() {
+            skipped(&format!(
+                "\n*** SKIPPED: no {kind}-server to start (apt-get install {kind}-server) ***\n"
+            ));
             return None;
         }
-        Some(redis)
+        Some(server)
     }
 
-    /// Starts it (again) on its port; false when redis-server cannot be run.
+    /// Starts it (again) on its port; false when it cannot be run.
     fn restart(&mut self) -> bool {
-        let Ok(child) = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-        else {
+        let port = self.port.to_string();
+        let mut command = if let Some(store) = &self.store {
+            let exec = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+                .into_iter()
+                .find(|path| std::path::Path::new(path).exists())
+                .unwrap_or("nats-server");
+            let mut command = Command::new(exec);
+            command
+                .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+                .arg(store);
+            command
+        } else {
+            let mut command = Command::new("redis-server");
+            command
+                .args(["--bind", "127.0.0.1", "--port", &port])
+                .args(["--save", "", "--appendonly", "no"]);
+            command
+        };
+        let Ok(child) = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn() else {
             return false;
         };
         self.child = Some(child);
@@ -75,7 +103,7 @@ impl OwnRedis {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server does not listen on port {}", self.port);
+        panic!("{}-server does not listen on port {}", self.kind, self.port);
     }
 
     /// SIGKILL, and wait for it to be gone.
@@ -87,117 +115,16 @@ impl OwnRedis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.kind, self.port)
     }
 }
 
-impl Drop for OwnRedis {
+impl Drop for OwnServer {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// A `nats-server -js` of this test's own, on a free loopback port, with its store in a
-/// fresh temporary directory that outlives restarts.
-struct OwnNats {
-    port: u16,
-    store: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl OwnNats {
-    /// None, said loudly, when nats-server is not installed (a failure instead with
-    /// `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
-    fn start() -> Option<OwnNats> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let store = std::env::temp_dir().join(format!("wshub-faults-nats-{port}"));
-        let mut nats = OwnNats {
-            port,
-            store,
-            child: None,
-        };
-        if !nats.restart() {
-            skipped("\n*** SKIPPED: no nats-server to start (apt-get install nats-server) ***\n");
-            return None;
+        if let Some(store) = &self.store {
+            let _ = std::fs::remove_dir_all(store);
         }
-        Some(nats)
-    }
-
-    fn restart(&mut self) -> bool {
-        let exec = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|path| std::path::Path::new(path).exists())
-            .unwrap_or("nats-server");
-        let Ok(child) = Command::new(exec)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        else {
-            return false;
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if StdTcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("nats-server does not listen on port {}", self.port);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
-}
-
-/// A backplane server this test can kill and restart.
-trait OwnServer {
-    fn kill(&mut self);
-    fn restart(&mut self) -> bool;
-}
-
-impl OwnServer for OwnRedis {
-    fn kill(&mut self) {
-        OwnRedis::kill(self);
-    }
-    fn restart(&mut self) -> bool {
-        OwnRedis::restart(self)
-    }
-}
-
-impl OwnServer for OwnNats {
-    fn kill(&mut self) {
-        OwnNats::kill(self);
-    }
-    fn restart(&mut self) -> bool {
-        OwnNats::restart(self)
     }
 }
 
@@ -233,7 +160,7 @@ async fn read_until_data(ws: &mut Client, log: &mut Vec<Value>, data: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_mid_stream_degrades_then_resumes_without_duplicates() {
-    let Some(mut redis) = OwnRedis::start() else {
+    let Some(mut redis) = OwnServer::start("redis") else {
         return;
     };
     let backplane = BackplaneOptions::Redis {
@@ -246,7 +173,7 @@ async fn a_redis_restart_mid_stream_degrades_then_resumes_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_mid_stream_degrades_then_resumes_losing_nothing() {
-    let Some(mut nats) = OwnNats::start() else {
+    let Some(mut nats) = OwnServer::start("nats") else {
         return;
     };
     let backplane = BackplaneOptions::Nats {
@@ -265,7 +192,7 @@ enum Restart {
 }
 
 async fn restart_mid_stream(
-    server: &mut dyn OwnServer,
+    server: &mut OwnServer,
     backplane: BackplaneOptions,
     kind: &str,
     restart: Restart,
@@ -538,7 +465,7 @@ impl Drop for Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_with_sigkill_loses_no_clients_and_its_presence_vanishes() {
-    let Some(redis) = OwnRedis::start() else {
+    let Some(redis) = OwnServer::start("redis") else {
         return;
     };
     node_killed_with_sigkill("--redis", &redis.url()).await;
@@ -546,7 +473,7 @@ async fn a_node_killed_with_sigkill_loses_no_clients_and_its_presence_vanishes()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_with_sigkill_on_nats_loses_no_clients_and_its_presence_vanishes() {
-    let Some(nats) = OwnNats::start() else {
+    let Some(nats) = OwnServer::start("nats") else {
         return;
     };
     node_killed_with_sigkill("--nats", &nats.url()).await;
@@ -722,7 +649,7 @@ async fn close_or_error(ws: &mut Client) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_presence_ttl_removes_a_killed_nodes_presence_within_it() {
-    let Some(redis) = OwnRedis::start() else {
+    let Some(redis) = OwnServer::start("redis") else {
         return;
     };
     short_presence_ttl("--redis", &redis.url()).await;
@@ -730,7 +657,7 @@ async fn a_short_presence_ttl_removes_a_killed_nodes_presence_within_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_presence_ttl_on_nats_removes_a_killed_nodes_presence_within_it() {
-    let Some(nats) = OwnNats::start() else {
+    let Some(nats) = OwnServer::start("nats") else {
         return;
     };
     short_presence_ttl("--nats", &nats.url()).await;
