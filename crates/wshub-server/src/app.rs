@@ -111,6 +111,10 @@ fn assemble(mut options: ServerOptions) -> (Hub, Arc<ServerState>) {
         .saturating_mul(2)
         .saturating_add(64);
     options.hub.send_queue_capacity = options.hub.send_queue_capacity.max(replay_room);
+    options.hub.send_queue_max_bytes = options
+        .hub
+        .send_queue_max_bytes
+        .max(replay_room.saturating_mul(options.hub.max_message_bytes));
     let state = ServerState::new(options);
 
     let mut builder = Hub::builder().config(state.options.hub.clone());

@@ -20,6 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_message_bytes(64 * 1024 * 1024)
         // An echo peer may send a burst before reading its replies; wait rather than drop.
         .send_queue_capacity(16 * 1024)
+        .send_queue_max_bytes(256 * 1024 * 1024)
         .overflow_policy(OverflowPolicy::Close)
         // permessage-deflate for clients that offer it (the suite's groups 12 and 13).
         .compression(Compression::default());

@@ -120,8 +120,14 @@ pub struct HubConfig {
     /// Default 10 s.
     pub handshake_timeout: Duration,
     /// How many messages may wait in each connection's send queue beyond the write in
-    /// progress. Default 256.
+    /// progress. Default 4096 (a queued message is one pointer to a body shared with every
+    /// other recipient, so a burst of small broadcasts can wait without much memory).
     pub send_queue_capacity: usize,
+    /// How many payload bytes may wait in each connection's send queue beyond the write in
+    /// progress; whichever of this and [`send_queue_capacity`](Self::send_queue_capacity)
+    /// is reached first makes the queue full. A single message bigger than this still goes
+    /// through an empty queue. Default 1 MiB.
+    pub send_queue_max_bytes: usize,
     /// What happens when a send queue is full. Default [`OverflowPolicy::Close`] (1013).
     pub overflow_policy: OverflowPolicy,
     /// Which `Origin`s may connect. Default: the same origin only.
@@ -151,7 +157,8 @@ impl Default for HubConfig {
             write_batch_bytes: 64 * 1024,
             max_message_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
-            send_queue_capacity: 256,
+            send_queue_capacity: 4096,
+            send_queue_max_bytes: 1024 * 1024,
             overflow_policy: OverflowPolicy::Close,
             origin_policy: OriginPolicy::default(),
             inbox_capacity: 64,
@@ -215,6 +222,12 @@ impl HubConfig {
     /// Sets [`send_queue_capacity`](Self::send_queue_capacity).
     pub fn send_queue_capacity(mut self, n: usize) -> Self {
         self.send_queue_capacity = n;
+        self
+    }
+
+    /// Sets [`send_queue_max_bytes`](Self::send_queue_max_bytes).
+    pub fn send_queue_max_bytes(mut self, n: usize) -> Self {
+        self.send_queue_max_bytes = n;
         self
     }
     /// Sets [`overflow_policy`](Self::overflow_policy).

@@ -7,9 +7,11 @@
 //! and writes it with one vectored write, so a burst of broadcasts costs one wake-up and one
 //! syscall per connection rather than one per message.
 //!
-//! The capacity bounds what waits *beyond* the write in progress: the task only takes more
-//! once the previous batch is flushed, so a peer that stops reading fills its queue and
-//! meets the [`OverflowPolicy`], instead of growing memory without bound.
+//! The capacity, in messages and in payload bytes, bounds what waits *beyond* the write in
+//! progress: the task only takes more once the previous batch is flushed, so a peer that
+//! stops reading fills its queue and meets the [`OverflowPolicy`], instead of growing memory
+//! without bound. Counting bytes too lets many small messages wait through a burst (a
+//! queued message is one pointer to a shared body) while few large ones still fill it.
 
 use std::{
     collections::VecDeque,
@@ -66,6 +68,8 @@ pub(crate) enum Taken {
 #[derive(Debug, Default)]
 struct State {
     messages: VecDeque<Message>,
+    /// The payload bytes of `messages`.
+    bytes: usize,
     close: Option<CloseRequest>,
     /// The close request has been handed to the connection task.
     close_taken: bool,
@@ -81,14 +85,17 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     capacity: usize,
+    /// The most payload bytes that may wait; one message always fits in an empty queue.
+    max_bytes: usize,
     policy: OverflowPolicy,
     state: Mutex<State>,
 }
 
 impl SendQueue {
-    pub(crate) fn new(capacity: usize, policy: OverflowPolicy) -> Self {
+    pub(crate) fn new(capacity: usize, max_bytes: usize, policy: OverflowPolicy) -> Self {
         Self {
             capacity: capacity.max(1),
+            max_bytes,
             policy,
             state: Mutex::new(State::default()),
         }
@@ -107,7 +114,10 @@ impl SendQueue {
             if state.close.is_some() || state.abort {
                 return PushOutcome::Closed;
             }
-            let outcome = if state.messages.len() < self.capacity {
+            let fits = state.messages.is_empty()
+                || (state.messages.len() < self.capacity
+                    && state.bytes.saturating_add(message.len()) <= self.max_bytes);
+            let outcome = if fits {
                 if state.messages.capacity() == 0 {
                     // The queue's buffer is released whenever it drains (an idle connection
                     // holds none); start the next one big enough for a typical burst
@@ -116,13 +126,22 @@ impl SendQueue {
                         .messages
                         .reserve(INITIAL_QUEUE_CAPACITY.min(self.capacity));
                 }
+                state.bytes += message.len();
                 state.messages.push_back(message);
                 PushOutcome::Queued
             } else {
                 match self.policy {
                     OverflowPolicy::DropNewest => PushOutcome::DroppedNewest,
                     OverflowPolicy::DropOldest => {
-                        state.messages.pop_front();
+                        // Make room by bytes as well as by count; the newest always stays.
+                        while let Some(oldest) = state.messages.front()
+                            && (state.messages.len() >= self.capacity
+                                || state.bytes.saturating_add(message.len()) > self.max_bytes)
+                        {
+                            state.bytes -= oldest.len();
+                            state.messages.pop_front();
+                        }
+                        state.bytes += message.len();
                         state.messages.push_back(message);
                         PushOutcome::QueuedDroppingOldest
                     }
@@ -133,6 +152,7 @@ impl SendQueue {
                             discard_pending: true,
                         });
                         let discarded = std::mem::take(&mut state.messages).len();
+                        state.bytes = 0;
                         PushOutcome::Overflowed { discarded }
                     }
                 }
@@ -155,6 +175,7 @@ impl SendQueue {
             }
             if request.discard_pending {
                 state.messages = VecDeque::new();
+                state.bytes = 0;
             }
             state.close = Some(request);
             state.waker.take()
@@ -171,6 +192,7 @@ impl SendQueue {
             let mut state = self.lock();
             state.abort = true;
             state.messages = VecDeque::new();
+            state.bytes = 0;
             (state.waker.take(), state.abort_waker.take())
         };
         for waker in [waker, abort_waker].into_iter().flatten() {
@@ -210,10 +232,10 @@ impl SendQueue {
             return Poll::Pending;
         }
         if !state.messages.is_empty() {
-            let total: usize = state.messages.iter().map(Message::len).sum();
-            if total <= max_bytes {
+            if state.bytes <= max_bytes {
                 // Hand the whole queue over without copying; the queue starts afresh.
                 std::mem::swap(&mut state.messages, batch);
+                state.bytes = 0;
             } else {
                 let mut bytes = 0;
                 while let Some(message) = state.messages.front() {
@@ -225,6 +247,7 @@ impl SendQueue {
                         batch.push_back(message);
                     }
                 }
+                state.bytes -= bytes;
             }
             return Poll::Ready(Taken::Messages);
         }
@@ -259,7 +282,7 @@ mod tests {
 
     #[test]
     fn close_policy_overflows_and_discards() {
-        let queue = SendQueue::new(2, OverflowPolicy::Close);
+        let queue = SendQueue::new(2, usize::MAX, OverflowPolicy::Close);
         assert_eq!(queue.push(Message::text("a")), PushOutcome::Queued);
         assert_eq!(queue.push(Message::text("b")), PushOutcome::Queued);
         assert_eq!(
@@ -278,10 +301,10 @@ mod tests {
 
     #[test]
     fn drop_policies() {
-        let newest = SendQueue::new(1, OverflowPolicy::DropNewest);
+        let newest = SendQueue::new(1, usize::MAX, OverflowPolicy::DropNewest);
         newest.push(Message::text("a"));
         assert_eq!(newest.push(Message::text("b")), PushOutcome::DroppedNewest);
-        let oldest = SendQueue::new(1, OverflowPolicy::DropOldest);
+        let oldest = SendQueue::new(1, usize::MAX, OverflowPolicy::DropOldest);
         oldest.push(Message::text("a"));
         assert_eq!(
             oldest.push(Message::text("b")),
@@ -296,8 +319,68 @@ mod tests {
     }
 
     #[test]
+    fn bytes_bound_the_queue_as_well_as_messages() {
+        // Room for 100 messages but 1000 bytes: the fourth 300-byte message overflows.
+        let queue = SendQueue::new(100, 1000, OverflowPolicy::DropNewest);
+        for _ in 0..3 {
+            assert_eq!(
+                queue.push(Message::text("x".repeat(300))),
+                PushOutcome::Queued
+            );
+        }
+        assert_eq!(
+            queue.push(Message::text("x".repeat(300))),
+            PushOutcome::DroppedNewest
+        );
+        // Small ones still fit in what is left.
+        assert_eq!(
+            queue.push(Message::text("y".repeat(100))),
+            PushOutcome::Queued
+        );
+        // Taking frees the bytes again, partly (a bounded batch) or wholly.
+        let mut batch = VecDeque::new();
+        assert_eq!(
+            queue.poll_take(
+                &mut Context::from_waker(Waker::noop()),
+                &mut batch,
+                600,
+                true
+            ),
+            Poll::Ready(Taken::Messages)
+        );
+        assert_eq!(batch.len(), 2);
+        assert_eq!(queue.lock().bytes, 400);
+        assert_eq!(
+            queue.push(Message::text("x".repeat(600))),
+            PushOutcome::Queued
+        );
+        batch.clear();
+        assert_eq!(take(&queue, &mut batch), Poll::Ready(Taken::Messages));
+        assert_eq!(queue.lock().bytes, 0);
+        // A message bigger than the bound still goes through an empty queue.
+        assert_eq!(
+            queue.push(Message::text("z".repeat(5000))),
+            PushOutcome::Queued
+        );
+
+        // DropOldest makes room by bytes too, keeping the newest.
+        let oldest = SendQueue::new(100, 1000, OverflowPolicy::DropOldest);
+        for c in ["a", "b", "c"] {
+            oldest.push(Message::text(c.repeat(300)));
+        }
+        assert_eq!(
+            oldest.push(Message::text("d".repeat(500))),
+            PushOutcome::QueuedDroppingOldest
+        );
+        let mut batch = VecDeque::new();
+        assert_eq!(take(&oldest, &mut batch), Poll::Ready(Taken::Messages));
+        let kept: Vec<_> = batch.iter().map(|m| m.as_bytes()[0]).collect();
+        assert_eq!(kept, b"cd");
+    }
+
+    #[test]
     fn close_comes_after_queued_messages_and_batches_are_bounded() {
-        let queue = SendQueue::new(100, OverflowPolicy::Close);
+        let queue = SendQueue::new(100, usize::MAX, OverflowPolicy::Close);
         for _ in 0..10 {
             queue.push(Message::text("x".repeat(300)));
         }

@@ -375,7 +375,11 @@ impl PendingConnection {
                 identity: self.identity,
                 compressed: self.deflate.is_some(),
             },
-            queue: SendQueue::new(config.send_queue_capacity, config.overflow_policy),
+            queue: SendQueue::new(
+                config.send_queue_capacity,
+                config.send_queue_max_bytes,
+                config.overflow_policy,
+            ),
             rooms: Mutex::new(Vec::new()),
             gone: std::sync::atomic::AtomicBool::new(false),
             inbox: inbox_rx,

@@ -104,7 +104,8 @@ async fn a_write_stalled_past_the_write_wait_drops_the_connection() {
                 .write_wait(Duration::from_millis(300))
                 .write_buffer_bytes(8 * 1024)
                 // A queue too deep to overflow: only the write wait can end it.
-                .send_queue_capacity(100_000),
+                .send_queue_capacity(100_000)
+                .send_queue_max_bytes(usize::MAX),
         )
         .on_disconnect(move |_, disconnect| {
             let is_write_timeout = matches!(disconnect.error, Some(Error::WriteTimeout));

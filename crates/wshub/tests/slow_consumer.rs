@@ -31,9 +31,20 @@ async fn small_buffer_client(addr: std::net::SocketAddr) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_never_reads_is_closed_with_1013_and_delays_no_one() {
-    let hub = Hub::new(
+    // The queue fills by its count of messages, then (room for many messages) by bytes.
+    for bound in [
+        HubConfig::default().send_queue_capacity(8),
         HubConfig::default()
-            .send_queue_capacity(8)
+            .send_queue_capacity(100_000)
+            .send_queue_max_bytes(4 * PAYLOAD),
+    ] {
+        cut_off_when_the_queue_fills(bound).await;
+    }
+}
+
+async fn cut_off_when_the_queue_fills(bound: HubConfig) {
+    let hub = Hub::new(
+        bound
             .write_buffer_bytes(16 * 1024)
             .write_wait(Duration::from_secs(60)),
     );
