@@ -126,7 +126,9 @@ pub struct HubConfig {
     /// How many payload bytes may wait in each connection's send queue beyond the write in
     /// progress; whichever of this and [`send_queue_capacity`](Self::send_queue_capacity)
     /// is reached first makes the queue full. A single message bigger than this still goes
-    /// through an empty queue. Default 1 MiB.
+    /// through an empty queue. Default 4 MiB: four messages of the largest size a peer may
+    /// send by default ([`max_message_bytes`](Self::max_message_bytes)), so relaying a few
+    /// large messages in a row does not look like a slow reader.
     pub send_queue_max_bytes: usize,
     /// What happens when a send queue is full. Default [`OverflowPolicy::Close`] (1013).
     pub overflow_policy: OverflowPolicy,
@@ -158,7 +160,7 @@ impl Default for HubConfig {
             max_message_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             send_queue_capacity: 4096,
-            send_queue_max_bytes: 1024 * 1024,
+            send_queue_max_bytes: 4 * 1024 * 1024,
             overflow_policy: OverflowPolicy::Close,
             origin_policy: OriginPolicy::default(),
             inbox_capacity: 64,
