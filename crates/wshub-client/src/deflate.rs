@@ -277,31 +277,35 @@ impl<S> DeflateStream<S> {
             let (b0, b1) = (frame[0], frame[1]);
             let (fin, rsv, opcode, masked) = (b0 & 0x80 != 0, b0 & 0x70, b0 & 0x0F, b1 & 0x80 != 0);
             // Only whole, unfragmented data messages: RSV1 would have to go on the first
-            // fragment before the rest of the message is known.
-            if fin && rsv == 0 && masked && matches!(opcode, 0x1 | 0x2) {
+            // fragment before the rest of the message is known. Small ones pass untouched,
+            // without being copied or unmasked.
+            if fin
+                && rsv == 0
+                && masked
+                && matches!(opcode, 0x1 | 0x2)
+                && payload_len >= COMPRESS_MIN_BYTES
+            {
                 let mask: [u8; 4] = frame[header_len - 4..header_len]
                     .try_into()
                     .map_err(|_| invalid("masking key"))?;
                 let mut payload = frame[header_len..].to_vec();
                 apply_mask(&mut payload, mask);
-                if payload.len() >= COMPRESS_MIN_BYTES {
-                    let mut compressed = self.compress(&payload)?;
-                    if compressed.len() < payload.len() {
-                        apply_mask(&mut compressed, mask);
-                        push_header(
-                            &mut self.out,
-                            0x80 | 0x40 | opcode,
-                            compressed.len(),
-                            Some(mask),
-                        );
-                        self.out.extend_from_slice(&compressed);
-                        continue;
-                    }
-                    // Did not shrink: sent as it is, so the compressor must forget it (the
-                    // server's window never sees these bytes).
-                    if let Some(compressor) = &mut self.compressor {
-                        compressor.reset();
-                    }
+                let mut compressed = self.compress(&payload)?;
+                if compressed.len() < payload.len() {
+                    apply_mask(&mut compressed, mask);
+                    push_header(
+                        &mut self.out,
+                        0x80 | 0x40 | opcode,
+                        compressed.len(),
+                        Some(mask),
+                    );
+                    self.out.extend_from_slice(&compressed);
+                    continue;
+                }
+                // Did not shrink: sent as it is, so the compressor must forget it (the
+                // server's window never sees these bytes).
+                if let Some(compressor) = &mut self.compressor {
+                    compressor.reset();
                 }
             }
             self.out.extend_from_slice(&frame);
