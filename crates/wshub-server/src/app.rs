@@ -250,6 +250,8 @@ async fn stats(State(api): State<Api>) -> Response {
         "slow_consumer_disconnects": stats.slow_consumer_disconnects,
         "total_connections": stats.total_connections,
         "rejected_handshakes": stats.rejected_handshakes,
+        "http_connections": stats.http_connections,
+        "refused_http_connections": stats.refused_http_connections,
         "history_rooms": history_rooms(&api.state),
         "backplane": api.state.backplane().kind(),
         "backplane_connected": health.is_connected(),

@@ -69,6 +69,21 @@ pub struct Settings {
     /// (`--api-key`). Without it (the default) the API is disabled: every `/api/` request
     /// is answered 401, and [`Settings::warnings`] says so.
     pub api_key: Option<String>,
+    /// The largest HTTP API request body; a larger one is answered 413 before it is read
+    /// (`--api-max-body`, `WSHUB_API_MAX_BODY`, `api_max_body`). Default 64 KiB.
+    pub api_max_body_bytes: usize,
+    /// How long an HTTP API request body may take to arrive; a slower one is answered 408
+    /// and its connection closed (`--api-body-timeout`, `WSHUB_API_BODY_TIMEOUT`,
+    /// `api_body_timeout`). Default 10 s.
+    pub api_body_timeout: Duration,
+    /// The most HTTP connections open at once that are not WebSockets: API calls, `/stats`,
+    /// idle keep-alive connections, upgrade requests before the upgrade; one more is
+    /// answered 503 and closed (`--max-http-connections`, `WSHUB_MAX_HTTP_CONNECTIONS`,
+    /// `max_http_connections`). Default 1024.
+    pub max_http_connections: usize,
+    /// The same bound for one client IP address (`--max-http-connections-per-ip`,
+    /// `WSHUB_MAX_HTTP_CONNECTIONS_PER_IP`, `max_http_connections_per_ip`). Default 128.
+    pub max_http_connections_per_ip: usize,
     /// The most messages kept per room for recovery and `history` (`--history-size`).
     /// Default 100; 0 keeps offsets and epochs but no message.
     pub history_size: usize,
@@ -144,6 +159,10 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             jwt_secret: None,
             api_key: None,
+            api_max_body_bytes: 64 * 1024,
+            api_body_timeout: Duration::from_secs(10),
+            max_http_connections: 1024,
+            max_http_connections_per_ip: 128,
             history_size: 100,
             history_ttl: Duration::from_secs(300),
             presence_events: true,
@@ -183,6 +202,13 @@ impl fmt::Debug for Settings {
             .field("allowed_origins", &self.allowed_origins)
             .field("jwt_secret", &redacted(&self.jwt_secret))
             .field("api_key", &redacted(&self.api_key))
+            .field("api_max_body_bytes", &self.api_max_body_bytes)
+            .field("api_body_timeout", &self.api_body_timeout)
+            .field("max_http_connections", &self.max_http_connections)
+            .field(
+                "max_http_connections_per_ip",
+                &self.max_http_connections_per_ip,
+            )
             .field("history_size", &self.history_size)
             .field("history_ttl", &self.history_ttl)
             .field("presence_events", &self.presence_events)
@@ -424,6 +450,43 @@ const API_KEY: Spec = Spec {
     help: "Key of the HTTP API (Authorization: Bearer <KEY>); without it the API answers 401 to \
          every request. Prefer the environment variable: flags show in `ps`.",
 };
+const API_MAX_BODY: Spec = Spec {
+    flag: "api-max-body",
+    env: "WSHUB_API_MAX_BODY",
+    key: "api_max_body",
+    default: Some("64KiB"),
+    value_name: "SIZE",
+    secret: false,
+    help: "Largest HTTP API request body; a larger one is answered 413.",
+};
+const API_BODY_TIMEOUT: Spec = Spec {
+    flag: "api-body-timeout",
+    env: "WSHUB_API_BODY_TIMEOUT",
+    key: "api_body_timeout",
+    default: Some("10s"),
+    value_name: "DURATION",
+    secret: false,
+    help: "How long an HTTP API request body may take to arrive; a slower one is answered 408.",
+};
+const MAX_HTTP_CONNECTIONS: Spec = Spec {
+    flag: "max-http-connections",
+    env: "WSHUB_MAX_HTTP_CONNECTIONS",
+    key: "max_http_connections",
+    default: Some("1024"),
+    value_name: "N",
+    secret: false,
+    help: "Most HTTP connections open at once that are not WebSockets (API, /stats, idle \
+         keep-alive, upgrades in progress); more are answered 503 and closed.",
+};
+const MAX_HTTP_CONNECTIONS_PER_IP: Spec = Spec {
+    flag: "max-http-connections-per-ip",
+    env: "WSHUB_MAX_HTTP_CONNECTIONS_PER_IP",
+    key: "max_http_connections_per_ip",
+    default: Some("128"),
+    value_name: "N",
+    secret: false,
+    help: "Most of those HTTP connections from one client IP address.",
+};
 const HISTORY_SIZE: Spec = Spec {
     flag: "history-size",
     env: "WSHUB_HISTORY_SIZE",
@@ -623,6 +686,10 @@ pub const SPECS: &[Spec] = &[
     ALLOWED_ORIGINS,
     JWT_SECRET,
     API_KEY,
+    API_MAX_BODY,
+    API_BODY_TIMEOUT,
+    MAX_HTTP_CONNECTIONS,
+    MAX_HTTP_CONNECTIONS_PER_IP,
     HISTORY_SIZE,
     HISTORY_TTL,
     PRESENCE_EVENTS,
@@ -762,6 +829,11 @@ impl Settings {
                 .unwrap_or_default(),
             jwt_secret: sources.get_opt(&JWT_SECRET, parse_secret)?,
             api_key: sources.get_opt(&API_KEY, parse_secret)?,
+            api_max_body_bytes: sources.get(&API_MAX_BODY, parse_size)?,
+            api_body_timeout: sources.get(&API_BODY_TIMEOUT, parse_duration)?,
+            max_http_connections: sources.get(&MAX_HTTP_CONNECTIONS, parse_positive)?,
+            max_http_connections_per_ip: sources
+                .get(&MAX_HTTP_CONNECTIONS_PER_IP, parse_positive)?,
             history_size: sources.get(&HISTORY_SIZE, parse_count)?,
             history_ttl: sources.get(&HISTORY_TTL, parse_duration)?,
             presence_events: sources.get(&PRESENCE_EVENTS, parse_bool)?,
@@ -794,6 +866,8 @@ impl Settings {
         config
             .path(self.path.clone())
             .max_connections(self.max_connections)
+            .max_http_connections(self.max_http_connections)
+            .max_http_connections_per_ip(self.max_http_connections_per_ip)
             .ping_interval(self.ping_interval)
             .pong_wait(self.pong_wait)
             .write_wait(self.write_wait)

@@ -64,6 +64,11 @@ pub struct ServerOptions {
     pub jwt_secret: Option<String>,
     /// The key of the HTTP API; without it the API answers 401 to everyone.
     pub api_key: Option<String>,
+    /// The largest HTTP API request body; a larger one is answered 413. Default 64 KiB.
+    pub api_max_body_bytes: usize,
+    /// How long an HTTP API request body may take to arrive; a slower one is answered 408
+    /// and its connection closed. Default 10 s.
+    pub api_body_timeout: std::time::Duration,
     /// Whether subscribers get `join` and `leave` events.
     pub presence_events: bool,
     /// Per-connection command rate limit; `None` for no limit.
@@ -86,6 +91,8 @@ impl Default for ServerOptions {
             history: HistoryConfig::default(),
             jwt_secret: None,
             api_key: None,
+            api_max_body_bytes: 64 * 1024,
+            api_body_timeout: std::time::Duration::from_secs(10),
             presence_events: true,
             rate_limit: Some(RateLimitConfig::default()),
             max_rooms_per_connection: 100,
@@ -115,6 +122,8 @@ impl From<&crate::settings::Settings> for ServerOptions {
             history: settings.history_config(),
             jwt_secret: settings.jwt_secret.clone(),
             api_key: settings.api_key.clone(),
+            api_max_body_bytes: settings.api_max_body_bytes,
+            api_body_timeout: settings.api_body_timeout,
             presence_events: settings.presence_events,
             rate_limit: settings.rate_limit_config(),
             max_rooms_per_connection: settings.max_rooms_per_connection,

@@ -95,6 +95,10 @@ max_message_size = "1MiB"
 allowed_origins = ["https://a.example", "https://b.example"]
 jwt_secret = "file-secret"
 api_key = "file-key"
+api_max_body = "1KiB"
+api_body_timeout = "2s"
+max_http_connections = 20
+max_http_connections_per_ip = 4
 history_size = 7
 history_ttl = "1h"
 presence_events = false
@@ -129,6 +133,10 @@ compression_client_no_context_takeover = true
         ],
         jwt_secret: Some("file-secret".to_owned()),
         api_key: Some("file-key".to_owned()),
+        api_max_body_bytes: 1024,
+        api_body_timeout: Duration::from_secs(2),
+        max_http_connections: 20,
+        max_http_connections_per_ip: 4,
         history_size: 7,
         history_ttl: Duration::from_secs(3600),
         presence_events: false,
@@ -168,6 +176,10 @@ compression_client_no_context_takeover = true
         (&ALLOWED_ORIGINS, "https://a.example, https://b.example"),
         (&JWT_SECRET, "file-secret"),
         (&API_KEY, "file-key"),
+        (&API_MAX_BODY, "1KiB"),
+        (&API_BODY_TIMEOUT, "2s"),
+        (&MAX_HTTP_CONNECTIONS, "20"),
+        (&MAX_HTTP_CONNECTIONS_PER_IP, "4"),
         (&HISTORY_SIZE, "7"),
         (&HISTORY_TTL, "1h"),
         (&PRESENCE_EVENTS, "false"),
