@@ -1,8 +1,8 @@
 //! Per-connection rate limiting: a token bucket, and a detector of sustained abuse.
 //!
 //! Each connection owns one [`RateLimiter`] (no sharing, no lock: its reader task calls
-//! [`RateLimiter::check`] once per command, passing the current [`Instant`], which makes the
-//! limiter deterministic in tests). A command over the limit is answered with a
+//! [`RateLimiter::check`] once per frame, decoded or not, passing the current [`Instant`],
+//! which makes the limiter deterministic in tests). A command over the limit is answered with a
 //! `rate_limited` error frame and not executed; that never closes the connection by itself.
 //! Only *sustained* abuse does (PROTOCOL.md: close code 1008): more than
 //! [`RateLimitConfig::max_rejections`] rejections within one

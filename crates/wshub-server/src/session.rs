@@ -99,7 +99,17 @@ impl Session {
             );
             return;
         };
-        let command = match Command::decode(text) {
+        // Every frame is charged to the rate limiter, whether it decodes or not: a flood of
+        // invalid commands costs as much to decode as one of valid ones.
+        let decoded = Command::decode(text);
+        let id = match &decoded {
+            Ok(command) => command.id().cloned(),
+            Err(error) => error.id().cloned(),
+        };
+        if !self.within_rate_limit(id) {
+            return;
+        }
+        let command = match decoded {
             Ok(command) => command,
             Err(error) => {
                 self.state.counters.record_command("invalid");
@@ -108,33 +118,34 @@ impl Session {
             }
         };
         self.state.counters.record_command(command.type_name());
-        if let Some(limiter) = &mut self.limiter {
-            match limiter.check(Instant::now()) {
-                Decision::Allow => {}
-                decision => {
-                    self.state.counters.record_rate_limited();
-                    self.reply(
-                        ProtocolError::new(
-                            command.id().cloned(),
-                            ErrorCode::RateLimited,
-                            "too many commands; slow down",
-                        )
-                        .to_frame(),
-                    );
-                    if decision == Decision::Close {
-                        self.conn
-                            .close(CloseCode::POLICY_VIOLATION, "sustained rate-limit abuse");
-                    }
-                    return;
-                }
-            }
-        }
         let id = command.id().cloned();
         match self.execute(command).await {
             Ok(Some(reply)) => self.reply(reply),
             Ok(None) => {}
             Err((code, message)) => self.reply(encode::error(id.as_ref(), code, &message)),
         }
+    }
+
+    /// Charges one frame to the rate limiter. Over the limit the frame is answered with
+    /// `rate_limited` and not executed, and sustained abuse closes the connection with 1008.
+    fn within_rate_limit(&mut self, id: Option<wshub_protocol::CommandId>) -> bool {
+        let Some(limiter) = &mut self.limiter else {
+            return true;
+        };
+        let decision = limiter.check(Instant::now());
+        if decision == Decision::Allow {
+            return true;
+        }
+        self.state.counters.record_rate_limited();
+        self.reply(
+            ProtocolError::new(id, ErrorCode::RateLimited, "too many commands; slow down")
+                .to_frame(),
+        );
+        if decision == Decision::Close {
+            self.conn
+                .close(CloseCode::POLICY_VIOLATION, "sustained rate-limit abuse");
+        }
+        false
     }
 
     /// Runs one command; returns its reply (when it has an id) or its failure.
