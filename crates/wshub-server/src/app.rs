@@ -25,7 +25,8 @@ use crate::{
     state::{BackplaneOptions, ServerOptions, ServerState},
 };
 
-/// How often expired history is dropped.
+/// How often expired history, and addresses whose command bucket has refilled, are
+/// dropped.
 const HISTORY_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The server's parts, before it listens anywhere.
@@ -250,6 +251,8 @@ async fn stats(State(api): State<Api>) -> Response {
         "slow_consumer_disconnects": stats.slow_consumer_disconnects,
         "total_connections": stats.total_connections,
         "rejected_handshakes": stats.rejected_handshakes,
+        "address_connections_refused": api.state.counters.address_refused(),
+        "addresses": api.state.addresses.len(),
         "http_connections": stats.http_connections,
         "refused_http_connections": stats.refused_http_connections,
         "history_rooms": history_rooms(&api.state),
@@ -271,6 +274,12 @@ async fn metrics_text(State(api): State<Api>) -> Response {
         history_rooms(&api.state),
         api.state.started.elapsed(),
     );
+    body.push_str(&format!(
+        "# HELP wshub_addresses Client IP addresses remembered for their connection count and command bucket.\n\
+         # TYPE wshub_addresses gauge\n\
+         wshub_addresses {}\n",
+        api.state.addresses.len()
+    ));
     let up = u8::from(api.state.backplane_health().is_connected());
     body.push_str(&format!(
         "# HELP wshub_backplane_up Whether the backplane is reachable (1) or the node is degraded (0).\n\
@@ -345,6 +354,7 @@ pub async fn serve(options: ServerOptions, addr: SocketAddr) -> Result<RunningSe
         loop {
             tick.tick().await;
             sweep_state.backplane().sweep();
+            sweep_state.addresses.sweep(std::time::Instant::now());
         }
     });
     Ok(RunningServer {

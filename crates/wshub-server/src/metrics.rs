@@ -95,6 +95,7 @@ pub struct ServerCounters {
     out: [AtomicU64; OutKind::ALL.len()],
     rate_limited: AtomicU64,
     api_refused: [AtomicU64; ApiRefusal::ALL.len()],
+    address_refused: AtomicU64,
 }
 
 impl ServerCounters {
@@ -119,6 +120,16 @@ impl ServerCounters {
     /// Counts one command refused by the rate limiter.
     pub fn record_rate_limited(&self) {
         self.rate_limited.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one WebSocket connection closed because its address had too many open.
+    pub fn record_address_refused(&self) {
+        self.address_refused.fetch_add(1, Relaxed);
+    }
+
+    /// WebSocket connections closed because their address had too many open.
+    pub fn address_refused(&self) -> u64 {
+        self.address_refused.load(Relaxed)
     }
 
     /// Counts one HTTP API request refused before its handler ran.
@@ -242,6 +253,13 @@ pub fn render(
         "counter",
         "HTTP connections answered 503 at accept: --max-http-connections or its per-IP bound.",
         &[("", stats.refused_http_connections)],
+    );
+    metric(
+        "wshub_address_connections_refused_total",
+        "counter",
+        "WebSocket connections closed with 1008 because their IP address had \
+         --max-connections-per-ip open.",
+        &[("", counters.address_refused())],
     );
     let refused: Vec<(String, u64)> = ApiRefusal::ALL
         .iter()

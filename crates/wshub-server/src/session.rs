@@ -13,7 +13,7 @@ use wshub_protocol::{Claims, Command, ErrorCode, ProtocolError, RoomName, encode
 
 use crate::{
     metrics::OutKind,
-    rate_limit::{Decision, RateLimiter},
+    rate_limit::{AddressLimits, AddressSlot, Decision, RateLimiter},
     state::{Failure as StateFailure, ServerState, text, user_of},
     token,
 };
@@ -24,11 +24,30 @@ pub async fn run(state: Arc<ServerState>, conn: Connection) {
         .identity()
         .and_then(|identity| identity.data::<Claims>())
         .cloned();
+    let now = Instant::now();
+    let address = conn
+        .remote_addr()
+        .map(|peer| AddressLimits::admit(&state.addresses, peer.ip(), now));
+    if let Some(None) = address {
+        state.counters.record_address_refused();
+        conn.close(
+            CloseCode::POLICY_VIOLATION,
+            "too many connections from your address",
+        );
+        // Wait for the close handshake so the socket is released promptly.
+        while conn.recv().await.is_some() {}
+        return;
+    }
+    let address = address.flatten();
     let mut session = Session {
-        limiter: state
-            .options
-            .rate_limit
-            .map(|config| RateLimiter::new(&config, Instant::now())),
+        limiter: state.options.rate_limit.map(|config| {
+            let limiter = RateLimiter::new(&config, now);
+            match address.as_ref().and_then(AddressSlot::commands) {
+                Some(shared) => limiter.sharing(shared),
+                None => limiter,
+            }
+        }),
+        _address: address,
         state,
         conn,
         claims,
@@ -76,6 +95,8 @@ struct Session {
     conn: Connection,
     claims: Option<Claims>,
     limiter: Option<RateLimiter>,
+    /// This connection's place among those of its address, given back when it ends.
+    _address: Option<AddressSlot>,
 }
 
 /// A command's failure: the error code and message for its `error` frame.

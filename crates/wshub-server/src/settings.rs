@@ -95,6 +95,15 @@ pub struct Settings {
     /// The per-connection limit on commands (`--rate-limit`); `None` when turned off.
     /// Default 50 per second with a burst of 100.
     pub rate_limit: Option<RateLimit>,
+    /// The commands all connections from one IP address may send together
+    /// (`--rate-limit-per-ip`, `WSHUB_RATE_LIMIT_PER_IP`, `rate_limit_per_ip`); reconnecting
+    /// does not refill it. `None` when turned off; off too when `rate_limit` is. Default
+    /// 2000 per second with a burst of 5000.
+    pub rate_limit_per_ip: Option<RateLimit>,
+    /// The most WebSocket connections open at once from one IP address; one more is closed
+    /// with 1008 before its welcome (`--max-connections-per-ip`,
+    /// `WSHUB_MAX_CONNECTIONS_PER_IP`, `max_connections_per_ip`). Default 1000.
+    pub max_connections_per_ip: usize,
     /// The most rooms one connection may be subscribed to at once; one more is answered
     /// with `limit_exceeded` (`--max-rooms-per-connection`). Default 100.
     pub max_rooms_per_connection: usize,
@@ -170,6 +179,11 @@ impl Default for Settings {
                 per_second: 50.0,
                 burst: 100,
             }),
+            rate_limit_per_ip: Some(RateLimit {
+                per_second: 2000.0,
+                burst: 5000,
+            }),
+            max_connections_per_ip: 1000,
             max_rooms_per_connection: 100,
             config_file: None,
             log_level: "info".to_owned(),
@@ -213,6 +227,8 @@ impl fmt::Debug for Settings {
             .field("history_ttl", &self.history_ttl)
             .field("presence_events", &self.presence_events)
             .field("rate_limit", &self.rate_limit)
+            .field("rate_limit_per_ip", &self.rate_limit_per_ip)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_rooms_per_connection", &self.max_rooms_per_connection)
             .field("config_file", &self.config_file)
             .field("log_level", &self.log_level)
@@ -524,6 +540,26 @@ const RATE_LIMIT: Spec = Spec {
     help: "Commands per second per connection and burst, e.g. 50/100 (50 per second, 100 at \
          once); 0 or off turns the limit off.",
 };
+const RATE_LIMIT_PER_IP: Spec = Spec {
+    flag: "rate-limit-per-ip",
+    env: "WSHUB_RATE_LIMIT_PER_IP",
+    key: "rate_limit_per_ip",
+    default: Some("2000/5000"),
+    value_name: "RATE[/BURST]",
+    secret: false,
+    help: "Commands per second all connections from one IP address may send together, with \
+         the burst after a slash; reconnecting does not refill it. 0 or off for no limit.",
+};
+const MAX_CONNECTIONS_PER_IP: Spec = Spec {
+    flag: "max-connections-per-ip",
+    env: "WSHUB_MAX_CONNECTIONS_PER_IP",
+    key: "max_connections_per_ip",
+    default: Some("1000"),
+    value_name: "N",
+    secret: false,
+    help: "Most WebSocket connections open at once from one IP address; more are closed with \
+         1008. Behind a proxy every client has the proxy's address: raise it there.",
+};
 const MAX_ROOMS_PER_CONNECTION: Spec = Spec {
     flag: "max-rooms-per-connection",
     env: "WSHUB_MAX_ROOMS_PER_CONNECTION",
@@ -694,6 +730,8 @@ pub const SPECS: &[Spec] = &[
     HISTORY_TTL,
     PRESENCE_EVENTS,
     RATE_LIMIT,
+    RATE_LIMIT_PER_IP,
+    MAX_CONNECTIONS_PER_IP,
     MAX_ROOMS_PER_CONNECTION,
     CONFIG,
     LOG_LEVEL,
@@ -838,6 +876,8 @@ impl Settings {
             history_ttl: sources.get(&HISTORY_TTL, parse_duration)?,
             presence_events: sources.get(&PRESENCE_EVENTS, parse_bool)?,
             rate_limit,
+            rate_limit_per_ip: sources.get(&RATE_LIMIT_PER_IP, parse_rate_limit)?,
+            max_connections_per_ip: sources.get(&MAX_CONNECTIONS_PER_IP, parse_positive)?,
             max_rooms_per_connection: sources.get(&MAX_ROOMS_PER_CONNECTION, parse_positive)?,
             config_file: sources.file.as_ref().map(|file| file.path.clone()),
             log_level: sources.get(&LOG_LEVEL, parse_log_level)?,
@@ -890,6 +930,9 @@ impl Settings {
         self.rate_limit.map(|limit| RateLimitConfig {
             per_second: limit.per_second,
             burst: limit.burst,
+            per_address: self
+                .rate_limit_per_ip
+                .map(|limit| (limit.per_second, limit.burst)),
             ..RateLimitConfig::default()
         })
     }

@@ -24,7 +24,7 @@ use crate::{
     delivery::Rooms,
     history::HistoryConfig,
     metrics::{OutKind, ServerCounters},
-    rate_limit::RateLimitConfig,
+    rate_limit::{AddressLimits, RateLimitConfig},
     token::TokenVerifier,
 };
 
@@ -75,6 +75,9 @@ pub struct ServerOptions {
     pub rate_limit: Option<RateLimitConfig>,
     /// The most rooms one connection may be in.
     pub max_rooms_per_connection: usize,
+    /// The most WebSocket connections open at once from one IP address; one more is
+    /// closed with 1008 before its welcome. Default 1000.
+    pub max_connections_per_ip: usize,
     /// The backplane: memory (one node) by default.
     pub backplane: BackplaneOptions,
     /// On a shared backplane, how long this node's presence entries outlive it when it
@@ -96,6 +99,7 @@ impl Default for ServerOptions {
             presence_events: true,
             rate_limit: Some(RateLimitConfig::default()),
             max_rooms_per_connection: 100,
+            max_connections_per_ip: 1000,
             backplane: BackplaneOptions::Memory,
             presence_ttl: std::time::Duration::from_secs(30),
             tls: None,
@@ -127,6 +131,7 @@ impl From<&crate::settings::Settings> for ServerOptions {
             presence_events: settings.presence_events,
             rate_limit: settings.rate_limit_config(),
             max_rooms_per_connection: settings.max_rooms_per_connection,
+            max_connections_per_ip: settings.max_connections_per_ip,
             backplane,
             presence_ttl: settings.presence_ttl,
             // Reading the certificate can fail; `main` loads it and reports which file.
@@ -186,6 +191,8 @@ pub struct ServerState {
     pub started: Instant,
     /// Counters the hub does not keep.
     pub counters: ServerCounters,
+    /// Connections and commands per client IP address.
+    pub addresses: Arc<AddressLimits>,
 }
 
 impl ServerState {
@@ -200,6 +207,10 @@ impl ServerState {
                 .map(|secret| TokenVerifier::new(secret.as_bytes())),
             started: Instant::now(),
             counters: ServerCounters::default(),
+            addresses: Arc::new(AddressLimits::new(
+                options.max_connections_per_ip,
+                options.rate_limit.and_then(|limit| limit.per_address),
+            )),
             options,
         })
     }

@@ -103,6 +103,8 @@ history_size = 7
 history_ttl = "1h"
 presence_events = false
 rate_limit = "5/10"
+rate_limit_per_ip = "20/40"
+max_connections_per_ip = 9
 max_rooms_per_connection = 3
 log_level = "debug"
 log_format = "json"
@@ -144,6 +146,11 @@ compression_client_no_context_takeover = true
             per_second: 5.0,
             burst: 10,
         }),
+        rate_limit_per_ip: Some(RateLimit {
+            per_second: 20.0,
+            burst: 40,
+        }),
+        max_connections_per_ip: 9,
         max_rooms_per_connection: 3,
         config_file: Some(file.path().to_owned()),
         log_level: "debug".to_owned(),
@@ -184,6 +191,8 @@ compression_client_no_context_takeover = true
         (&HISTORY_TTL, "1h"),
         (&PRESENCE_EVENTS, "false"),
         (&RATE_LIMIT, "5/10"),
+        (&RATE_LIMIT_PER_IP, "20/40"),
+        (&MAX_CONNECTIONS_PER_IP, "9"),
         (&MAX_ROOMS_PER_CONNECTION, "3"),
         (&LOG_LEVEL, "debug"),
         (&LOG_FORMAT, "json"),
