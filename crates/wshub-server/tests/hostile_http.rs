@@ -347,3 +347,66 @@ async fn running_out_of_descriptors_is_logged_once_not_per_retry() {
     let warnings = log.matches("accept failed").count();
     assert_eq!(warnings, 1, "accept warnings in 2 s:\n{log}");
 }
+
+/// The resident memory of this process (the server runs in it), in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .expect("VmRSS")
+        * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_request_headers_are_not_kept_for_the_connections_life() {
+    let server = start(ServerOptions {
+        rate_limit: None,
+        ..ServerOptions::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut calm = Bystander::join(addr).await;
+
+    // 200 WebSockets whose upgrade requests carry 320 KB of headers each, a 64 KB
+    // User-Agent among them, all kept open.
+    let padding: String = (0..39)
+        .map(|i| format!("X-Pad-{i}: {}\r\n", "p".repeat(8000)))
+        .collect();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         User-Agent: {}\r\n{padding}\r\n",
+        "u".repeat(8000)
+    );
+    let before = rss_bytes();
+    let mut open = Vec::new();
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(addr).await.expect("dial");
+        within("write", stream.write_all(request.as_bytes()))
+            .await
+            .expect("write");
+        let answer = response_head(&mut stream, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 101"), "{answer:?}");
+        open.push(stream);
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    assert_eq!(server.hub().connection_count(), 201);
+    // 200 x 320 KB kept would be 64 MB; what stays is the connections themselves.
+    assert!(
+        grown < 16 * 1024 * 1024,
+        "RSS grew by {} KiB for 200 connections",
+        grown / 1024
+    );
+    calm.still_served("200 connections with large headers")
+        .await;
+    drop(open);
+    stop(server).await;
+}

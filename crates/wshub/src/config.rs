@@ -148,8 +148,10 @@ pub struct HubConfig {
     /// server stops reading from that socket. Default 64.
     pub inbox_capacity: usize,
     /// Whether each connection keeps its request headers (for
-    /// [`Connection::headers`](crate::Connection::headers)). Default `true`; turn it off to
-    /// save memory per connection when nobody reads them.
+    /// [`Connection::headers`](crate::Connection::headers)) for its whole life. Default
+    /// `false`: a client may send up to hyper's limit (about 400 KB) of headers, which
+    /// would otherwise stay in memory as long as it stays connected; turn it on when a
+    /// handler reads them (the auth hook sees them either way).
     pub keep_headers: bool,
     /// permessage-deflate (RFC 7692), offered by browsers and most clients: `None`, the
     /// default, leaves every connection uncompressed. See [`Compression`] for what it costs.
@@ -176,7 +178,7 @@ impl Default for HubConfig {
             overflow_policy: OverflowPolicy::Close,
             origin_policy: OriginPolicy::default(),
             inbox_capacity: 64,
-            keep_headers: true,
+            keep_headers: false,
             compression: None,
         }
     }
