@@ -56,10 +56,11 @@
 //! caller that found it just before, and locks it just after, sees the mark and looks the
 //! room up again, so no message is ever appended to a dropped history.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
 use std::collections::hash_map::{Entry, HashMap};
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,16 @@ pub struct HistoryConfig {
     /// How long a room's epoch and latest offset outlive its last use (publish, read or
     /// subscribe); never shorter than `ttl` in effect. Default: 24 h.
     pub meta_ttl: Duration,
+    /// The most bytes all rooms' retained messages may take together
+    /// (`--history-max-bytes`); past it the oldest messages of all rooms are dropped
+    /// first, down to nine tenths of it. Each message counts its frame plus
+    /// [`STORED_OVERHEAD`]. Default: 256 MiB.
+    pub max_bytes: usize,
 }
+
+/// What a retained message costs besides its frame's bytes: its slot in the room's queue
+/// and the shared buffer's header.
+pub const STORED_OVERHEAD: usize = 64;
 
 impl Default for HistoryConfig {
     fn default() -> Self {
@@ -87,8 +97,27 @@ impl Default for HistoryConfig {
             max_messages: 100,
             ttl: Duration::from_secs(300),
             meta_ttl: Duration::from_secs(24 * 60 * 60),
+            max_bytes: 256 * 1024 * 1024,
         }
     }
+}
+
+/// How much the retained history takes now, and how much the byte budget has dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryUsage {
+    /// Rooms with history state.
+    pub rooms: usize,
+    /// Bytes of retained messages, counted as for [`HistoryConfig::max_bytes`].
+    pub bytes: usize,
+    /// Messages dropped, since the start, to keep within [`HistoryConfig::max_bytes`].
+    pub evicted: u64,
+}
+
+/// The bytes retained by every room of one [`History`], shared by its rooms.
+#[derive(Debug, Default)]
+struct Budget {
+    used: AtomicUsize,
+    evicted: AtomicU64,
 }
 
 /// The result of reading a room's history after a client's last known position.
@@ -149,10 +178,12 @@ pub struct RoomHistory {
     ttl: Duration,
     /// Set by [`History::sweep`] just before the room leaves its shard.
     dropped: bool,
+    /// The bytes of every room of the history, which this room's messages count in.
+    budget: Arc<Budget>,
 }
 
 impl RoomHistory {
-    fn new(now: Instant, config: &HistoryConfig) -> RoomHistory {
+    fn new(now: Instant, config: &HistoryConfig, budget: Arc<Budget>) -> RoomHistory {
         RoomHistory {
             epoch: new_epoch(),
             latest: Offset::ZERO,
@@ -162,6 +193,20 @@ impl RoomHistory {
             max_messages: config.max_messages,
             ttl: config.ttl,
             dropped: false,
+            budget,
+        }
+    }
+
+    /// Drops the oldest retained message, if any; true when there was one.
+    fn drop_oldest(&mut self) -> bool {
+        match self.messages.pop_front() {
+            Some(oldest) => {
+                self.budget
+                    .used
+                    .fetch_sub(oldest.frame.len() + STORED_OVERHEAD, Ordering::Relaxed);
+                true
+            }
+            None => false,
         }
     }
 
@@ -207,13 +252,16 @@ impl RoomHistory {
         let position = StreamPosition::new(self.epoch.clone(), offset);
         let frame = encode(&position);
         if self.max_messages > 0 {
+            self.budget
+                .used
+                .fetch_add(frame.len() + STORED_OVERHEAD, Ordering::Relaxed);
             self.messages.push_back(Stored {
                 offset,
                 appended_at: self.now,
                 frame: frame.clone(),
             });
             while self.messages.len() > self.max_messages {
-                self.messages.pop_front();
+                self.drop_oldest();
             }
         }
         Appended { position, frame }
@@ -298,7 +346,7 @@ impl RoomHistory {
             if self.now.saturating_duration_since(oldest.appended_at) < self.ttl {
                 break;
             }
-            self.messages.pop_front();
+            self.drop_oldest();
         }
     }
 
@@ -308,7 +356,7 @@ impl RoomHistory {
             self.epoch = new_epoch();
         }
         self.latest = Offset::ZERO;
-        self.messages.clear();
+        while self.drop_oldest() {}
     }
 }
 
@@ -326,6 +374,9 @@ pub struct History<C: Clock = SystemClock> {
     hasher: RandomState,
     config: HistoryConfig,
     clock: C,
+    budget: Arc<Budget>,
+    /// Held by the one caller evicting for the byte budget; others go on without waiting.
+    evicting: Mutex<()>,
 }
 
 impl History<SystemClock> {
@@ -343,6 +394,8 @@ impl<C: Clock> History<C> {
             hasher: RandomState::new(),
             config,
             clock,
+            budget: Arc::default(),
+            evicting: Mutex::new(()),
         }
     }
 
@@ -366,15 +419,19 @@ impl<C: Clock> History<C> {
     /// respect to the others; read the [module docs](self) for what `f` may and may not do.
     pub fn with_room<R>(&self, room: &RoomName, f: impl FnOnce(&mut RoomHistory) -> R) -> R {
         let shard = self.shard(room);
-        loop {
+        let result = loop {
             let now = self.clock.now();
             let state = {
                 let mut rooms = lock(shard);
                 match rooms.entry(room.clone()) {
                     Entry::Occupied(entry) => Arc::clone(entry.get()),
-                    Entry::Vacant(entry) => Arc::clone(
-                        entry.insert(Arc::new(Mutex::new(RoomHistory::new(now, &self.config)))),
-                    ),
+                    Entry::Vacant(entry) => entry
+                        .insert(Arc::new(Mutex::new(RoomHistory::new(
+                            now,
+                            &self.config,
+                            Arc::clone(&self.budget),
+                        ))))
+                        .clone(),
                 }
             };
             let mut state = lock(&state);
@@ -385,7 +442,57 @@ impl<C: Clock> History<C> {
             state.now = state.now.max(now);
             state.last_used = state.now;
             state.expire();
-            return f(&mut state);
+            break f(&mut state);
+        };
+        // Outside the room's lock: eviction locks other rooms.
+        if self.budget.used.load(Ordering::Relaxed) > self.config.max_bytes {
+            self.evict();
+        }
+        result
+    }
+
+    /// Drops the oldest messages of all rooms until the retained bytes are back to nine
+    /// tenths of [`HistoryConfig::max_bytes`]. Rooms busy at that moment are left for the
+    /// next time. Called with no room lock held; one caller at a time evicts, the others
+    /// go on.
+    fn evict(&self) {
+        let Ok(_evicting) = self.evicting.try_lock() else {
+            return;
+        };
+        let target = self.config.max_bytes / 10 * 9;
+        // Every room with a message, by the age of its oldest one.
+        let mut rooms = Vec::new();
+        let mut oldest = BinaryHeap::new();
+        for shard in self.shards.iter() {
+            for state in lock(shard).values() {
+                if let Ok(room) = state.try_lock()
+                    && let Some(front) = room.messages.front()
+                {
+                    oldest.push(Reverse((front.appended_at, rooms.len())));
+                    rooms.push(Arc::clone(state));
+                }
+            }
+        }
+        while self.budget.used.load(Ordering::Relaxed) > target {
+            let Some(Reverse((_, index))) = oldest.pop() else {
+                break;
+            };
+            let mut room = lock(&rooms[index]);
+            if room.drop_oldest() {
+                self.budget.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(front) = room.messages.front() {
+                oldest.push(Reverse((front.appended_at, index)));
+            }
+        }
+    }
+
+    /// The rooms, bytes and evictions of the history now.
+    pub fn usage(&self) -> HistoryUsage {
+        HistoryUsage {
+            rooms: self.room_count(),
+            bytes: self.budget.used.load(Ordering::Relaxed),
+            evicted: self.budget.evicted.load(Ordering::Relaxed),
         }
     }
 
@@ -491,6 +598,7 @@ mod tests {
             max_messages,
             ttl: Duration::from_secs(ttl_secs),
             meta_ttl: Duration::from_secs(3600),
+            max_bytes: usize::MAX,
         }
     }
 
@@ -533,6 +641,34 @@ mod tests {
         let other = history.append(&room("other"), frame);
         assert_eq!(other.position.offset, Offset(1));
         assert_ne!(other.position.epoch, first.epoch);
+    }
+
+    #[test]
+    fn the_byte_budget_drops_the_oldest_messages_of_all_rooms_first() {
+        let clock = ManualClock::new();
+        // Frames of "m<offset>" cost 2 + 64 bytes here: room for 10, cut back to 9.
+        let config = HistoryConfig {
+            max_bytes: 10 * (2 + STORED_OVERHEAD),
+            ..config(100, 300)
+        };
+        let history = History::with_clock(config, clock.clone());
+        let (a, b) = (room("a"), room("b"));
+        let epoch_a = history.position(&a).epoch;
+        publish(&history, &a, 4);
+        clock.advance(Duration::from_secs(1));
+        publish(&history, &b, 6);
+        assert_eq!(history.usage().evicted, 0);
+        clock.advance(Duration::from_secs(1));
+        // The eleventh message: the two oldest of all go, both from `a`.
+        publish(&history, &b, 1);
+        assert_eq!(names(&history.latest(&a, 100).messages), ["m3", "m4"]);
+        assert_eq!(history.latest(&b, 100).messages.len(), 7);
+        let usage = history.usage();
+        assert_eq!((usage.evicted, usage.bytes), (2, 9 * (2 + STORED_OVERHEAD)));
+        // A client resuming `a` from before the cut learns that it was not recovered.
+        let resumed = history.since(&a, &at(&epoch_a, 1), usize::MAX);
+        assert!(!resumed.recovered);
+        assert_eq!(names(&resumed.messages), ["m3", "m4"]);
     }
 
     #[test]

@@ -471,6 +471,12 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// The history kept in this process against its byte budget, when it is kept here
+    /// (the memory backplane; `None` for shared stores, which bound their own memory).
+    fn history_usage(&self) -> Option<history::HistoryUsage> {
+        None
+    }
+
     /// Drops expired state; the server calls it every few seconds. Default: nothing.
     fn sweep(&self) {}
 

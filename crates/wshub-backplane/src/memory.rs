@@ -230,6 +230,10 @@ impl Backplane for MemoryBackplane {
         Some(self.history.room_count())
     }
 
+    fn history_usage(&self) -> Option<crate::history::HistoryUsage> {
+        Some(self.history.usage())
+    }
+
     fn sweep(&self) {
         self.history.sweep();
     }

@@ -256,6 +256,8 @@ async fn stats(State(api): State<Api>) -> Response {
         "http_connections": stats.http_connections,
         "refused_http_connections": stats.refused_http_connections,
         "history_rooms": history_rooms(&api.state),
+        "history_bytes": api.state.backplane().history_usage().map(|usage| usage.bytes),
+        "history_evicted": api.state.backplane().history_usage().map(|usage| usage.evicted),
         "backplane": api.state.backplane().kind(),
         "backplane_connected": health.is_connected(),
         "backplane_error": match &health {
@@ -280,6 +282,17 @@ async fn metrics_text(State(api): State<Api>) -> Response {
          wshub_addresses {}\n",
         api.state.addresses.len()
     ));
+    if let Some(usage) = api.state.backplane().history_usage() {
+        body.push_str(&format!(
+            "# HELP wshub_history_bytes Bytes of history retained by this node (bounded by --history-max-bytes).\n\
+             # TYPE wshub_history_bytes gauge\n\
+             wshub_history_bytes {}\n\
+             # HELP wshub_history_evicted_total Messages dropped from history to keep within --history-max-bytes.\n\
+             # TYPE wshub_history_evicted_total counter\n\
+             wshub_history_evicted_total {}\n",
+            usage.bytes, usage.evicted
+        ));
+    }
     let up = u8::from(api.state.backplane_health().is_connected());
     body.push_str(&format!(
         "# HELP wshub_backplane_up Whether the backplane is reachable (1) or the node is degraded (0).\n\

@@ -13,7 +13,7 @@ use wshub_protocol::{Claims, Command, ErrorCode, ProtocolError, RoomName, encode
 
 use crate::{
     metrics::OutKind,
-    rate_limit::{AddressLimits, AddressSlot, Decision, RateLimiter},
+    rate_limit::{AddressLimits, AddressSlot, Decision, RateLimiter, TokenBucket},
     state::{Failure as StateFailure, ServerState, text, user_of},
     token,
 };
@@ -48,6 +48,13 @@ pub async fn run(state: Arc<ServerState>, conn: Connection) {
             }
         }),
         _address: address,
+        published: state
+            .options
+            .max_publish_bytes_per_second
+            .map(|per_second| {
+                let per_second = u32::try_from(per_second).unwrap_or(u32::MAX);
+                TokenBucket::new(f64::from(per_second), per_second.saturating_mul(4), now)
+            }),
         state,
         conn,
         claims,
@@ -97,6 +104,8 @@ struct Session {
     limiter: Option<RateLimiter>,
     /// This connection's place among those of its address, given back when it ends.
     _address: Option<AddressSlot>,
+    /// The payload bytes it may still publish, broadcast or send now.
+    published: Option<TokenBucket>,
 }
 
 /// A command's failure: the error code and message for its `error` frame.
@@ -227,6 +236,7 @@ impl Session {
                 if !token::may_publish(self.claims.as_ref(), cmd.room.as_str()) {
                     return Err(forbidden(&cmd.room, "publish to"));
                 }
+                self.charge_payload(cmd.data.as_raw().get().len())?;
                 let position = state
                     .publish(&hub, &cmd.room, cmd.data.as_raw(), Some(self.conn.id()))
                     .await
@@ -237,6 +247,7 @@ impl Session {
             }
             Command::Send(cmd) => {
                 let to = parse_connection_id(&cmd.to)?;
+                self.charge_payload(cmd.data.as_raw().get().len())?;
                 state
                     .send(&hub, to, Some(self.conn.id()), cmd.data.as_raw())
                     .await
@@ -244,6 +255,7 @@ impl Session {
                 Ok(cmd.id.map(|id| encode::ok(&id)))
             }
             Command::Broadcast(cmd) => {
+                self.charge_payload(cmd.data.as_raw().get().len())?;
                 state
                     .broadcast(&hub, Some(self.conn.id()), cmd.data.as_raw())
                     .await
@@ -283,6 +295,22 @@ impl Session {
             // tools use it to check the connection by hand.
             Command::Ping(cmd) => Ok(Some(encode::pong(cmd.id.as_ref()))),
         }
+    }
+
+    /// Takes `bytes` of payload from the connection's publishing budget, or refuses the
+    /// command with `rate_limited` when it has not that much left.
+    fn charge_payload(&mut self, bytes: usize) -> Result<(), Failure> {
+        let Some(budget) = &mut self.published else {
+            return Ok(());
+        };
+        if budget.try_take(Instant::now(), bytes as f64) {
+            return Ok(());
+        }
+        self.state.counters.record_rate_limited();
+        Err((
+            ErrorCode::RateLimited,
+            "too many payload bytes per second; slow down".to_owned(),
+        ))
     }
 
     fn check_subscribe(&self, room: &RoomName) -> Result<(), Failure> {

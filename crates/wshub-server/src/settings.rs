@@ -89,6 +89,16 @@ pub struct Settings {
     pub history_size: usize,
     /// How long a message is kept in a room's history (`--history-ttl`). Default 300 s.
     pub history_ttl: Duration,
+    /// The most bytes the history of all rooms may take together on a node with the
+    /// memory backplane; past it the oldest messages of all rooms are dropped first
+    /// (`--history-max-bytes`, `WSHUB_HISTORY_MAX_BYTES`, `history_max_bytes`). Default
+    /// 256 MiB.
+    pub history_max_bytes: usize,
+    /// The payload bytes one connection may publish, broadcast or send per second, with
+    /// bursts of four times as much; past it such a command is answered `rate_limited`
+    /// (`--max-publish-bytes-per-second`, `WSHUB_MAX_PUBLISH_BYTES_PER_SECOND`,
+    /// `max_publish_bytes_per_second`). Default 256 KiB.
+    pub max_publish_bytes_per_second: usize,
     /// Whether room members get `join` and `leave` events (`--presence-events`).
     /// Default `true`.
     pub presence_events: bool,
@@ -174,6 +184,8 @@ impl Default for Settings {
             max_http_connections_per_ip: 128,
             history_size: 100,
             history_ttl: Duration::from_secs(300),
+            history_max_bytes: 256 * 1024 * 1024,
+            max_publish_bytes_per_second: 256 * 1024,
             presence_events: true,
             rate_limit: Some(RateLimit {
                 per_second: 50.0,
@@ -225,6 +237,11 @@ impl fmt::Debug for Settings {
             )
             .field("history_size", &self.history_size)
             .field("history_ttl", &self.history_ttl)
+            .field("history_max_bytes", &self.history_max_bytes)
+            .field(
+                "max_publish_bytes_per_second",
+                &self.max_publish_bytes_per_second,
+            )
             .field("presence_events", &self.presence_events)
             .field("rate_limit", &self.rate_limit)
             .field("rate_limit_per_ip", &self.rate_limit_per_ip)
@@ -521,6 +538,26 @@ const HISTORY_TTL: Spec = Spec {
     secret: false,
     help: "How long a message is kept in a room's history.",
 };
+const HISTORY_MAX_BYTES: Spec = Spec {
+    flag: "history-max-bytes",
+    env: "WSHUB_HISTORY_MAX_BYTES",
+    key: "history_max_bytes",
+    default: Some("256MiB"),
+    value_name: "SIZE",
+    secret: false,
+    help: "Most bytes the history of all rooms may take together (memory backplane); past it \
+         the oldest messages of all rooms are dropped first.",
+};
+const MAX_PUBLISH_BYTES_PER_SECOND: Spec = Spec {
+    flag: "max-publish-bytes-per-second",
+    env: "WSHUB_MAX_PUBLISH_BYTES_PER_SECOND",
+    key: "max_publish_bytes_per_second",
+    default: Some("256KiB"),
+    value_name: "SIZE",
+    secret: false,
+    help: "Payload bytes one connection may publish, broadcast or send per second (bursts of \
+         four times as much); more is answered rate_limited.",
+};
 const PRESENCE_EVENTS: Spec = Spec {
     flag: "presence-events",
     env: "WSHUB_PRESENCE_EVENTS",
@@ -728,6 +765,8 @@ pub const SPECS: &[Spec] = &[
     MAX_HTTP_CONNECTIONS_PER_IP,
     HISTORY_SIZE,
     HISTORY_TTL,
+    HISTORY_MAX_BYTES,
+    MAX_PUBLISH_BYTES_PER_SECOND,
     PRESENCE_EVENTS,
     RATE_LIMIT,
     RATE_LIMIT_PER_IP,
@@ -874,6 +913,8 @@ impl Settings {
                 .get(&MAX_HTTP_CONNECTIONS_PER_IP, parse_positive)?,
             history_size: sources.get(&HISTORY_SIZE, parse_count)?,
             history_ttl: sources.get(&HISTORY_TTL, parse_duration)?,
+            history_max_bytes: sources.get(&HISTORY_MAX_BYTES, parse_size)?,
+            max_publish_bytes_per_second: sources.get(&MAX_PUBLISH_BYTES_PER_SECOND, parse_size)?,
             presence_events: sources.get(&PRESENCE_EVENTS, parse_bool)?,
             rate_limit,
             rate_limit_per_ip: sources.get(&RATE_LIMIT_PER_IP, parse_rate_limit)?,
@@ -920,6 +961,7 @@ impl Settings {
         HistoryConfig {
             max_messages: self.history_size,
             ttl: self.history_ttl,
+            max_bytes: self.history_max_bytes,
             ..HistoryConfig::default()
         }
     }

@@ -73,6 +73,9 @@ pub struct ServerOptions {
     pub presence_events: bool,
     /// Per-connection command rate limit; `None` for no limit.
     pub rate_limit: Option<RateLimitConfig>,
+    /// The payload bytes one connection may publish, broadcast or send per second, with
+    /// bursts of four times as much; `None` for no limit. Default 256 KiB.
+    pub max_publish_bytes_per_second: Option<usize>,
     /// The most rooms one connection may be in.
     pub max_rooms_per_connection: usize,
     /// The most WebSocket connections open at once from one IP address; one more is
@@ -98,6 +101,7 @@ impl Default for ServerOptions {
             api_body_timeout: std::time::Duration::from_secs(10),
             presence_events: true,
             rate_limit: Some(RateLimitConfig::default()),
+            max_publish_bytes_per_second: Some(256 * 1024),
             max_rooms_per_connection: 100,
             max_connections_per_ip: 1000,
             backplane: BackplaneOptions::Memory,
@@ -130,6 +134,7 @@ impl From<&crate::settings::Settings> for ServerOptions {
             api_body_timeout: settings.api_body_timeout,
             presence_events: settings.presence_events,
             rate_limit: settings.rate_limit_config(),
+            max_publish_bytes_per_second: Some(settings.max_publish_bytes_per_second),
             max_rooms_per_connection: settings.max_rooms_per_connection,
             max_connections_per_ip: settings.max_connections_per_ip,
             backplane,

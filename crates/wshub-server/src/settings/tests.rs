@@ -101,6 +101,8 @@ max_http_connections = 20
 max_http_connections_per_ip = 4
 history_size = 7
 history_ttl = "1h"
+history_max_bytes = "1MiB"
+max_publish_bytes_per_second = "2KiB"
 presence_events = false
 rate_limit = "5/10"
 rate_limit_per_ip = "20/40"
@@ -141,6 +143,8 @@ compression_client_no_context_takeover = true
         max_http_connections_per_ip: 4,
         history_size: 7,
         history_ttl: Duration::from_secs(3600),
+        history_max_bytes: 1 << 20,
+        max_publish_bytes_per_second: 2048,
         presence_events: false,
         rate_limit: Some(RateLimit {
             per_second: 5.0,
@@ -189,6 +193,8 @@ compression_client_no_context_takeover = true
         (&MAX_HTTP_CONNECTIONS_PER_IP, "4"),
         (&HISTORY_SIZE, "7"),
         (&HISTORY_TTL, "1h"),
+        (&HISTORY_MAX_BYTES, "1MiB"),
+        (&MAX_PUBLISH_BYTES_PER_SECOND, "2KiB"),
         (&PRESENCE_EVENTS, "false"),
         (&RATE_LIMIT, "5/10"),
         (&RATE_LIMIT_PER_IP, "20/40"),
