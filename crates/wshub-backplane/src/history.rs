@@ -12,7 +12,8 @@
 //! than [`HistoryConfig::ttl`]; a room is kept whether or not anyone is subscribed.
 //!
 //! A room whose messages have all expired keeps its epoch and latest offset (its *meta*)
-//! for [`HistoryConfig::meta_ttl`] after it was last used, so that a client resuming from
+//! while a subscriber on this node follows it ([`History::follow`]), and for
+//! [`HistoryConfig::meta_ttl`] after it was last used, so that a client resuming from
 //! the latest offset after a quiet spell still recovers cleanly (`recovered: true`: it
 //! missed nothing). After that the room state is dropped by [`History::sweep`]; the next
 //! use creates it again under a new epoch, and clients resuming from the old epoch learn,
@@ -78,8 +79,16 @@ pub struct HistoryConfig {
     /// How long a message is kept (`--history-ttl`). Default: 300 s.
     pub ttl: Duration,
     /// How long a room's epoch and latest offset outlive its last use (publish, read or
-    /// subscribe); never shorter than `ttl` in effect. Default: 24 h.
+    /// subscribe) once it has no message left; never shorter than `ttl` in effect
+    /// (`--history-meta-ttl`). Default: 24 h (the `wshub` server uses 10 minutes with the
+    /// memory backplane, which keeps rooms that have subscribers anyway). A client
+    /// resuming a quiet room after that gets `recovered: false` (a new epoch) although it
+    /// missed nothing.
     pub meta_ttl: Duration,
+    /// The most rooms with history state (`--max-rooms`); creating one more first forgets
+    /// the tenth of them used least recently, messages and all, so that whoever resumes
+    /// one of those gets `recovered: false`. Default: 100 000.
+    pub max_rooms: usize,
     /// The most bytes all rooms' retained messages may take together
     /// (`--history-max-bytes`); past it the oldest messages of all rooms are dropped
     /// first, down to nine tenths of it. Each message counts its frame plus
@@ -97,6 +106,7 @@ impl Default for HistoryConfig {
             max_messages: 100,
             ttl: Duration::from_secs(300),
             meta_ttl: Duration::from_secs(24 * 60 * 60),
+            max_rooms: 100_000,
             max_bytes: 256 * 1024 * 1024,
         }
     }
@@ -111,6 +121,8 @@ pub struct HistoryUsage {
     pub bytes: usize,
     /// Messages dropped, since the start, to keep within [`HistoryConfig::max_bytes`].
     pub evicted: u64,
+    /// Rooms forgotten, since the start, to keep within [`HistoryConfig::max_rooms`].
+    pub rooms_evicted: u64,
 }
 
 /// The bytes retained by every room of one [`History`], shared by its rooms.
@@ -118,6 +130,8 @@ pub struct HistoryUsage {
 struct Budget {
     used: AtomicUsize,
     evicted: AtomicU64,
+    rooms: AtomicUsize,
+    rooms_evicted: AtomicU64,
 }
 
 /// The result of reading a room's history after a client's last known position.
@@ -180,6 +194,9 @@ pub struct RoomHistory {
     dropped: bool,
     /// The bytes of every room of the history, which this room's messages count in.
     budget: Arc<Budget>,
+    /// Someone on this node is subscribed ([`History::follow`]): the room is in use
+    /// however quiet it is, so neither the sweep nor the room cap forgets it.
+    followed: bool,
 }
 
 impl RoomHistory {
@@ -194,6 +211,7 @@ impl RoomHistory {
             ttl: config.ttl,
             dropped: false,
             budget,
+            followed: false,
         }
     }
 
@@ -377,6 +395,8 @@ pub struct History<C: Clock = SystemClock> {
     budget: Arc<Budget>,
     /// Held by the one caller evicting for the byte budget; others go on without waiting.
     evicting: Mutex<()>,
+    /// Held by the one caller forgetting rooms for the room cap.
+    forgetting: Mutex<()>,
 }
 
 impl History<SystemClock> {
@@ -396,6 +416,7 @@ impl<C: Clock> History<C> {
             clock,
             budget: Arc::default(),
             evicting: Mutex::new(()),
+            forgetting: Mutex::new(()),
         }
     }
 
@@ -419,19 +440,27 @@ impl<C: Clock> History<C> {
     /// respect to the others; read the [module docs](self) for what `f` may and may not do.
     pub fn with_room<R>(&self, room: &RoomName, f: impl FnOnce(&mut RoomHistory) -> R) -> R {
         let shard = self.shard(room);
+        if self.budget.rooms.load(Ordering::Relaxed) >= self.config.max_rooms
+            && !lock(shard).contains_key(room)
+        {
+            self.forget_least_used();
+        }
         let result = loop {
             let now = self.clock.now();
             let state = {
                 let mut rooms = lock(shard);
                 match rooms.entry(room.clone()) {
                     Entry::Occupied(entry) => Arc::clone(entry.get()),
-                    Entry::Vacant(entry) => entry
-                        .insert(Arc::new(Mutex::new(RoomHistory::new(
-                            now,
-                            &self.config,
-                            Arc::clone(&self.budget),
-                        ))))
-                        .clone(),
+                    Entry::Vacant(entry) => {
+                        self.budget.rooms.fetch_add(1, Ordering::Relaxed);
+                        entry
+                            .insert(Arc::new(Mutex::new(RoomHistory::new(
+                                now,
+                                &self.config,
+                                Arc::clone(&self.budget),
+                            ))))
+                            .clone()
+                    }
                 }
             };
             let mut state = lock(&state);
@@ -449,6 +478,78 @@ impl<C: Clock> History<C> {
             self.evict();
         }
         result
+    }
+
+    /// Runs `f` on `room`'s history like [`History::with_room`] when the room has state,
+    /// and returns `None` without creating any when it has none: reading a room nobody
+    /// uses costs nothing to keep.
+    pub fn peek<R>(&self, room: &RoomName, f: impl FnOnce(&mut RoomHistory) -> R) -> Option<R> {
+        let shard = self.shard(room);
+        loop {
+            let now = self.clock.now();
+            let state = lock(shard).get(room).cloned()?;
+            let mut state = lock(&state);
+            if state.dropped {
+                continue;
+            }
+            state.now = state.now.max(now);
+            state.last_used = state.now;
+            state.expire();
+            return Some(f(&mut state));
+        }
+    }
+
+    /// Marks `room` as followed by a subscriber on this node (creating its state), or no
+    /// longer followed. A followed room keeps its state, epoch and offset however long it
+    /// stays quiet, and is never forgotten for the room cap.
+    pub fn follow(&self, room: &RoomName, followed: bool) {
+        if followed {
+            self.with_room(room, |state| state.followed = true);
+        } else {
+            self.peek(room, |state| state.followed = false);
+        }
+    }
+
+    /// Forgets the tenth of [`HistoryConfig::max_rooms`] rooms used least recently (at
+    /// least one), messages and all. Rooms busy at that moment are kept. Called with no
+    /// lock held; one caller at a time forgets, the others go on.
+    fn forget_least_used(&self) {
+        let Ok(_forgetting) = self.forgetting.try_lock() else {
+            return;
+        };
+        let mut rooms: Vec<(Instant, usize, RoomName)> = Vec::new();
+        for (index, shard) in self.shards.iter().enumerate() {
+            for (name, state) in lock(shard).iter() {
+                if let Ok(state) = state.try_lock()
+                    && !state.followed
+                {
+                    rooms.push((state.last_used, index, name.clone()));
+                }
+            }
+        }
+        let count = (self.config.max_rooms / 10).clamp(1, rooms.len().max(1));
+        if rooms.len() > count {
+            rooms.select_nth_unstable_by_key(count, |(last_used, _, _)| *last_used);
+            rooms.truncate(count);
+        }
+        for (_, index, name) in rooms {
+            let mut shard = lock(&self.shards[index]);
+            let Some(state) = shard.get(&name) else {
+                continue;
+            };
+            let Ok(mut state) = state.try_lock() else {
+                continue;
+            };
+            if state.followed {
+                continue;
+            }
+            while state.drop_oldest() {}
+            state.dropped = true;
+            drop(state);
+            shard.remove(&name);
+            self.budget.rooms.fetch_sub(1, Ordering::Relaxed);
+            self.budget.rooms_evicted.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Drops the oldest messages of all rooms until the retained bytes are back to nine
@@ -493,6 +594,7 @@ impl<C: Clock> History<C> {
             rooms: self.room_count(),
             bytes: self.budget.used.load(Ordering::Relaxed),
             evicted: self.budget.evicted.load(Ordering::Relaxed),
+            rooms_evicted: self.budget.rooms_evicted.load(Ordering::Relaxed),
         }
     }
 
@@ -521,8 +623,9 @@ impl<C: Clock> History<C> {
         self.with_room(room, |state| state.position())
     }
 
-    /// Drops expired messages in every room, and the state of rooms that have no message
-    /// left and were last used more than [`HistoryConfig::meta_ttl`] ago. Returns how many
+    /// Drops expired messages in every room, and the state of rooms that nobody here
+    /// follows, have no message left and were last used more than
+    /// [`HistoryConfig::meta_ttl`] ago. Returns how many
     /// rooms were dropped. Call it periodically (every few seconds); rooms in use at that
     /// moment are skipped until the next sweep.
     pub fn sweep(&self) -> usize {
@@ -539,9 +642,13 @@ impl<C: Clock> History<C> {
                 state.now = state.now.max(now);
                 state.expire();
                 let idle = state.now.saturating_duration_since(state.last_used);
-                if state.messages.is_empty() && idle >= self.config.meta_ttl.max(self.config.ttl) {
+                if !state.followed
+                    && state.messages.is_empty()
+                    && idle >= self.config.meta_ttl.max(self.config.ttl)
+                {
                     state.dropped = true;
                     dropped += 1;
+                    self.budget.rooms.fetch_sub(1, Ordering::Relaxed);
                     false
                 } else {
                     true
@@ -553,7 +660,7 @@ impl<C: Clock> History<C> {
 
     /// How many rooms have history state.
     pub fn room_count(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.budget.rooms.load(Ordering::Relaxed)
     }
 
     fn shard(&self, room: &RoomName) -> &Shard {
@@ -598,6 +705,7 @@ mod tests {
             max_messages,
             ttl: Duration::from_secs(ttl_secs),
             meta_ttl: Duration::from_secs(3600),
+            max_rooms: usize::MAX,
             max_bytes: usize::MAX,
         }
     }
@@ -669,6 +777,71 @@ mod tests {
         let resumed = history.since(&a, &at(&epoch_a, 1), usize::MAX);
         assert!(!resumed.recovered);
         assert_eq!(names(&resumed.messages), ["m3", "m4"]);
+    }
+
+    #[test]
+    fn reading_a_room_without_state_creates_none() {
+        let history = History::with_clock(config(100, 300), ManualClock::new());
+        assert_eq!(history.peek(&room("nobody"), |state| state.len()), None);
+        assert_eq!(history.room_count(), 0);
+        publish(&history, &room("used"), 2);
+        assert_eq!(history.peek(&room("used"), |state| state.len()), Some(2));
+        assert_eq!(history.room_count(), 1);
+    }
+
+    #[test]
+    fn the_room_cap_forgets_the_rooms_used_least_recently() {
+        let clock = ManualClock::new();
+        let config = HistoryConfig {
+            max_rooms: 20,
+            ..config(100, 300)
+        };
+        let history = History::with_clock(config, clock.clone());
+        let first = room("room-0");
+        let epoch = history.position(&first).epoch;
+        publish(&history, &first, 1);
+        for i in 1..20 {
+            clock.advance(Duration::from_secs(1));
+            publish(&history, &room(&format!("room-{i}")), 1);
+        }
+        assert_eq!(history.room_count(), 20);
+        // The 21st room: the two used least recently (a tenth of 20) are forgotten.
+        clock.advance(Duration::from_secs(1));
+        publish(&history, &room("room-20"), 1);
+        assert_eq!(history.room_count(), 19);
+        assert_eq!(history.usage().rooms_evicted, 2);
+        assert_eq!(history.peek(&room("room-1"), |state| state.len()), None);
+        assert_eq!(history.peek(&room("room-2"), |state| state.len()), Some(1));
+        // Whoever resumes a forgotten room learns that its history was lost.
+        let resumed = history.since(&first, &at(&epoch, 1), usize::MAX);
+        assert!(!resumed.recovered);
+        assert_ne!(resumed.epoch, epoch);
+    }
+
+    #[test]
+    fn followed_rooms_are_neither_swept_nor_forgotten() {
+        let clock = ManualClock::new();
+        let config = HistoryConfig {
+            max_rooms: 10,
+            meta_ttl: Duration::from_secs(600),
+            ..config(100, 300)
+        };
+        let history = History::with_clock(config, clock.clone());
+        let quiet = room("quiet");
+        history.follow(&quiet, true);
+        let epoch = history.position(&quiet).epoch;
+        for i in 0..30 {
+            clock.advance(Duration::from_secs(1));
+            publish(&history, &room(&format!("other-{i}")), 1);
+        }
+        clock.advance(Duration::from_secs(3600));
+        history.sweep();
+        assert_eq!(history.position(&quiet).epoch, epoch);
+        // Unfollowed, it goes like any other.
+        history.follow(&quiet, false);
+        clock.advance(Duration::from_secs(3600));
+        history.sweep();
+        assert_eq!(history.room_count(), 0);
     }
 
     #[test]

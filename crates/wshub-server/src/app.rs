@@ -258,6 +258,7 @@ async fn stats(State(api): State<Api>) -> Response {
         "history_rooms": history_rooms(&api.state),
         "history_bytes": api.state.backplane().history_usage().map(|usage| usage.bytes),
         "history_evicted": api.state.backplane().history_usage().map(|usage| usage.evicted),
+        "history_rooms_evicted": api.state.backplane().history_usage().map(|usage| usage.rooms_evicted),
         "backplane": api.state.backplane().kind(),
         "backplane_connected": health.is_connected(),
         "backplane_error": match &health {
@@ -289,8 +290,11 @@ async fn metrics_text(State(api): State<Api>) -> Response {
              wshub_history_bytes {}\n\
              # HELP wshub_history_evicted_total Messages dropped from history to keep within --history-max-bytes.\n\
              # TYPE wshub_history_evicted_total counter\n\
-             wshub_history_evicted_total {}\n",
-            usage.bytes, usage.evicted
+             wshub_history_evicted_total {}\n\
+             # HELP wshub_history_rooms_evicted_total Rooms forgotten, messages and all, to keep within --max-rooms.\n\
+             # TYPE wshub_history_rooms_evicted_total counter\n\
+             wshub_history_rooms_evicted_total {}\n",
+            usage.bytes, usage.evicted, usage.rooms_evicted
         ));
     }
     let up = u8::from(api.state.backplane_health().is_connected());

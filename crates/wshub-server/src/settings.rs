@@ -94,6 +94,16 @@ pub struct Settings {
     /// (`--history-max-bytes`, `WSHUB_HISTORY_MAX_BYTES`, `history_max_bytes`). Default
     /// 256 MiB.
     pub history_max_bytes: usize,
+    /// How long a room without messages keeps its epoch and latest offset after its last
+    /// use (`--history-meta-ttl`, `WSHUB_HISTORY_META_TTL`, `history_meta_ttl`); a client
+    /// resuming it later gets `recovered: false`. Default (`None`): 10 minutes with the
+    /// memory backplane, which keeps rooms that have subscribers however quiet; 24 h with
+    /// Redis or NATS, which cannot tell that a quiet room still has subscribers.
+    pub history_meta_ttl: Option<Duration>,
+    /// The most rooms with history state on a node with the memory backplane; one more
+    /// first forgets the tenth used least recently (`--max-rooms`, `WSHUB_MAX_ROOMS`,
+    /// `max_rooms`). Default 100 000.
+    pub max_rooms: usize,
     /// The payload bytes one connection may publish, broadcast or send per second, with
     /// bursts of four times as much; past it such a command is answered `rate_limited`
     /// (`--max-publish-bytes-per-second`, `WSHUB_MAX_PUBLISH_BYTES_PER_SECOND`,
@@ -185,6 +195,8 @@ impl Default for Settings {
             history_size: 100,
             history_ttl: Duration::from_secs(300),
             history_max_bytes: 256 * 1024 * 1024,
+            history_meta_ttl: None,
+            max_rooms: 100_000,
             max_publish_bytes_per_second: 256 * 1024,
             presence_events: true,
             rate_limit: Some(RateLimit {
@@ -238,6 +250,8 @@ impl fmt::Debug for Settings {
             .field("history_size", &self.history_size)
             .field("history_ttl", &self.history_ttl)
             .field("history_max_bytes", &self.history_max_bytes)
+            .field("history_meta_ttl", &self.history_meta_ttl)
+            .field("max_rooms", &self.max_rooms)
             .field(
                 "max_publish_bytes_per_second",
                 &self.max_publish_bytes_per_second,
@@ -548,6 +562,27 @@ const HISTORY_MAX_BYTES: Spec = Spec {
     help: "Most bytes the history of all rooms may take together (memory backplane); past it \
          the oldest messages of all rooms are dropped first.",
 };
+const HISTORY_META_TTL: Spec = Spec {
+    flag: "history-meta-ttl",
+    env: "WSHUB_HISTORY_META_TTL",
+    key: "history_meta_ttl",
+    default: None,
+    value_name: "DURATION",
+    secret: false,
+    help: "How long a room without messages keeps its epoch and offset after its last use; \
+         a client resuming it later gets recovered: false. Default: 10m with the memory \
+         backplane (rooms with subscribers are kept anyway), 24h with Redis or NATS.",
+};
+const MAX_ROOMS: Spec = Spec {
+    flag: "max-rooms",
+    env: "WSHUB_MAX_ROOMS",
+    key: "max_rooms",
+    default: Some("100000"),
+    value_name: "N",
+    secret: false,
+    help: "Most rooms with history state (memory backplane); one more first forgets the \
+         tenth used least recently.",
+};
 const MAX_PUBLISH_BYTES_PER_SECOND: Spec = Spec {
     flag: "max-publish-bytes-per-second",
     env: "WSHUB_MAX_PUBLISH_BYTES_PER_SECOND",
@@ -766,6 +801,8 @@ pub const SPECS: &[Spec] = &[
     HISTORY_SIZE,
     HISTORY_TTL,
     HISTORY_MAX_BYTES,
+    HISTORY_META_TTL,
+    MAX_ROOMS,
     MAX_PUBLISH_BYTES_PER_SECOND,
     PRESENCE_EVENTS,
     RATE_LIMIT,
@@ -795,6 +832,15 @@ const RESERVED_PATHS: &[&str] = &["/healthz", "/stats", "/metrics", "/websocket"
 /// Durations beyond this are refused: nobody means them, and adding them to an `Instant`
 /// could overflow.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// How long a quiet room's epoch is kept by default with the memory backplane, which keeps
+/// rooms that have subscribers whatever this says.
+pub const MEMORY_META_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The same with Redis or NATS, which cannot tell whether a quiet room has subscribers:
+/// a shorter one would give such a room a new epoch, and its subscribers an
+/// `unrecoverable`, at its next publish.
+pub const SHARED_META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The shortest presence ttl: nodes rewrite their entries every third of it.
 const MIN_PRESENCE_TTL: Duration = Duration::from_secs(1);
@@ -914,6 +960,8 @@ impl Settings {
             history_size: sources.get(&HISTORY_SIZE, parse_count)?,
             history_ttl: sources.get(&HISTORY_TTL, parse_duration)?,
             history_max_bytes: sources.get(&HISTORY_MAX_BYTES, parse_size)?,
+            history_meta_ttl: sources.get_opt(&HISTORY_META_TTL, parse_duration)?,
+            max_rooms: sources.get(&MAX_ROOMS, parse_positive)?,
             max_publish_bytes_per_second: sources.get(&MAX_PUBLISH_BYTES_PER_SECOND, parse_size)?,
             presence_events: sources.get(&PRESENCE_EVENTS, parse_bool)?,
             rate_limit,
@@ -956,13 +1004,21 @@ impl Settings {
             .allowed_origins(self.allowed_origins.iter().cloned())
     }
 
-    /// The history's configuration: size and age from the settings, the rest default.
+    /// The history's configuration: size, age, byte budget, room cap and how long a
+    /// quiet room's epoch is kept, from the settings.
     pub fn history_config(&self) -> HistoryConfig {
         HistoryConfig {
             max_messages: self.history_size,
             ttl: self.history_ttl,
             max_bytes: self.history_max_bytes,
-            ..HistoryConfig::default()
+            meta_ttl: self.history_meta_ttl.unwrap_or(
+                if self.redis.is_some() || self.nats.is_some() {
+                    SHARED_META_TTL
+                } else {
+                    MEMORY_META_TTL
+                },
+            ),
+            max_rooms: self.max_rooms,
         }
     }
 

@@ -94,7 +94,10 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             hub: HubConfig::default().ping_interval(std::time::Duration::from_secs(25)),
-            history: HistoryConfig::default(),
+            history: HistoryConfig {
+                meta_ttl: crate::settings::MEMORY_META_TTL,
+                ..HistoryConfig::default()
+            },
             jwt_secret: None,
             api_key: None,
             api_max_body_bytes: 64 * 1024,
@@ -349,7 +352,8 @@ impl ServerState {
         }
     }
 
-    /// Reads a room's history and encodes its `message` frames.
+    /// Reads a room's history for `history` (creating no state for a room that has
+    /// none) and encodes its `message` frames.
     pub async fn history(
         &self,
         room: &RoomName,
@@ -359,7 +363,7 @@ impl ServerState {
             publications,
             position,
             recovered,
-        } = self.backplane().history(room, query).await?;
+        } = self.backplane().read_history(room, query).await?;
         Ok(HistoryFrames {
             messages: publications.iter().filter_map(message_frame).collect(),
             position,

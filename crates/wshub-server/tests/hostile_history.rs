@@ -186,3 +186,69 @@ async fn one_connection_cannot_publish_more_bytes_than_its_budget() {
     assert_eq!(reply["type"], "ok", "{reply}");
     stop(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_unused_rooms_creates_nothing_and_rooms_are_capped() {
+    let server = start(ServerOptions {
+        history: HistoryConfig {
+            max_rooms: 1000,
+            ..HistoryConfig::default()
+        },
+        rate_limit: None,
+        ..ServerOptions::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut calm = bystander(addr).await;
+    let (mut reader, _) = connect(addr).await;
+
+    // 5000 `history` and 5000 `presence` reads of names nobody uses.
+    for i in 0..5000 {
+        for kind in ["history", "presence"] {
+            let frame = json!({"type":kind,"room":format!("unused:{i}"),"id":i});
+            within("feed", reader.feed(WsMessage::text(frame.to_string())))
+                .await
+                .expect("feed");
+        }
+    }
+    within("flush", reader.flush()).await.expect("flush");
+    for _ in 0..10_000 {
+        let reply = next(&mut reader).await;
+        assert_eq!(reply["type"], "ok", "{reply}");
+        if reply["messages"].is_array() {
+            assert_eq!(reply["messages"], json!([]), "{reply}");
+        }
+    }
+    still_served(&mut calm, "10 000 reads of unused rooms").await;
+    // Only the bystander's room has state.
+    assert_eq!(stats(addr).await["history_rooms"], 1);
+
+    // Publishing to 3000 rooms: never more than 1000 are kept, the least used go first.
+    for i in 0..3000 {
+        let frame = json!({"type":"publish","room":format!("made:{i}"),"data":i});
+        within("feed", reader.feed(WsMessage::text(frame.to_string())))
+            .await
+            .expect("feed");
+    }
+    within("flush", reader.flush()).await.expect("flush");
+    nothing_pending(&mut reader).await;
+    let stats = stats(addr).await;
+    assert!(stats["history_rooms"].as_u64() <= Some(1000), "{stats}");
+    assert!(
+        stats["history_rooms_evicted"].as_u64() >= Some(2000),
+        "{stats}"
+    );
+    // The newest rooms are still there.
+    let reply = request(
+        &mut reader,
+        json!({"type":"history","room":"made:2999","id":"h"}),
+    )
+    .await;
+    assert_eq!(
+        reply["messages"].as_array().map(Vec::len),
+        Some(1),
+        "{reply}"
+    );
+    still_served(&mut calm, "3000 rooms made").await;
+    stop(server).await;
+}

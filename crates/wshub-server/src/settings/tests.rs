@@ -102,6 +102,8 @@ max_http_connections_per_ip = 4
 history_size = 7
 history_ttl = "1h"
 history_max_bytes = "1MiB"
+history_meta_ttl = "2m"
+max_rooms = 50
 max_publish_bytes_per_second = "2KiB"
 presence_events = false
 rate_limit = "5/10"
@@ -144,6 +146,8 @@ compression_client_no_context_takeover = true
         history_size: 7,
         history_ttl: Duration::from_secs(3600),
         history_max_bytes: 1 << 20,
+        history_meta_ttl: Some(Duration::from_secs(120)),
+        max_rooms: 50,
         max_publish_bytes_per_second: 2048,
         presence_events: false,
         rate_limit: Some(RateLimit {
@@ -194,6 +198,8 @@ compression_client_no_context_takeover = true
         (&HISTORY_SIZE, "7"),
         (&HISTORY_TTL, "1h"),
         (&HISTORY_MAX_BYTES, "1MiB"),
+        (&HISTORY_META_TTL, "2m"),
+        (&MAX_ROOMS, "50"),
         (&MAX_PUBLISH_BYTES_PER_SECOND, "2KiB"),
         (&PRESENCE_EVENTS, "false"),
         (&RATE_LIMIT, "5/10"),
@@ -659,7 +665,7 @@ fn library_configs_follow_the_settings() {
     let history = settings.history_config();
     assert_eq!(history.max_messages, 9);
     assert_eq!(history.ttl, Duration::from_secs(60));
-    assert_eq!(history.meta_ttl, HistoryConfig::default().meta_ttl);
+    assert_eq!(history.meta_ttl, MEMORY_META_TTL);
 
     let rate = settings.rate_limit_config().unwrap();
     assert_eq!(rate.per_second, 2.0);
