@@ -26,6 +26,7 @@ use wshub_protocol::{
 use wshub_backplane::HistoryQuery;
 
 use crate::{
+    history::{MAX_HISTORY_REPLY_BYTES, cut_to_bytes},
     metrics::ApiRefusal,
     session::parse_connection_id,
     state::{Failure, ServerState},
@@ -340,7 +341,7 @@ async fn history(
         .epoch;
     let body = match params.since(&current) {
         Some(since) => {
-            let page = api
+            let mut page = api
                 .state
                 .history(
                     &room,
@@ -351,20 +352,23 @@ async fn history(
                 )
                 .await
                 .map_err(failed)?;
+            let more = cut_to_bytes(&mut page.messages, MAX_HISTORY_REPLY_BYTES, false);
             encode::history_response(
                 &room,
                 &page.position.epoch,
                 Some(page.recovered),
                 &page.messages,
+                more,
             )
         }
         None => {
-            let page = api
+            let mut page = api
                 .state
                 .history(&room, HistoryQuery::Latest { limit })
                 .await
                 .map_err(failed)?;
-            encode::history_response(&room, &page.position.epoch, None, &page.messages)
+            let more = cut_to_bytes(&mut page.messages, MAX_HISTORY_REPLY_BYTES, true);
+            encode::history_response(&room, &page.position.epoch, None, &page.messages, more)
         }
     };
     Ok(json_response(body))

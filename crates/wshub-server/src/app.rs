@@ -104,18 +104,17 @@ pub async fn build_connected(options: ServerOptions) -> Result<App, StartError> 
 
 /// The hub and the shared state, before the backplane is attached.
 fn assemble(mut options: ServerOptions) -> (Hub, Arc<ServerState>) {
-    // A subscribe with recovery queues its whole replay at once: the send queue must hold
-    // a full history with room to spare, or a recovering client would be cut off as slow.
+    // A subscribe with recovery queues its replay at once: the send queue must hold as
+    // many messages as a full history, with room to spare, or a recovering client would be
+    // cut off as slow. Its bytes stay bounded as configured (4 MiB by default): a replay
+    // is cut to half of them (the session gives up its oldest part, with
+    // `recovered: false`), and a `history` reply to `MAX_HISTORY_REPLY_BYTES`.
     let replay_room = options
         .history
         .max_messages
         .saturating_mul(2)
         .saturating_add(64);
     options.hub.send_queue_capacity = options.hub.send_queue_capacity.max(replay_room);
-    options.hub.send_queue_max_bytes = options
-        .hub
-        .send_queue_max_bytes
-        .max(replay_room.saturating_mul(options.hub.max_message_bytes));
     let state = ServerState::new(options);
 
     let mut builder = Hub::builder().config(state.options.hub.clone());

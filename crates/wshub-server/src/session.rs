@@ -12,6 +12,7 @@ use wshub_backplane::HistoryQuery;
 use wshub_protocol::{Claims, Command, ErrorCode, ProtocolError, RoomName, encode};
 
 use crate::{
+    history::{MAX_HISTORY_REPLY_BYTES, cut_to_bytes},
     metrics::OutKind,
     rate_limit::{AddressLimits, AddressSlot, Decision, RateLimiter, TokenBucket},
     state::{Failure as StateFailure, ServerState, text, user_of},
@@ -196,14 +197,23 @@ impl Session {
                         ),
                     ));
                 }
+                let max_replay = state.options.hub.send_queue_max_bytes / 2;
                 let subscribed = state
                     .subscribe(
                         &self.conn,
                         &cmd.room,
                         cmd.since.as_ref(),
-                        |position, recovered, replay| {
+                        |position, recovered, mut replay| {
                             // Under the room's delivery lock: nothing is delivered to the room
                             // between the replay and the join (see `delivery`).
+                            // A replay larger than half the send queue would get the client
+                            // cut off as slow, and again at each reconnect: its oldest part
+                            // is given up, and the client told it was not recovered.
+                            let recovered = if cut_to_bytes(&mut replay, max_replay, true) {
+                                Some(false)
+                            } else {
+                                recovered
+                            };
                             if let Some(id) = &cmd.id {
                                 self.reply(encode::ok_subscribe(
                                     id, &cmd.room, position, recovered,
@@ -282,13 +292,19 @@ impl Session {
                     },
                     None => HistoryQuery::Latest { limit },
                 };
-                let page = state.history(&cmd.room, query).await.map_err(from_state)?;
+                let mut page = state.history(&cmd.room, query).await.map_err(from_state)?;
+                let more = cut_to_bytes(
+                    &mut page.messages,
+                    MAX_HISTORY_REPLY_BYTES,
+                    cmd.since.is_none(),
+                );
                 Ok(Some(encode::ok_history(
                     &id,
                     &cmd.room,
                     &page.position.epoch,
                     cmd.since.is_some().then_some(page.recovered),
                     &page.messages,
+                    more,
                 )))
             }
             // A ping is answered even without an id (with `"id": null`): plain WebSocket

@@ -252,3 +252,114 @@ async fn reading_unused_rooms_creates_nothing_and_rooms_are_capped() {
     still_served(&mut calm, "3000 rooms made").await;
     stop(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_replies_and_replays_are_bounded_in_bytes() {
+    let server = start(ServerOptions {
+        rate_limit: None,
+        max_publish_bytes_per_second: None,
+        ..ServerOptions::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut calm = bystander(addr).await;
+
+    // 100 messages of 60 KB: 6 MB of history in one room.
+    let (mut publisher, _) = connect(addr).await;
+    let ok = request(
+        &mut publisher,
+        json!({"type":"subscribe","room":"big","id":0}),
+    )
+    .await;
+    let epoch = ok["epoch"].as_str().expect("epoch").to_owned();
+    let payload = "x".repeat(60_000);
+    for i in 0..100 {
+        let frame = json!({"type":"publish","room":"big","data":{"i":i,"pad":payload}});
+        within("feed", publisher.feed(WsMessage::text(frame.to_string())))
+            .await
+            .expect("feed");
+    }
+    within("flush", publisher.flush()).await.expect("flush");
+    for _ in 0..100 {
+        assert_eq!(next(&mut publisher).await["type"], "message");
+    }
+
+    // Ten clients ask for it three times each and never read.
+    let before = rss_bytes();
+    let mut hoarders = Vec::new();
+    for _ in 0..10 {
+        let (mut ws, _) = connect(addr).await;
+        for id in 0..3 {
+            send(&mut ws, json!({"type":"history","room":"big","id":id})).await;
+        }
+        hoarders.push(ws);
+    }
+    still_served(&mut calm, "history hoarders").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grown = rss_bytes().saturating_sub(before);
+    // 30 full replies would be 180 MB; each is at most 1 MiB now.
+    assert!(grown < 64 * 1024 * 1024, "RSS grew by {} KiB", grown / 1024);
+    drop(hoarders);
+
+    // A reader pages through the whole history with `since`, a page at most 1 MiB.
+    let (mut reader, _) = connect(addr).await;
+    let mut offset = 0;
+    let mut seen = 0;
+    for page in 0..20 {
+        let reply = request(
+            &mut reader,
+            json!({"type":"history","room":"big","id":page,"since":{"epoch":epoch,"offset":offset}}),
+        )
+        .await;
+        let messages = reply["messages"].as_array().expect("messages").clone();
+        assert!(
+            reply.to_string().len() < 1024 * 1024 + 4096,
+            "page {page} too large"
+        );
+        for message in &messages {
+            assert_eq!(message["data"]["i"], seen, "in order, none missing");
+            seen += 1;
+            offset = message["offset"].as_u64().expect("offset");
+        }
+        if reply["more"] != true {
+            break;
+        }
+    }
+    assert_eq!(seen, 100);
+
+    // Recovering from the start replays at most half the send queue (2 MiB) and says the
+    // rest was not recovered; the client is not cut off.
+    let (mut late, _) = connect(addr).await;
+    let ok = request(
+        &mut late,
+        json!({"type":"subscribe","room":"big","id":1,"since":{"epoch":epoch,"offset":0}}),
+    )
+    .await;
+    assert_eq!(
+        (ok["type"].as_str(), &ok["recovered"]),
+        (Some("ok"), &json!(false)),
+        "{ok}"
+    );
+    let mut replayed = 0;
+    loop {
+        let frame = next(&mut late).await;
+        if frame["type"] == "pong" {
+            break;
+        }
+        if replayed == 0 {
+            // The newest part: it runs to the last message.
+            send(&mut late, json!({"type":"ping","id":"end"})).await;
+        }
+        assert_eq!(frame["type"], "message", "{frame}");
+        replayed += 1;
+    }
+    assert!((20..=35).contains(&replayed), "{replayed} replayed");
+    send(
+        &mut publisher,
+        json!({"type":"publish","room":"big","data":"live"}),
+    )
+    .await;
+    assert_eq!(next(&mut late).await["data"], "live");
+    still_served(&mut calm, "a bounded replay").await;
+    stop(server).await;
+}
