@@ -22,6 +22,13 @@ pub struct Claims {
     /// Patterns of the rooms the user may publish to; absent means the same as `rooms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<Vec<String>>,
+    /// Whether the user may `broadcast` to every connection; absent means no.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<bool>,
+    /// Patterns of the users (their tokens' `sub`) the user may `send` to; absent means
+    /// any connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<Vec<String>>,
 }
 
 impl Claims {
@@ -32,6 +39,22 @@ impl Claims {
             exp: None,
             rooms: None,
             publish: None,
+            broadcast: None,
+            send: None,
+        }
+    }
+
+    /// Whether the user may `broadcast`: only when the token says `"broadcast": true`.
+    pub fn may_broadcast(&self) -> bool {
+        self.broadcast == Some(true)
+    }
+
+    /// Whether the user may `send` to a connection of `user` (`None`: anonymous, or not
+    /// known on this node): `send` is absent, or one of its patterns matches `user`.
+    pub fn may_send_to(&self, user: Option<&str>) -> bool {
+        match &self.send {
+            None => true,
+            Some(patterns) => user.is_some_and(|user| permits(Some(patterns), user)),
         }
     }
 

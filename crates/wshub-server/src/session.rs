@@ -257,6 +257,22 @@ impl Session {
             }
             Command::Send(cmd) => {
                 let to = parse_connection_id(&cmd.to)?;
+                if self
+                    .claims
+                    .as_ref()
+                    .is_some_and(|claims| claims.send.is_some())
+                {
+                    // The target's user is known only for a connection of this node; a
+                    // token that limits targets cannot reach the others.
+                    let target = hub.connection(to);
+                    let user = target.as_ref().and_then(user_of);
+                    if !token::may_send_to(self.claims.as_ref(), user) {
+                        return Err((
+                            ErrorCode::Forbidden,
+                            format!("your token does not allow you to send to {}", cmd.to),
+                        ));
+                    }
+                }
                 self.charge_payload(cmd.data.as_raw().get().len())?;
                 state
                     .send(&hub, to, Some(self.conn.id()), cmd.data.as_raw())
@@ -265,6 +281,12 @@ impl Session {
                 Ok(cmd.id.map(|id| encode::ok(&id)))
             }
             Command::Broadcast(cmd) => {
+                if !token::may_broadcast(self.claims.as_ref()) {
+                    return Err((
+                        ErrorCode::Forbidden,
+                        "your token does not allow you to broadcast".to_owned(),
+                    ));
+                }
                 self.charge_payload(cmd.data.as_raw().get().len())?;
                 state
                     .broadcast(&hub, Some(self.conn.id()), cmd.data.as_raw())

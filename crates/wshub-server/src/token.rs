@@ -139,6 +139,18 @@ pub fn may_subscribe(claims: Option<&Claims>, room: &str) -> bool {
     claims.is_none_or(|claims| claims.may_subscribe(room))
 }
 
+/// Whether a connection may `broadcast`. `None` is an anonymous connection on a server
+/// without a secret: everything is allowed; with tokens, only a token granting it may.
+pub fn may_broadcast(claims: Option<&Claims>) -> bool {
+    claims.is_none_or(Claims::may_broadcast)
+}
+
+/// Whether a connection may `send` to a connection of `user` (`None` when anonymous or not
+/// on this node). `None` claims: a server without a secret allows everything.
+pub fn may_send_to(claims: Option<&Claims>, user: Option<&str>) -> bool {
+    claims.is_none_or(|claims| claims.may_send_to(user))
+}
+
 /// Whether a connection may publish to `room`. `None` is an anonymous connection on a
 /// server without a secret: everything is allowed.
 pub fn may_publish(claims: Option<&Claims>, room: &str) -> bool {

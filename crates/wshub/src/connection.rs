@@ -23,8 +23,11 @@ use crate::{
 
 /// A connection id, unique across every hub (and every node of a cluster) and never reused.
 ///
-/// It pairs a random 48-bit prefix drawn once per [`Hub`](crate::Hub) with a counter, and
-/// reads as `<12 hex digits>-<counter in hex>`, e.g. `3fa2c91b0e7d-2a`.
+/// It pairs a random 48-bit prefix drawn once per [`Hub`](crate::Hub) (which a cluster
+/// routes by) with the hub's counter passed through a keyed permutation, and reads as
+/// `<12 hex digits>-<up to 16 hex digits>`, e.g. `3fa2c91b0e7d-9c1f04a7d2e35b60`: unique
+/// like the counter, but one id says nothing about the others, so live ids cannot be
+/// enumerated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId {
     node: u64,
@@ -41,9 +44,37 @@ impl ConnectionId {
         self.node
     }
 
-    /// The per-hub sequence number.
+    /// The per-hub part: the hub's counter, permuted ([`SequenceCipher`]).
     pub fn sequence(&self) -> u64 {
         self.seq
+    }
+}
+
+/// A keyed permutation of `u64`, drawn at random per hub: it turns the hub's counter into
+/// the second part of its connection ids. A permutation keeps them unique; its key keeps
+/// them unguessable. Four Feistel rounds over 32-bit halves, each round SipHash (the
+/// standard library's `RandomState`, randomly keyed) of the round and the right half.
+#[derive(Debug, Clone)]
+pub(crate) struct SequenceCipher {
+    keys: std::collections::hash_map::RandomState,
+}
+
+impl SequenceCipher {
+    pub(crate) fn new() -> Self {
+        Self {
+            keys: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// The image of `counter`: distinct counters give distinct results.
+    pub(crate) fn permute(&self, counter: u64) -> u64 {
+        use std::hash::BuildHasher;
+        let (mut left, mut right) = ((counter >> 32) as u32, counter as u32);
+        for round in 0_u8..4 {
+            let mixed = self.keys.hash_one((round, right)) as u32;
+            (left, right) = (right, left ^ mixed);
+        }
+        (u64::from(left) << 32) | u64::from(right)
     }
 }
 
@@ -362,7 +393,30 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
+
+    #[test]
+    fn permuted_sequences_are_unique_and_not_sequential() {
+        let cipher = SequenceCipher::new();
+        let ids: Vec<u64> = (0..100_000).map(|n| cipher.permute(n)).collect();
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+        // Consecutive counters land far apart: no two neighbours within 2^32 of each other.
+        let close = ids
+            .windows(2)
+            .filter(|w| w[0].abs_diff(w[1]) < 1 << 32)
+            .count();
+        assert!(close < 10, "{close} neighbouring ids are close");
+        // Another hub permutes differently.
+        assert_ne!(SequenceCipher::new().permute(1), cipher.permute(1));
+    }
+
+    #[test]
+    fn ids_print_and_parse_back() {
+        let id = ConnectionId::new(0x3fa2_c91b_0e7d, SequenceCipher::new().permute(7));
+        assert_eq!(id.to_string().parse::<ConnectionId>(), Ok(id));
+    }
 
     #[test]
     fn ids_round_trip_through_text() {

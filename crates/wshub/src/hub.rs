@@ -83,6 +83,8 @@ pub(crate) struct HubInner {
     pub(crate) config: HubConfig,
     node: u64,
     next_seq: AtomicU64,
+    /// Turns `next_seq` into unguessable connection ids.
+    ids: crate::connection::SequenceCipher,
     connections: RwLock<HashMap<ConnectionId, Arc<Shared>>>,
     rooms: RwLock<HashMap<Arc<str>, Room>>,
     pub(crate) callbacks: Callbacks,
@@ -154,7 +156,8 @@ impl HubInner {
     }
 
     pub(crate) fn next_id(&self) -> ConnectionId {
-        ConnectionId::new(self.node, self.next_seq.fetch_add(1, Ordering::Relaxed))
+        let counter = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        ConnectionId::new(self.node, self.ids.permute(counter))
     }
 
     /// Adds a connection; refused (false) once shutdown has begun.
@@ -572,6 +575,7 @@ impl HubBuilder {
                 config: self.config,
                 node,
                 next_seq: AtomicU64::new(1),
+                ids: crate::connection::SequenceCipher::new(),
                 connections: RwLock::new(HashMap::new()),
                 rooms: RwLock::new(HashMap::new()),
                 callbacks: self.callbacks,
