@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A room name: 1 to [`RoomName::MAX_BYTES`] bytes of UTF-8 with no whitespace and no
-/// control character, where "whitespace" and "control" are Unicode's as Rust's
-/// [`char::is_whitespace`] and [`char::is_control`] define them (so U+0085 and U+2028 are
-/// refused, while U+200B ZERO WIDTH SPACE, which Unicode does not class as whitespace, is
-/// accepted).
+/// A room name: 1 to [`RoomName::MAX_BYTES`] bytes of UTF-8 with no whitespace, no
+/// control character and no invisible formatting character, where "whitespace" and
+/// "control" are Unicode's as Rust's [`char::is_whitespace`] and [`char::is_control`]
+/// define them (so U+0085 and U+2028 are refused), and the invisible ones are the
+/// zero-width characters and the bidirectional marks, embeddings, overrides and isolates
+/// (see `is_invisible`): with them two names that look the same would be two rooms, and a
+/// name could display reversed in a log or a page.
 ///
 /// Cloning is cheap (a reference count), because a room name is stored in many maps.
 /// Deserializing validates, so request bodies with a `RoomName` field reject bad names.
@@ -31,12 +33,31 @@ pub enum RoomNameError {
         /// The name's length in bytes.
         len_bytes: usize,
     },
-    /// The name contains a whitespace or control character.
-    #[error("room name contains the whitespace or control character {ch:?}")]
+    /// The name contains a whitespace, control or invisible formatting character.
+    #[error("room name contains the whitespace, control or invisible character {ch:?}")]
     ForbiddenChar {
         /// The first offending character.
         ch: char,
     },
+}
+
+/// Whether `c` is a zero-width character or a bidirectional formatting character, which
+/// room names refuse: U+200B to U+200F (zero-width space, non-joiner, joiner, and the
+/// left-to-right and right-to-left marks), U+202A to U+202E (embeddings and overrides),
+/// U+2060 to U+2064 (word joiner and invisible operators), U+2066 to U+2069 (isolates),
+/// U+061C (Arabic letter mark), U+180E (Mongolian vowel separator) and U+FEFF (zero-width
+/// no-break space).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{FEFF}'
+    )
 }
 
 impl RoomName {
@@ -59,7 +80,10 @@ impl RoomName {
                 len_bytes: name.len(),
             });
         }
-        match name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        match name
+            .chars()
+            .find(|&c| c.is_whitespace() || c.is_control() || is_invisible(c))
+        {
             Some(ch) => Err(RoomNameError::ForbiddenChar { ch }),
             None => Ok(()),
         }
@@ -176,8 +200,23 @@ mod tests {
                 "{bad:?}"
             );
         }
-        // U+200B is a format character (Cf), neither whitespace nor control in Unicode.
-        assert!(RoomName::parse("a\u{200B}b").is_ok());
+        // Invisible formatting characters: zero-width and bidirectional ones.
+        for bad in [
+            "a\u{200B}b",
+            "a\u{200D}b",
+            "admin\u{202E}nimda",
+            "\u{2066}x\u{2069}",
+            "\u{FEFF}lobby",
+            "a\u{200F}",
+        ] {
+            assert!(
+                matches!(
+                    RoomName::parse(bad),
+                    Err(RoomNameError::ForbiddenChar { .. })
+                ),
+                "{bad:?}"
+            );
+        }
         for good in ["chat:lobby", "user/42", "日本語", "emoji🎉", "a-b_c.d*"] {
             assert!(RoomName::parse(good).is_ok(), "{good:?}");
         }

@@ -184,8 +184,18 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Compares keys without telling their length or content by timing: both are first
+/// hashed with a random key (the standard library's SipHash), and only the fixed-size
+/// digests are compared; the bytes are compared (in constant time) only when the digests
+/// match, which for a wrong key happens once in 2^64.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
+    let (x, y) = (keys.hash_one(a), keys.hash_one(b));
+    let digests_differ = (x ^ y) != 0;
+    if digests_differ || a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -224,10 +234,11 @@ fn failed(failure: Failure) -> ApiError {
         Failure::Refused(message) => {
             ApiError::new(StatusCode::CONFLICT, ErrorCode::LimitExceeded, message)
         }
-        Failure::Unavailable(message) => ApiError::new(
+        // The backplane's own error was logged where it happened; it is not shown.
+        Failure::Unavailable(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal,
-            format!("backplane unavailable: {message}"),
+            "backplane unavailable",
         ),
         _ => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -372,4 +383,18 @@ async fn history(
         }
     };
     Ok(json_response(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn keys_compare_equal_only_when_equal() {
+        assert!(constant_time_eq(b"a-long-api-key", b"a-long-api-key"));
+        assert!(!constant_time_eq(b"a-long-api-key", b"a-long-api-kez"));
+        assert!(!constant_time_eq(b"a-long-api-key", b"a-long-api-ke"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
 }

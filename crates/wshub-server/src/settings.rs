@@ -65,6 +65,12 @@ pub struct Settings {
     /// The HS256 secret that client tokens are signed with (`--jwt-secret`). With it every
     /// connection needs a valid token; without it (the default) connections are anonymous.
     pub jwt_secret: Option<String>,
+    /// The audience a token's `aud` must name (`--jwt-audience`, `WSHUB_JWT_AUDIENCE`,
+    /// `jwt_audience`). Default none: `aud` is not checked.
+    pub jwt_audience: Option<String>,
+    /// The issuer a token's `iss` must be (`--jwt-issuer`, `WSHUB_JWT_ISSUER`,
+    /// `jwt_issuer`). Default none: `iss` is not checked.
+    pub jwt_issuer: Option<String>,
     /// The key backends send as `Authorization: Bearer <key>` to the HTTP API
     /// (`--api-key`). Without it (the default) the API is disabled: every `/api/` request
     /// is answered 401, and [`Settings::warnings`] says so.
@@ -187,6 +193,8 @@ impl Default for Settings {
             max_message_bytes: 64 * 1024,
             allowed_origins: Vec::new(),
             jwt_secret: None,
+            jwt_audience: None,
+            jwt_issuer: None,
             api_key: None,
             api_max_body_bytes: 64 * 1024,
             api_body_timeout: Duration::from_secs(10),
@@ -239,6 +247,8 @@ impl fmt::Debug for Settings {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("allowed_origins", &self.allowed_origins)
             .field("jwt_secret", &redacted(&self.jwt_secret))
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
             .field("api_key", &redacted(&self.api_key))
             .field("api_max_body_bytes", &self.api_max_body_bytes)
             .field("api_body_timeout", &self.api_body_timeout)
@@ -486,6 +496,26 @@ const JWT_SECRET: Spec = Spec {
     secret: true,
     help: "HS256 secret of client tokens; with it every connection needs a valid token, without \
          it connections are anonymous. Prefer the environment variable: flags show in `ps`.",
+};
+const JWT_AUDIENCE: Spec = Spec {
+    flag: "jwt-audience",
+    env: "WSHUB_JWT_AUDIENCE",
+    key: "jwt_audience",
+    default: None,
+    value_name: "AUDIENCE",
+    secret: false,
+    help: "Audience a token's aud claim must name; tokens without it are refused. Default: \
+         aud is not checked.",
+};
+const JWT_ISSUER: Spec = Spec {
+    flag: "jwt-issuer",
+    env: "WSHUB_JWT_ISSUER",
+    key: "jwt_issuer",
+    default: None,
+    value_name: "ISSUER",
+    secret: false,
+    help: "Issuer a token's iss claim must be; tokens without it are refused. Default: iss \
+         is not checked.",
 };
 const API_KEY: Spec = Spec {
     flag: "api-key",
@@ -793,6 +823,8 @@ pub const SPECS: &[Spec] = &[
     MAX_MESSAGE_SIZE,
     ALLOWED_ORIGINS,
     JWT_SECRET,
+    JWT_AUDIENCE,
+    JWT_ISSUER,
     API_KEY,
     API_MAX_BODY,
     API_BODY_TIMEOUT,
@@ -841,6 +873,9 @@ pub const MEMORY_META_TTL: Duration = Duration::from_secs(10 * 60);
 /// a shorter one would give such a room a new epoch, and its subscribers an
 /// `unrecoverable`, at its next publish.
 pub const SHARED_META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// API keys shorter than this are accepted, with a warning: they can be guessed.
+const MIN_API_KEY_BYTES: usize = 16;
 
 /// The shortest presence ttl: nodes rewrite their entries every third of it.
 const MIN_PRESENCE_TTL: Duration = Duration::from_secs(1);
@@ -951,6 +986,8 @@ impl Settings {
                 .get_opt(&ALLOWED_ORIGINS, parse_origins)?
                 .unwrap_or_default(),
             jwt_secret: sources.get_opt(&JWT_SECRET, parse_secret)?,
+            jwt_audience: sources.get_opt(&JWT_AUDIENCE, parse_secret)?,
+            jwt_issuer: sources.get_opt(&JWT_ISSUER, parse_secret)?,
             api_key: sources.get_opt(&API_KEY, parse_secret)?,
             api_max_body_bytes: sources.get(&API_MAX_BODY, parse_size)?,
             api_body_timeout: sources.get(&API_BODY_TIMEOUT, parse_duration)?,
@@ -1059,6 +1096,15 @@ impl Settings {
                     .to_owned(),
             ),
             _ => {}
+        }
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|key| key.len() < MIN_API_KEY_BYTES)
+        {
+            warnings.push(format!(
+                "the API key is shorter than {MIN_API_KEY_BYTES} bytes: use a long random one"
+            ));
         }
         if self.redis.is_some() && self.nats.is_some() {
             warnings.push("both --redis and --nats are set: Redis is used".to_owned());

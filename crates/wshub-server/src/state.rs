@@ -62,6 +62,10 @@ pub struct ServerOptions {
     pub history: HistoryConfig,
     /// The HS256 secret; with it every connection needs a valid token.
     pub jwt_secret: Option<String>,
+    /// The audience a token's `aud` must name, when set.
+    pub jwt_audience: Option<String>,
+    /// The issuer a token's `iss` must be, when set.
+    pub jwt_issuer: Option<String>,
     /// The key of the HTTP API; without it the API answers 401 to everyone.
     pub api_key: Option<String>,
     /// The largest HTTP API request body; a larger one is answered 413. Default 64 KiB.
@@ -99,6 +103,8 @@ impl Default for ServerOptions {
                 ..HistoryConfig::default()
             },
             jwt_secret: None,
+            jwt_audience: None,
+            jwt_issuer: None,
             api_key: None,
             api_max_body_bytes: 64 * 1024,
             api_body_timeout: std::time::Duration::from_secs(10),
@@ -132,6 +138,8 @@ impl From<&crate::settings::Settings> for ServerOptions {
             hub: settings.hub_config(),
             history: settings.history_config(),
             jwt_secret: settings.jwt_secret.clone(),
+            jwt_audience: settings.jwt_audience.clone(),
+            jwt_issuer: settings.jwt_issuer.clone(),
             api_key: settings.api_key.clone(),
             api_max_body_bytes: settings.api_max_body_bytes,
             api_body_timeout: settings.api_body_timeout,
@@ -158,8 +166,9 @@ pub enum Failure {
     /// The connection exists but is closing or overflowing.
     #[error("{0}")]
     Refused(String),
-    /// The backplane is unreachable.
-    #[error("backplane unavailable: {0}")]
+    /// The backplane is unreachable. The backplane's own error is kept for the logs (it
+    /// is logged where it happens) and never shown: it can name hosts and credentials.
+    #[error("backplane unavailable")]
     Unavailable(String),
     /// A bug.
     #[error("internal error")]
@@ -209,10 +218,12 @@ impl ServerState {
         Arc::new(Self {
             backplane: OnceLock::new(),
             rooms: Rooms::default(),
-            verifier: options
-                .jwt_secret
-                .as_ref()
-                .map(|secret| TokenVerifier::new(secret.as_bytes())),
+            verifier: options.jwt_secret.as_ref().map(|secret| {
+                TokenVerifier::new(secret.as_bytes()).expecting(
+                    options.jwt_audience.as_deref(),
+                    options.jwt_issuer.as_deref(),
+                )
+            }),
             started: Instant::now(),
             counters: ServerCounters::default(),
             addresses: Arc::new(AddressLimits::new(

@@ -31,6 +31,10 @@ pub enum TokenError {
     /// The token's `exp` has passed.
     #[error("token has expired")]
     Expired,
+    /// The server expects an audience or an issuer (`--jwt-audience`, `--jwt-issuer`) and
+    /// the token's `aud` or `iss` is absent or another.
+    #[error("token is for another audience or from another issuer")]
+    WrongAudienceOrIssuer,
 }
 
 impl TokenError {
@@ -62,12 +66,29 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["sub"]);
         validation.validate_exp = true;
         validation.leeway = 0;
-        // wshub defines no audience; a token that names one is still for us.
+        // Without `--jwt-audience`, a token that names an audience is still for us.
         validation.validate_aud = false;
         TokenVerifier {
             key: DecodingKey::from_secret(secret),
             validation,
         }
+    }
+
+    /// The same verifier, also requiring the token's `aud` to name `audience` and its `iss`
+    /// to be `issuer`, each when given.
+    pub fn expecting(mut self, audience: Option<&str>, issuer: Option<&str>) -> TokenVerifier {
+        let mut required = vec!["sub"];
+        if let Some(audience) = audience {
+            self.validation.set_audience(&[audience]);
+            self.validation.validate_aud = true;
+            required.push("aud");
+        }
+        if let Some(issuer) = issuer {
+            self.validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        self.validation.set_required_spec_claims(&required);
+        self
     }
 
     /// Checks `token` and returns its claims.
@@ -81,6 +102,12 @@ impl TokenVerifier {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
                     TokenError::BadSignature
+                }
+                ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => {
+                    TokenError::WrongAudienceOrIssuer
+                }
+                ErrorKind::MissingRequiredClaim(claim) if claim == "aud" || claim == "iss" => {
+                    TokenError::WrongAudienceOrIssuer
                 }
                 _ => TokenError::Malformed,
             }),
@@ -186,6 +213,33 @@ mod tests {
 
     fn verifier() -> TokenVerifier {
         TokenVerifier::new(SECRET)
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_configured() {
+        let strict = verifier().expecting(Some("chat"), Some("auth.example"));
+        let good = sign(&json!({"sub": "a", "aud": "chat", "iss": "auth.example"}));
+        assert_eq!(strict.verify(&good).map(|c| c.sub), Ok("a".to_owned()));
+        let listed = sign(&json!({"sub": "a", "aud": ["other", "chat"], "iss": "auth.example"}));
+        assert!(strict.verify(&listed).is_ok());
+        for claims in [
+            json!({"sub": "a", "aud": "other", "iss": "auth.example"}),
+            json!({"sub": "a", "aud": "chat", "iss": "evil.example"}),
+            json!({"sub": "a", "iss": "auth.example"}),
+            json!({"sub": "a", "aud": "chat"}),
+        ] {
+            assert_eq!(
+                strict.verify(&sign(&claims)),
+                Err(TokenError::WrongAudienceOrIssuer),
+                "{claims}"
+            );
+        }
+        // Unconfigured, neither is looked at.
+        assert!(
+            verifier()
+                .verify(&sign(&json!({"sub": "a", "aud": "x", "iss": "y"})))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -306,3 +306,26 @@ async fn invalid_commands_are_charged_to_the_rate_limit_and_a_flood_of_them_is_c
     still_served(&mut calm, "a flood of invalid commands").await;
     stop(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_names_with_invisible_or_bidirectional_characters_are_refused() {
+    let server = start(ServerOptions::default()).await;
+    let (mut ws, _) = connect(server.local_addr()).await;
+    for name in [
+        "admin\u{202E}nimda",
+        "lob\u{200B}by",
+        "\u{2066}x\u{2069}",
+        "\u{FEFF}a",
+    ] {
+        for kind in ["subscribe", "publish", "history"] {
+            let reply = request(&mut ws, json!({"type":kind,"room":name,"id":kind,"data":1})).await;
+            assert_eq!(
+                (reply["type"].as_str(), reply["code"].as_str()),
+                (Some("error"), Some("bad_request")),
+                "{kind} {name:?}: {reply}"
+            );
+        }
+    }
+    nothing_pending(&mut ws).await;
+    stop(server).await;
+}

@@ -94,6 +94,8 @@ write_wait = "3s"
 max_message_size = "1MiB"
 allowed_origins = ["https://a.example", "https://b.example"]
 jwt_secret = "file-secret"
+jwt_audience = "chat"
+jwt_issuer = "auth.example"
 api_key = "file-key"
 api_max_body = "1KiB"
 api_body_timeout = "2s"
@@ -138,6 +140,8 @@ compression_client_no_context_takeover = true
             "https://b.example".to_owned(),
         ],
         jwt_secret: Some("file-secret".to_owned()),
+        jwt_audience: Some("chat".to_owned()),
+        jwt_issuer: Some("auth.example".to_owned()),
         api_key: Some("file-key".to_owned()),
         api_max_body_bytes: 1024,
         api_body_timeout: Duration::from_secs(2),
@@ -190,6 +194,8 @@ compression_client_no_context_takeover = true
         (&MAX_MESSAGE_SIZE, "1MiB"),
         (&ALLOWED_ORIGINS, "https://a.example, https://b.example"),
         (&JWT_SECRET, "file-secret"),
+        (&JWT_AUDIENCE, "chat"),
+        (&JWT_ISSUER, "auth.example"),
         (&API_KEY, "file-key"),
         (&API_MAX_BODY, "1KiB"),
         (&API_BODY_TIMEOUT, "2s"),
@@ -682,22 +688,19 @@ fn warnings_name_what_is_open_or_disabled() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("API"), "{warnings:?}");
 
-    let open = load(&["--listen=0.0.0.0:8080", "--api-key=k"], &[]).unwrap();
+    const KEY: &str = "--api-key=a-long-enough-api-key";
+    let open = load(&["--listen=0.0.0.0:8080", KEY], &[]).unwrap();
     let warnings = open.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("JWT secret"), "{warnings:?}");
 
-    let short = load(&["--jwt-secret=short", "--api-key=k"], &[]).unwrap();
+    let short = load(&["--jwt-secret=short", KEY], &[]).unwrap();
     assert!(short.warnings()[0].contains("32 bytes"));
 
-    let fine = load(
-        &[
-            "--jwt-secret=0123456789abcdef0123456789abcdef",
-            "--api-key=k",
-        ],
-        &[],
-    )
-    .unwrap();
+    let short_key = load(&["--api-key=k"], &[]).unwrap();
+    assert!(short_key.warnings()[0].contains("shorter than 16 bytes"));
+
+    let fine = load(&["--jwt-secret=0123456789abcdef0123456789abcdef", KEY], &[]).unwrap();
     assert!(fine.warnings().is_empty());
 }
 
