@@ -13,7 +13,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// define them (so U+0085 and U+2028 are refused), and the invisible ones are the
 /// zero-width characters and the bidirectional marks, embeddings, overrides and isolates
 /// (see `is_invisible`): with them two names that look the same would be two rooms, and a
-/// name could display reversed in a log or a page.
+/// name could display reversed in a log or a page. The name must also be in Unicode
+/// Normalization Form C (NFC, what keyboards and browsers produce): `é` as one code point,
+/// not `e` and a combining accent, so that one name has one spelling and one room.
 ///
 /// Cloning is cheap (a reference count), because a room name is stored in many maps.
 /// Deserializing validates, so request bodies with a `RoomName` field reject bad names.
@@ -39,6 +41,9 @@ pub enum RoomNameError {
         /// The first offending character.
         ch: char,
     },
+    /// The name is not in Unicode Normalization Form C.
+    #[error("room name is not in Unicode Normalization Form C (NFC)")]
+    NotNfc,
 }
 
 /// Whether `c` is a zero-width character or a bidirectional formatting character, which
@@ -80,13 +85,17 @@ impl RoomName {
                 len_bytes: name.len(),
             });
         }
-        match name
+        if let Some(ch) = name
             .chars()
             .find(|&c| c.is_whitespace() || c.is_control() || is_invisible(c))
         {
-            Some(ch) => Err(RoomNameError::ForbiddenChar { ch }),
-            None => Ok(()),
+            return Err(RoomNameError::ForbiddenChar { ch });
         }
+        // ASCII is always NFC: only other names pay for the check.
+        if !name.is_ascii() && !unicode_normalization::is_nfc(name) {
+            return Err(RoomNameError::NotNfc);
+        }
+        Ok(())
     }
 
     /// The name as a string slice.
@@ -200,6 +209,9 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // One spelling per name: NFC, not decomposed.
+        assert!(RoomName::parse("caf\u{E9}").is_ok());
+        assert_eq!(RoomName::parse("cafe\u{301}"), Err(RoomNameError::NotNfc));
         // Invisible formatting characters: zero-width and bidirectional ones.
         for bad in [
             "a\u{200B}b",
