@@ -7,12 +7,14 @@
 //!   announced; a client resuming from the lost offsets is told `recovered: false`.
 //! - A room's history going back without a restart (its record rewritten to an older
 //!   state): the node that delivered more renews the epoch and announces it.
+//! - On NATS, the history stream purged: a new epoch, announced.
 //! - On NATS, the room's messages replaced by older ones (as a restore from an older copy
 //!   would leave them): the next publish starts a new epoch, announced to every node's
 //!   subscribers.
 //! - A node's Redis connection killed and refused for a moment while another node
-//!   publishes: the node catches up at once, without waiting for a later publish; a client
-//!   that already saw those publications elsewhere resumes on it with `recovered: true`.
+//!   publishes: the node catches up at once, without waiting for a later publish.
+//! - The same, and a client that already saw those publications on the other node
+//!   resumes on the lagging one: `recovered: true`, nothing twice.
 //! - A room's history lost and found first by a subscribe: the room's existing subscribers
 //!   are told.
 //! - A publication of an old epoch arriving late: it changes nothing.
@@ -332,6 +334,44 @@ async fn a_nats_stream_that_goes_back_starts_a_new_epoch_and_says_so() {
     stop(follower).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_nats_stream_starts_a_new_epoch_and_says_so() {
+    let Some(nats) = OwnServer::start("nats") else {
+        return;
+    };
+    let prefix = "bppurge";
+    let backplane = BackplaneOptions::Nats {
+        url: nats.url(),
+        prefix: prefix.to_owned(),
+    };
+    let (publisher, follower) = (node(&backplane).await, node(&backplane).await);
+    let mut watcher = Watcher::subscribe(follower.local_addr(), "r").await;
+    let mut accepted = publish_all(publisher.local_addr(), "r", data(1..=5)).await;
+    watcher.read_until(&json!(5)).await;
+
+    let client = within("nats", async_nats::connect(nats.url()))
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let stream = within("stream", js.get_stream(format!("{prefix}_history")))
+        .await
+        .expect("stream");
+    within("purge", stream.purge().into_future())
+        .await
+        .expect("purge");
+    let after = publish_all(publisher.local_addr(), "r", data(6..=8)).await;
+    assert!(
+        after.iter().all(|p| p.epoch != accepted[0].epoch),
+        "numbered again in the old epoch: {after:?}"
+    );
+    accepted.extend(after);
+    watcher.read_until(&json!(8)).await;
+    assert_each_offset_once_or_told("subscriber", &watcher, &accepted);
+    assert_eq!(watcher.told().len(), 1, "{:?}", watcher.log);
+    stop(publisher).await;
+    stop(follower).await;
+}
+
 /// A room name as the NATS backplane's subjects spell it.
 fn hex(room: &str) -> String {
     room.bytes().map(|b| format!("{b:02x}")).collect()
@@ -345,33 +385,37 @@ async fn a_brief_redis_disconnect_is_caught_up_at_once() {
     let backplane = redis_backplane(&redis);
     let (publisher, follower) = (node(&backplane).await, node(&backplane).await);
     let mut watcher = Watcher::subscribe(follower.local_addr(), "r").await;
-    // One more room, so that the follower's Redis connection has a channel more than the
-    // publisher's (which is subscribed to "r" too).
+    let _marker = Watcher::subscribe(follower.local_addr(), "marker").await;
+    let mut accepted = vec![publish(publisher.local_addr(), "r", json!(1)).await];
+    watcher.read_until(&json!(1)).await;
+
+    accepted.extend(cut_off_while_published(&redis, publisher.local_addr(), data(2..=4)).await);
+    // No later publish, no other client: the follower catches up by itself.
+    watcher.read_until(&json!(4)).await;
+    assert_each_offset_once_or_told("follower's subscriber", &watcher, &accepted);
+    assert!(watcher.told().is_empty(), "{:?}", watcher.log);
+    stop(publisher).await;
+    stop(follower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ahead_of_a_lagging_node_resumes_with_everything() {
+    let Some(redis) = OwnServer::start("redis") else {
+        return;
+    };
+    let backplane = redis_backplane(&redis);
+    let (publisher, follower) = (node(&backplane).await, node(&backplane).await);
+    let mut watcher = Watcher::subscribe(follower.local_addr(), "r").await;
     let _marker = Watcher::subscribe(follower.local_addr(), "marker").await;
     let mut elsewhere = Watcher::subscribe(publisher.local_addr(), "r").await;
     let mut accepted = vec![publish(publisher.local_addr(), "r", json!(1)).await];
     watcher.read_until(&json!(1)).await;
 
-    // The follower's connection is the only one with four channels (its node channel, the
-    // broadcast channel and two rooms').
-    let id = redis_client_with_channels(&redis, 4);
-    // Refused for a moment (new connections over the limit of 1 are turned away), killed,
-    // then let back in: shorter than the node's 1 s health check.
-    let mut session = redis.redis_session();
-    assert_eq!(
-        session.command(&["CONFIG", "SET", "maxclients", "1"]),
-        "+OK"
-    );
-    assert_eq!(session.command(&["CLIENT", "KILL", "ID", &id]), ":1");
-    accepted.extend(publish_all(publisher.local_addr(), "r", data(2..=4)).await);
+    accepted.extend(cut_off_while_published(&redis, publisher.local_addr(), data(2..=4)).await);
     elsewhere.read_until(&json!(4)).await;
-    assert_eq!(
-        session.command(&["CONFIG", "SET", "maxclients", "10000"]),
-        "+OK"
-    );
-
-    // A client that saw offset 4 on the other node resumes on the follower, whether or
-    // not it has caught up yet: it is served from offset 5, and told it recovered.
+    // A client that saw offset 4 on the publisher's node resumes on the follower as soon
+    // as it answers (most often before the follower has caught up): it is served from
+    // offset 5 and told it recovered, never sent 2 to 4 again.
     let (mut ws, _) = connect(follower.local_addr()).await;
     let since = json!({"epoch": accepted[3].epoch, "offset": accepted[3].offset});
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -384,32 +428,49 @@ async fn a_brief_redis_disconnect_is_caught_up_at_once() {
         if reply["type"] == "ok" {
             break reply;
         }
-        // The backplane may still be out of reach: a retryable error.
+        // The follower has not reconnected yet: a retryable error.
         assert_eq!(reply["code"], "unavailable", "{reply}");
         assert!(Instant::now() < deadline, "{reply}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(ok["recovered"], true, "{ok}");
     assert!(ok["offset"].as_u64().expect("offset") >= 4, "{ok}");
-
-    // No later publish: the follower catches up by itself.
-    watcher.read_until(&json!(4)).await;
-    assert_each_offset_once_or_told("follower's subscriber", &watcher, &accepted);
-    assert!(watcher.told().is_empty(), "{:?}", watcher.log);
-    let live = publish(publisher.local_addr(), "r", json!(5)).await;
-    accepted.push(live);
     let mut resumed = Watcher {
         ws,
-        start: (
-            since["epoch"].as_str().expect("epoch").to_owned(),
-            since["offset"].as_u64().expect("offset"),
-        ),
+        start: (accepted[3].epoch.clone(), accepted[3].offset),
         log: Vec::new(),
     };
+    accepted.push(publish(publisher.local_addr(), "r", json!(5)).await);
     resumed.read_until(&json!(5)).await;
     assert_each_offset_once_or_told("resumed client", &resumed, &accepted[4..]);
+    watcher.read_until(&json!(5)).await;
+    assert_each_offset_once_or_told("follower's subscriber", &watcher, &accepted);
     stop(publisher).await;
     stop(follower).await;
+}
+
+/// Kills the follower's Redis connection (the only one with four channels: its node
+/// channel, the broadcast channel and two rooms') and refuses its reconnection (no new
+/// connection over a limit of 1) while `data` is published through `publisher`, then lets
+/// it back in: an outage far shorter than the node's 1 s health check.
+async fn cut_off_while_published(
+    redis: &OwnServer,
+    publisher: SocketAddr,
+    data: Vec<Value>,
+) -> Vec<Accepted> {
+    let id = redis_client_with_channels(redis, 4);
+    let mut session = redis.redis_session();
+    assert_eq!(
+        session.command(&["CONFIG", "SET", "maxclients", "1"]),
+        "+OK"
+    );
+    assert_eq!(session.command(&["CLIENT", "KILL", "ID", &id]), ":1");
+    let accepted = publish_all(publisher, "r", data).await;
+    assert_eq!(
+        session.command(&["CONFIG", "SET", "maxclients", "10000"]),
+        "+OK"
+    );
+    accepted
 }
 
 /// The id of the one Redis client subscribed to `channels` channels.
