@@ -14,7 +14,7 @@
 //! waited for it), a later one waits. If the missing one has not come after
 //! [`GAP_WAIT`], it is read from the backplane's history; if history no longer has it (or
 //! the room's epoch changed: its history was lost), the node skips ahead and tells the
-//! room's local subscribers with an `unrecoverable` frame (docs/protocol-notes.md): what
+//! room's local subscribers with an `unrecoverable` frame (docs/PROTOCOL.md): what
 //! they would have learnt as `recovered: false` had they resubscribed.
 //!
 //! # When the backplane is disturbed

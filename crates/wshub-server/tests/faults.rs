@@ -4,7 +4,7 @@
 //! - Redis killed with SIGKILL in the middle of a stream and restarted empty on the same
 //!   port: the nodes report degraded, keep serving their connections, resume once it is
 //!   back, deliver nothing twice, and tell subscribers whose gap cannot be filled with an
-//!   `unrecoverable` frame (docs/protocol-notes.md).
+//!   `unrecoverable` frame (docs/PROTOCOL.md).
 //! - The same with NATS (its own `nats-server -js` on a free port), restarted with its
 //!   JetStream store: nothing is lost, so every accepted publication reaches every
 //!   subscriber exactly once and nobody is told anything.
