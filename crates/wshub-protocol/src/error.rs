@@ -32,7 +32,7 @@ pub enum ErrorCode {
     RateLimited,
     /// A limit was reached: too many rooms for one connection, or too many connections.
     LimitExceeded,
-    /// A bug on the server's side.
+    /// A bug on the server's side, or a failure no other code describes.
     Internal,
     /// A service the server needs is out of reach for now (a cluster's backplane: Redis or
     /// NATS): try again later, with backoff. A `subscribe` or `history` that gets it did
