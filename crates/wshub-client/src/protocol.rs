@@ -279,7 +279,10 @@ impl WshubClient {
     }
 
     /// Joins `room` and waits for the server's `ok`. While disconnected, the room is
-    /// joined as soon as a connection is ready (within the request timeout).
+    /// joined as soon as a connection is ready (within the request timeout). A subscribe
+    /// answered `unavailable` (the server's backplane is out of reach) is sent again with
+    /// backoff, within the request timeout here, and for as long as the subscription lives
+    /// once it has been confirmed.
     ///
     /// Fails with [`Error::AlreadySubscribed`] when this client already follows the room,
     /// [`Error::Server`] when the server refuses (`forbidden`, `limit_exceeded`, ...),
