@@ -44,8 +44,8 @@
 //! `X + 1` onwards reaches it live. If the history read does not match the node's position
 //! (another epoch, or it ended before `X`), or the subscriber claims an offset the node has
 //! not delivered yet but the backplane has, the node catches up from history first (as a
-//! gap fill would), then the subscribe reads again. The room lock is a `std::sync::Mutex`, never held across an `.await`;
-//! lock order is room lock → the hub's locks.
+//! gap fill would), then the subscribe reads again. The room lock is a `std::sync::Mutex`,
+//! never held across an `.await`; lock order is room lock → the hub's locks.
 
 use std::{
     collections::{BTreeMap, HashMap},
