@@ -19,12 +19,18 @@
 //! - **Gap-free offsets, identical on every node.** The stream is the one record of a
 //!   room: the last message on `P.h.<room>` carries the room's epoch and latest offset.
 //!   A publish reads it (stream sequence `s`, offset `n`, epoch `e`; this node caches the
-//!   last one it wrote) and publishes offset `n + 1` in epoch `e` with
+//!   last one it wrote or received live) and publishes offset `n + 1` in epoch `e` with
 //!   `Nats-Expected-Last-Subject-Sequence: s`. JetStream stores it only if nothing was
 //!   stored on the subject since `s`, so two nodes can never store the same offset and
 //!   none is skipped; the loser of a race reads the new last message and tries again.
 //!   The numbering and the storing are one write: there is no counter that could advance
 //!   without a stored publication.
+//! - **History that goes back.** A publish that finds the room's last stored message
+//!   behind the cached one in the same epoch (the stream was restored from an older copy,
+//!   or messages were deleted) starts a new epoch instead of numbering offsets again; so
+//!   does [`Backplane::renew_epoch`]. A live message that numbers a cached epoch's offset
+//!   again does not replace the cached tip, so a node that only follows the room notices
+//!   too.
 //! - **Epochs.** A room with no message on its subject (never used, expired after
 //!   `meta_ttl` without a publish, or the stream was deleted) gets a new epoch from the
 //!   first write that finds it empty (expected last subject sequence 0). A read of such a
@@ -100,6 +106,8 @@ const KIND: &str = "Wshub-Kind";
 const ORIGIN: &str = "Wshub-Origin";
 const CLIENT: &str = "Wshub-Client";
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+/// The stream sequence of a republished message (set by JetStream's `RePublish`).
+const SEQUENCE: &str = "Nats-Sequence";
 
 /// How many times a publish retries after losing a race for a room's next offset.
 const PUBLISH_ATTEMPTS: usize = 1000;
@@ -181,10 +189,10 @@ struct Inner {
     health: Arc<Mutex<Health>>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: Mutex<Option<Events>>,
-    /// The last message this node stored per room, for at most [`MAX_TIPS`] rooms: a
-    /// publish tries it first, and a room whose stored record is found behind it (same
-    /// epoch, lower offset: the stream was restored from an older copy, or messages
-    /// deleted) gets a new epoch instead of numbering offsets twice.
+    /// The last message this node stored or received live per room, for at most
+    /// [`MAX_TIPS`] rooms: a publish tries it first, and a room whose stored record is
+    /// found behind it (same epoch, lower offset: the stream was restored from an older
+    /// copy, or messages deleted) gets a new epoch instead of numbering offsets twice.
     tips: Mutex<HashMap<RoomName, Tip>>,
     /// Each followed room's forwarding task.
     rooms: Mutex<HashMap<RoomName, JoinHandle<()>>>,
@@ -573,6 +581,19 @@ impl Inner {
         tips.insert(room.clone(), tip);
     }
 
+    /// A live publication of a room this node follows: its tip now, unless it is not
+    /// newer in the stream than the known one, or it numbers an offset of the known epoch
+    /// again (messages of an older copy written back): the known tip is kept, and the next
+    /// publish finds the room behind it.
+    fn saw(&self, room: &RoomName, tip: Tip) {
+        let newer = lock(&self.tips).get(room).is_none_or(|known| {
+            tip.sequence > known.sequence && (tip.epoch != known.epoch || tip.offset > known.offset)
+        });
+        if newer {
+            self.remember(room, tip);
+        }
+    }
+
     async fn publish(&self, room: &RoomName, payload: Bytes) -> Result<Publication, Error> {
         let cached = lock(&self.tips).get(room).cloned();
         let mut tip = match &cached {
@@ -874,6 +895,12 @@ async fn forward_room(
                     tracing::debug!("ignored an unreadable backplane message");
                     continue;
                 };
+                let sequence = header(message.headers.as_ref(), SEQUENCE)
+                    .and_then(|sequence| sequence.parse().ok());
+                if let Some(sequence) = sequence {
+                    let tip = Tip { sequence, offset, epoch: epoch.clone() };
+                    inner.saw(&room, tip);
+                }
                 Event::Publication(Publication {
                     room: room.clone(),
                     position: StreamPosition::new(epoch, Offset(offset)),

@@ -282,10 +282,26 @@ async fn a_history_that_goes_back_without_a_restart_gets_a_new_epoch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_stream_that_goes_back_starts_a_new_epoch_and_says_so() {
+    nats_stream_goes_back(Next::Publisher, "bpback").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_stream_that_goes_back_is_caught_by_a_node_that_only_followed_the_room() {
+    nats_stream_goes_back(Next::Follower, "bpbackf").await;
+}
+
+/// Which node publishes after the stream went back: the one that published before (it
+/// remembers the room's last message it wrote), or the one that only received them live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Publisher,
+    Follower,
+}
+
+async fn nats_stream_goes_back(next: Next, prefix: &str) {
     let Some(nats) = OwnServer::start("nats") else {
         return;
     };
-    let prefix = "bpfaults";
     let backplane = BackplaneOptions::Nats {
         url: nats.url(),
         prefix: prefix.to_owned(),
@@ -321,7 +337,11 @@ async fn a_nats_stream_that_goes_back_starts_a_new_epoch_and_says_so() {
         .expect("publish");
         within("ack", ack.into_future()).await.expect("ack");
     }
-    let after = publish_all(publisher.local_addr(), "r", data(11..=13)).await;
+    let through = match next {
+        Next::Publisher => publisher.local_addr(),
+        Next::Follower => follower.local_addr(),
+    };
+    let after = publish_all(through, "r", data(11..=13)).await;
     assert!(
         after.iter().all(|p| p.epoch != accepted[0].epoch),
         "numbered again in the old epoch: {after:?}"
