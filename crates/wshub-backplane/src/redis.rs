@@ -131,10 +131,11 @@ impl RedisConfig {
 /// than this one (field `r`, the `run_id` of `INFO server`): Redis restarted (from a
 /// snapshot that may be older than what was numbered since) or a replica took over (that
 /// may lag). What that process loaded may not continue what was numbered before, so the
-/// room's history starts again in a new epoch rather than numbering offsets twice.
+/// room's history starts again in a new epoch rather than numbering offsets twice. (A
+/// Redis-compatible server without `run_id` gets an empty one: no restart detection.)
 const ROOM_EPOCH: &str = r"
 local function room_epoch(meta, stream, fresh)
-  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
   local record = redis.call('HMGET', meta, 'e', 'r')
   if record[1] and record[2] == run then
     return record[1]
