@@ -4,7 +4,7 @@
 //!
 //! | key or channel | type | what |
 //! |---|---|---|
-//! | `meta:<room>` | hash `e`, `s`, `r` | the room's epoch and latest offset, and the `run_id` of the Redis process that wrote them; expires `meta_ttl` after its last use |
+//! | `meta:<room>` | hash `e`, `s`, `r` | the room's epoch and latest offset, and the `run_id`:`master_replid` of the Redis server that wrote them; expires `meta_ttl` after its last use |
 //! | `stream:<room>` | stream | retained publications, entry id `<offset>-0`, fields `t` (ms) and `d` (payload); at most `max_messages`, expires `ttl` after the last publish |
 //! | `pz:<room>`, `ph:<room>` | sorted set, hash | presence: client → expiry (ms), client → user |
 //! | channel `room:<room>` | pub/sub | `P <offset> <epoch> <payload>`, or `E <origin node> <payload>` (room event) |
@@ -18,11 +18,12 @@
 //! time, so offsets are gap-free and the channel carries them in offset order. A room whose
 //! `meta` hash is gone (expired, or Redis lost its data) gets a new epoch, chosen by the
 //! caller and written by the script that finds it missing, and its stale stream is dropped.
-//! So does a room whose `meta` was written by another Redis process (its `run_id`): Redis
-//! restarted from a snapshot, or a replica took over, and either may hold less than was
-//! numbered before; numbering on from there would give two publications one offset. The
-//! price: after any Redis restart or failover, rooms start new epochs, and clients
-//! resuming across it are told `recovered: false`.
+//! So does a room whose `meta` was written under another Redis process or replication
+//! history (its `run_id` and `master_replid`): Redis restarted from a snapshot, a replica
+//! took over, or the server resynchronised from a lagging master and was promoted again;
+//! each may hold less than was numbered before, and numbering on from there would give two
+//! publications one offset. The price: after any Redis restart or failover, rooms start
+//! new epochs, and clients resuming across it are told `recovered: false`.
 //! Times come from Redis (`TIME`), so node clocks do not matter.
 //!
 //! Delivery uses RESP3 push messages on one multiplexed connection (redis-rs's
@@ -127,21 +128,38 @@ impl RedisConfig {
 
 /// The start of every script that reads or writes a room's record: `room_epoch(meta,
 /// stream, fresh)` is the room's epoch, made `fresh` (its stale stream dropped, offsets from
-/// 0) when the room has no record, or when its record was written by another Redis process
-/// than this one (field `r`, the `run_id` of `INFO server`): Redis restarted (from a
-/// snapshot that may be older than what was numbered since) or a replica took over (that
-/// may lag). What that process loaded may not continue what was numbered before, so the
-/// room's history starts again in a new epoch rather than numbering offsets twice. (A
-/// Redis-compatible server without `run_id` gets an empty one: no restart detection.)
+/// 0) when the room has no record, or when its record (field `r`: `<run_id>:<replid>` of
+/// `INFO server` and `INFO replication`) was written by another dataset's history than
+/// this one: another process (Redis restarted, from a snapshot that may be older than what
+/// was numbered since, or a replica took over, which may lag), or this process under
+/// another replication id after a promotion (`master_replid2` set: it took a dataset from
+/// a master that may have lagged, by a full resynchronisation, and was made primary again).
+/// What it holds may not continue what was numbered before, so the room's history starts
+/// again in a new epoch rather than numbering offsets twice. A replication id that changed
+/// without a promotion (Redis does so when it creates or frees its replication backlog: the
+/// first replica attaching, the last one gone for `repl-backlog-ttl`) keeps the dataset:
+/// the record takes the new id and keeps its epoch. (A Redis-compatible server without
+/// these fields gets empty ones: no such detection.)
 const ROOM_EPOCH: &str = r"
 local function room_epoch(meta, stream, fresh)
   local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+  local replication = redis.call('INFO', 'replication')
+  local replid = string.match(replication, 'master_replid:(%x+)') or ''
+  local replid2 = string.match(replication, 'master_replid2:(%x+)') or ''
+  local promoted = string.find(replid2, '[^0]') ~= nil
+  local identity = run .. ':' .. replid
   local record = redis.call('HMGET', meta, 'e', 'r')
-  if record[1] and record[2] == run then
-    return record[1]
+  if record[1] and record[2] then
+    local written_run, written_replid = string.match(record[2], '^(%x*):(%x*)$')
+    if written_run == run and (written_replid == replid or not promoted) then
+      if written_replid ~= replid then
+        redis.call('HSET', meta, 'r', identity)
+      end
+      return record[1]
+    end
   end
   redis.call('DEL', stream)
-  redis.call('HSET', meta, 'e', fresh, 's', 0, 'r', run)
+  redis.call('HSET', meta, 'e', fresh, 's', 0, 'r', identity)
   return fresh
 end
 ";

@@ -5,6 +5,8 @@
 //!
 //! - Redis restarted from a snapshot older than what was numbered since: a new epoch,
 //!   announced; a client resuming from the lost offsets is told `recovered: false`.
+//! - A Redis server resynchronised from a lagging replica (as after a failover) and made
+//!   primary again: the same process, an older dataset; a new epoch, announced.
 //! - A room's history going back without a restart (its record rewritten to an older
 //!   state): the node that delivered more renews the epoch and announces it.
 //! - On NATS, the history stream purged: a new epoch, announced.
@@ -242,6 +244,80 @@ async fn redis_restored_from_an_older_snapshot_starts_a_new_epoch_and_says_so() 
     assert_eq!(ok["recovered"], false, "{ok}");
     assert_ne!(ok["epoch"], json!(old_epoch), "{ok}");
     stop(node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_resynchronised_from_a_lagging_replica_starts_a_new_epoch() {
+    let (Some(primary), Some(replica)) = (OwnServer::start("redis"), OwnServer::start("redis"))
+    else {
+        return;
+    };
+    let backplane = redis_backplane(&primary);
+    let node = node(&backplane).await;
+    let addr = node.local_addr();
+    let mut watcher = Watcher::subscribe(addr, "r").await;
+    let mut accepted = publish_all(addr, "r", data(1..=5)).await;
+    // The replica copies offsets 1 to 5, then leaves (promoted elsewhere, lagging).
+    follow(&replica, &primary);
+    wait_for_offset(&replica, "5");
+    assert_eq!(replica.redis(&["REPLICAOF", "NO", "ONE"]), "+OK");
+    accepted.extend(publish_all(addr, "r", data(6..=10)).await);
+    watcher.read_until(&json!(10)).await;
+
+    // The same server process takes the lagging copy by a full resynchronisation, then is
+    // made primary again: its run id is the one that wrote the room's record.
+    follow(&primary, &replica);
+    wait_for_offset(&primary, "5");
+    assert_eq!(primary.redis(&["REPLICAOF", "NO", "ONE"]), "+OK");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let (status, body) = api(addr, KEY, "/api/publish", json!({"room": "r", "data": 11})).await;
+        if status == 200 {
+            break Accepted {
+                data: json!(11),
+                epoch: body["epoch"].as_str().expect("epoch").to_owned(),
+                offset: body["offset"].as_u64().expect("offset"),
+            };
+        }
+        // The node's connection may be cut by the role changes: it comes back.
+        assert!(Instant::now() < deadline, "publish: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(
+        first.epoch, accepted[0].epoch,
+        "numbered again in the old epoch: {first:?}"
+    );
+    accepted.push(first);
+    accepted.extend(publish_all(addr, "r", data(12..=13)).await);
+    watcher.read_until(&json!(13)).await;
+    assert_each_offset_once_or_told("subscriber", &watcher, &accepted);
+    assert_eq!(watcher.told().len(), 1, "{:?}", watcher.log);
+    stop(node).await;
+}
+
+/// Makes `server` a replica of `primary`, which sends its dataset at once (it would wait
+/// 5 s for more replicas by default).
+fn follow(server: &OwnServer, primary: &OwnServer) {
+    assert_eq!(
+        primary.redis(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]),
+        "+OK"
+    );
+    let url = primary.url();
+    let port = url.rsplit(':').next().expect("port");
+    assert_eq!(server.redis(&["REPLICAOF", "127.0.0.1", port]), "+OK");
+}
+
+/// Waits until `server` holds room `r`'s record at `offset` (bounded).
+fn wait_for_offset(server: &OwnServer, offset: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.redis(&["HGET", "t:meta:r", "s"]) != offset {
+        assert!(
+            Instant::now() < deadline,
+            "{} never reached offset {offset}",
+            server.url()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
