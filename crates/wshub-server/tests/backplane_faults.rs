@@ -12,7 +12,8 @@
 //! - On NATS, the history stream purged: a new epoch, announced.
 //! - On NATS, the room's messages replaced by older ones (as a restore from an older copy
 //!   would leave them): the next publish starts a new epoch, announced to every node's
-//!   subscribers.
+//!   subscribers, whether it goes through the node that published before or through one
+//!   that only followed the room.
 //! - A node's Redis connection killed and refused for a moment while another node
 //!   publishes: the node catches up at once, without waiting for a later publish.
 //! - The same, and a client that already saw those publications on the other node
