@@ -350,11 +350,12 @@ export class WshubClient {
    *   maybe `recovered`), once the server has it; rejected by an error reply, which also
    *   drops the room, except `unavailable` (the server cannot reach its backplane for
    *   now), after which the subscribe is sent again with backoff. While the client is
-   *   (re)connecting it waits for the connection; when no connection is coming it is rejected with `disconnected` (the client gave
-   *   up, `reconnect-failed`, or the server closed it for good) or `closed` (`close()`
-   *   was called, or the room was unsubscribed). Those keep the room: it is joined with
-   *   the next `connect()`. A subscribe made while the client is idle, failed or closed
-   *   waits for that `connect()`.
+   *   (re)connecting it waits for the connection; when no connection is coming it is
+   *   rejected with `disconnected` (the client gave up, `reconnect-failed`, or the server
+   *   closed it for good) or `closed` (`close()` was called, or the room was
+   *   unsubscribed). Those keep the room: it is joined with the next `connect()`. A
+   *   subscribe made while the client is idle, failed or closed waits for that
+   *   `connect()`.
    */
   subscribe(room, handler, options = {}) {
     let entry = this._rooms.get(room);
