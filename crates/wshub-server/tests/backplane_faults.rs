@@ -18,10 +18,10 @@
 //!   publishes: the node catches up at once, without waiting for a later publish.
 //! - The same, and a client that already saw those publications on the other node
 //!   resumes on the lagging one: `recovered: true`, nothing twice.
-//! - A room's history lost and found first by a subscribe: the room's existing subscribers
-//!   are told.
+//! - A room's history lost and found first by a subscribe (Redis and NATS): the room's
+//!   existing subscribers are told.
 //! - A publication of an old epoch arriving late: it changes nothing.
-//! - A subscribe while Redis is down: the retryable `unavailable` error, at once.
+//! - A subscribe while Redis (or NATS) is down: the retryable `unavailable` error, at once.
 
 mod support;
 
@@ -390,13 +390,7 @@ async fn nats_stream_goes_back(next: Next, prefix: &str) {
 
     // The room's messages replaced by its first five, as a restore from a copy taken at
     // offset 5 would leave them: its record says offset 5 of the same epoch.
-    let client = within("nats", async_nats::connect(nats.url()))
-        .await
-        .expect("nats");
-    let js = async_nats::jetstream::new(client);
-    let stream = within("stream", js.get_stream(format!("{prefix}_history")))
-        .await
-        .expect("stream");
+    let (js, stream) = nats_history(&nats, prefix).await;
     let subject = format!("{prefix}.h.{}", hex("r"));
     within("purge", stream.purge().filter(&subject).into_future())
         .await
@@ -446,13 +440,7 @@ async fn a_purged_nats_stream_starts_a_new_epoch_and_says_so() {
     let mut accepted = publish_all(publisher.local_addr(), "r", data(1..=5)).await;
     watcher.read_until(&json!(5)).await;
 
-    let client = within("nats", async_nats::connect(nats.url()))
-        .await
-        .expect("nats");
-    let js = async_nats::jetstream::new(client);
-    let stream = within("stream", js.get_stream(format!("{prefix}_history")))
-        .await
-        .expect("stream");
+    let (_, stream) = nats_history(&nats, prefix).await;
     within("purge", stream.purge().into_future())
         .await
         .expect("purge");
@@ -599,15 +587,65 @@ async fn an_epoch_change_found_by_a_subscribe_is_announced() {
     let Some(redis) = OwnServer::start("redis") else {
         return;
     };
-    let backplane = redis_backplane(&redis);
-    let node = node(&backplane).await;
+    found_by_a_subscribe(&redis_backplane(&redis), || async {
+        assert_eq!(redis.redis(&["DEL", "t:meta:r", "t:stream:r"]), ":2");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_change_found_by_a_subscribe_is_announced_on_nats() {
+    let Some(nats) = OwnServer::start("nats") else {
+        return;
+    };
+    let prefix = "bpfound";
+    let backplane = BackplaneOptions::Nats {
+        url: nats.url(),
+        prefix: prefix.to_owned(),
+    };
+    found_by_a_subscribe(&backplane, || async {
+        let (_, stream) = nats_history(&nats, prefix).await;
+        let subject = format!("{prefix}.h.{}", hex("r"));
+        within("purge", stream.purge().filter(&subject).into_future())
+            .await
+            .expect("purge");
+    })
+    .await;
+}
+
+/// A JetStream client of the test's own, and the history stream of the NATS backplane
+/// with this prefix.
+async fn nats_history(
+    nats: &OwnServer,
+    prefix: &str,
+) -> (
+    async_nats::jetstream::Context,
+    async_nats::jetstream::stream::Stream,
+) {
+    let client = within("nats", async_nats::connect(nats.url()))
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let stream = within("stream", js.get_stream(format!("{prefix}_history")))
+        .await
+        .expect("stream");
+    (js, stream)
+}
+
+/// A room's history lost (by `lose`) and found first by a subscribe: the room's existing
+/// subscriber is told before anything of the new epoch.
+async fn found_by_a_subscribe<F: std::future::Future<Output = ()>>(
+    backplane: &BackplaneOptions,
+    lose: impl FnOnce() -> F,
+) {
+    let node = node(backplane).await;
     let addr = node.local_addr();
     let mut watcher = Watcher::subscribe(addr, "r").await;
     let mut accepted = publish_all(addr, "r", data(1..=3)).await;
     watcher.read_until(&json!(3)).await;
 
     // The room's history is lost; a new subscriber is the first to read the room again.
-    assert_eq!(redis.redis(&["DEL", "t:meta:r", "t:stream:r"]), ":2");
+    lose().await;
     let late = Watcher::subscribe(addr, "r").await;
     assert_ne!(late.start.0, accepted[0].epoch);
     // The existing subscriber is told before anything of the new epoch.
@@ -655,9 +693,25 @@ async fn a_subscribe_while_redis_is_down_is_told_to_try_again_at_once() {
         return;
     };
     let backplane = redis_backplane(&redis);
-    let node = node(&backplane).await;
+    subscribe_while_down(&mut redis, &backplane).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_while_nats_is_down_is_told_to_try_again_at_once() {
+    let Some(mut nats) = OwnServer::start("nats") else {
+        return;
+    };
+    let backplane = BackplaneOptions::Nats {
+        url: nats.url(),
+        prefix: "bpdown".to_owned(),
+    };
+    subscribe_while_down(&mut nats, &backplane).await;
+}
+
+async fn subscribe_while_down(server: &mut OwnServer, backplane: &BackplaneOptions) {
+    let node = node(backplane).await;
     let addr = node.local_addr();
-    redis.kill();
+    server.kill();
     wait_health(addr, "degraded").await;
     let (mut ws, _) = connect(addr).await;
     let asked = Instant::now();
@@ -670,8 +724,8 @@ async fn a_subscribe_while_redis_is_down_is_told_to_try_again_at_once() {
         "{:?}",
         asked.elapsed()
     );
-    // The connection is fine, and the subscribe works once Redis is back.
-    assert!(redis.restart());
+    // The connection is fine, and the subscribe works once the backplane is back.
+    assert!(server.restart());
     wait_health(addr, "ok").await;
     let reply = request(&mut ws, json!({"type": "subscribe", "room": "r", "id": 2})).await;
     assert_eq!(reply["type"], "ok", "{reply}");
