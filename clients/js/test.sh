@@ -5,7 +5,8 @@
 #      own browser here);
 #   3. the wshub server binary (cargo build; the page and client it serves are compiled in);
 #   4. tsc against the declarations, then node --test: unit tests (fake WebSocket), tests
-#      against the real server, the React hooks, and the end-to-end tests in Chromium.
+#      against the real server (one on a Redis backplane: needs redis-server), the React
+#      hooks, and the end-to-end tests in Chromium.
 # Every test bounds its own waits; every server it starts listens on 127.0.0.1 and is
 # killed by its `after` hook. Screenshots of failed e2e tests: clients/js/test-results/.
 set -euo pipefail
@@ -38,4 +39,4 @@ npm run --silent typecheck
 # starts its own servers; the whole run stays well under a minute.
 node --test --test-concurrency=1 --test-timeout=180000 \
   test/client.test.mjs test/declarations.test.mjs test/server.test.mjs \
-  test/react.test.mjs test/e2e.test.mjs
+  test/backplane.test.mjs test/react.test.mjs test/e2e.test.mjs

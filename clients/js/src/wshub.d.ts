@@ -55,6 +55,19 @@ export interface DirectFrame<T = Json> {
   data: T;
 }
 
+/**
+ * The server lost publications of a room this connection is in (a cluster's backplane
+ * lost them): those up to `epoch`/`offset` it has not received are gone; the next
+ * `message` of the room follows `offset` in `epoch`.
+ */
+export interface UnrecoverableFrame {
+  type: "unrecoverable";
+  room: string;
+  epoch: string;
+  offset: number;
+  recovered: false;
+}
+
 /** A broadcast to every connection. */
 export interface BroadcastFrame<T = Json> {
   type: "broadcast";
@@ -229,6 +242,9 @@ export interface WshubEvents {
   leave: PresenceFrame;
   direct: DirectFrame;
   broadcast: BroadcastFrame;
+  /** The room's publications up to `epoch`/`offset` not received are lost; the room's
+   * position moves there. */
+  unrecoverable: UnrecoverableFrame;
   frame: Frame;
 }
 
@@ -245,6 +261,7 @@ export type WshubErrorCode =
   | "rate_limited"
   | "limit_exceeded"
   | "internal"
+  | "unavailable"
   | "timeout"
   | "disconnected"
   | "closed"
@@ -317,7 +334,8 @@ export class WshubClient {
    * Subscribes `handler` to a room; the subscription outlives reconnects, resuming from
    * the last message seen, and delivers each message once. Resolves to the subscribe's `ok`.
    * While (re)connecting it waits for the connection; rejected with the server's error
-   * (which drops the room), with `disconnected` when the client gives up or the server
+   * (which drops the room; `unavailable` is not an error here: the subscribe is sent again
+   * with backoff until the server can reach its backplane), with `disconnected` when the client gives up or the server
    * closes it for good, with `closed` on `close()`, or with `timeout` after
    * `options.timeout` ms (those keep the room for the next connection). Made while idle,
    * failed or closed, it waits for `connect()`.

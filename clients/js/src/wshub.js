@@ -265,6 +265,9 @@ export class WshubClient {
    *   (or resubscribe after a reconnect) was accepted; `recovered: false` means messages
    *   were missed and could not be replayed.
    * - `message`, `join`, `leave` (frame): a room's frames, after its handlers.
+   * - `unrecoverable` ({room, epoch, offset, recovered: false}): the server lost the
+   *   room's publications up to `epoch`/`offset` that this client had not received (a
+   *   cluster's backplane lost them); the room's position moves there.
    * - `direct`, `broadcast` (frame): a `send` to this connection, a broadcast.
    * - any other frame type the server sends (frame), by its `type`.
    * - `frame` (frame): every frame from the server, first.
@@ -345,12 +348,14 @@ export class WshubClient {
    *   kept, as after `disconnected`.
    * @returns {Promise<object>} the `ok` of the subscribe (`room`, `epoch`, `offset`,
    *   maybe `recovered`), once the server has it; rejected by an error reply, which also
-   *   drops the room. While the client is (re)connecting it waits for the connection;
-   *   when no connection is coming it is rejected with `disconnected` (the client gave
-   *   up, `reconnect-failed`, or the server closed it for good) or `closed` (`close()`
-   *   was called, or the room was unsubscribed). Those keep the room: it is joined with
-   *   the next `connect()`. A subscribe made while the client is idle, failed or closed
-   *   waits for that `connect()`.
+   *   drops the room, except `unavailable` (the server cannot reach its backplane for
+   *   now), after which the subscribe is sent again with backoff. While the client is
+   *   (re)connecting it waits for the connection; when no connection is coming it is
+   *   rejected with `disconnected` (the client gave up, `reconnect-failed`, or the server
+   *   closed it for good) or `closed` (`close()` was called, or the room was
+   *   unsubscribed). Those keep the room: it is joined with the next `connect()`. A
+   *   subscribe made while the client is idle, failed or closed waits for that
+   *   `connect()`.
    */
   subscribe(room, handler, options = {}) {
     let entry = this._rooms.get(room);
@@ -657,6 +662,9 @@ export class WshubClient {
       case "leave":
         this._onRoomFrame(frame);
         break;
+      case "unrecoverable":
+        this._onUnrecoverable(frame);
+        break;
       default:
         // `direct`, `broadcast`, and types this client does not know (new optional
         // features of a newer server): to whoever listens for them by name.
@@ -729,6 +737,26 @@ export class WshubClient {
     this._emit(frame.type, frame);
   }
 
+  /**
+   * The server lost publications of a room up to `epoch`/`offset` (a cluster's backplane
+   * lost them): take that position, so that a later resubscribe does not report the same
+   * loss again (never back within an epoch), then tell whoever listens for the event.
+   */
+  _onUnrecoverable(frame) {
+    const entry = this._rooms.get(frame.room);
+    if (entry && typeof frame.epoch === "string" && Number.isSafeInteger(frame.offset)) {
+      if (frame.epoch !== entry.epoch) {
+        entry.epoch = frame.epoch;
+        entry.offset = frame.offset;
+        entry.delivered = frame.offset;
+      } else {
+        entry.offset = Math.max(entry.offset, frame.offset);
+        entry.delivered = Math.max(entry.delivered, frame.offset);
+      }
+    }
+    this._emit("unrecoverable", frame);
+  }
+
   _sendSubscribe(room, entry, resubscribed) {
     const command = { type: "subscribe", room };
     const since = entry.epoch !== null ? { epoch: entry.epoch, offset: entry.offset } : null;
@@ -749,6 +777,7 @@ export class WshubClient {
           // only report the same loss again.
           entry.offset = Math.max(entry.offset, ok.offset);
         }
+        entry.unavailable = 0;
         entry.subscribed = true;
         entry.ok = ok;
         const waiters = entry.waiters.splice(0);
@@ -766,6 +795,20 @@ export class WshubClient {
         if (error.code === "disconnected" || error.code === "timeout" || error.code === "closed") {
           // Tried again after the next reconnect; a timeout means the connection is bad.
           if (error.code === "timeout") this._abandon(this._socket, 4000, "subscribe timed out");
+          return;
+        }
+        if (error.code === "unavailable") {
+          // The server cannot reach its backplane for now: not a refusal. Tried again on
+          // this connection after a jittered delay doubling from 100 ms up to 5 s (the
+          // next connection subscribes anyway); the subscribe's own timeout still runs.
+          entry.unavailable = (entry.unavailable || 0) + 1;
+          const ceiling = Math.min(5000, 100 * 2 ** Math.min(entry.unavailable - 1, 6));
+          const socket = this._socket;
+          setTimeout(() => {
+            if (this._rooms.get(room) === entry && this._socket === socket && this.state === "connected") {
+              this._sendSubscribe(room, entry, resubscribed);
+            }
+          }, Math.random() * ceiling);
           return;
         }
         // The server refused the room (forbidden, bad name, too many rooms): drop it.

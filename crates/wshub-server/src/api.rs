@@ -146,7 +146,7 @@ fn failed(failure: Failure) -> ApiError {
         }
         Failure::Unavailable(message) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal,
+            ErrorCode::Unavailable,
             format!("backplane unavailable: {message}"),
         ),
         _ => ApiError::new(
