@@ -426,6 +426,19 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
         seen: &'a StreamPosition,
     ) -> BoxFuture<'a, Result<StreamPosition, Error>>;
 
+    /// Reads a room's history and position for a client's or the API's `history`: like
+    /// [`Backplane::history`], except that a backplane that keeps room state in this
+    /// process creates none for a room that has none (it answers an empty page under an
+    /// epoch nobody has seen, `recovered: false` for a `since` query), so reading unused
+    /// names costs nothing to keep. Default: [`Backplane::history`].
+    fn read_history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
+        self.history(room, query)
+    }
+
     /// Starts receiving the room's [`Event::Publication`]s and [`Event::RoomEvent`]s. When
     /// the future resolves, every later publish to the room reaches this node. Not
     /// reference-counted: the caller subscribes once per room.
@@ -485,6 +498,12 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     /// How many rooms the backplane keeps state for on this node, when it knows (the
     /// memory backplane; `None` for shared stores).
     fn local_rooms(&self) -> Option<usize> {
+        None
+    }
+
+    /// The history kept in this process against its byte budget, when it is kept here
+    /// (the memory backplane; `None` for shared stores, which bound their own memory).
+    fn history_usage(&self) -> Option<history::HistoryUsage> {
         None
     }
 

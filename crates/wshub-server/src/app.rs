@@ -25,7 +25,8 @@ use crate::{
     state::{BackplaneOptions, ServerOptions, ServerState},
 };
 
-/// How often expired history is dropped.
+/// How often expired history, and addresses whose command bucket has refilled, are
+/// dropped.
 const HISTORY_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The server's parts, before it listens anywhere.
@@ -117,18 +118,17 @@ fn assemble(mut options: ServerOptions) -> Result<(Hub, Arc<ServerState>), Start
     if options.hub.overflow_policy != wshub::OverflowPolicy::Close {
         return Err(StartError::LossyOverflowPolicy(options.hub.overflow_policy));
     }
-    // A subscribe with recovery queues its whole replay at once: the send queue must hold
-    // a full history with room to spare, or a recovering client would be cut off as slow.
+    // A subscribe with recovery queues its replay at once: the send queue must hold as
+    // many messages as a full history, with room to spare, or a recovering client would be
+    // cut off as slow. Its bytes stay bounded as configured (4 MiB by default): a replay
+    // is cut to half of them (the session gives up its oldest part, with
+    // `recovered: false`), and a `history` reply to `MAX_HISTORY_REPLY_BYTES`.
     let replay_room = options
         .history
         .max_messages
         .saturating_mul(2)
         .saturating_add(64);
     options.hub.send_queue_capacity = options.hub.send_queue_capacity.max(replay_room);
-    options.hub.send_queue_max_bytes = options
-        .hub
-        .send_queue_max_bytes
-        .max(replay_room.saturating_mul(options.hub.max_message_bytes));
     let state = ServerState::new(options);
 
     let mut builder = Hub::builder().config(state.options.hub.clone());
@@ -264,7 +264,14 @@ async fn stats(State(api): State<Api>) -> Response {
         "slow_consumer_disconnects": stats.slow_consumer_disconnects,
         "total_connections": stats.total_connections,
         "rejected_handshakes": stats.rejected_handshakes,
+        "address_connections_refused": api.state.counters.address_refused(),
+        "addresses": api.state.addresses.len(),
+        "http_connections": stats.http_connections,
+        "refused_http_connections": stats.refused_http_connections,
         "history_rooms": history_rooms(&api.state),
+        "history_bytes": api.state.backplane().history_usage().map(|usage| usage.bytes),
+        "history_evicted": api.state.backplane().history_usage().map(|usage| usage.evicted),
+        "history_rooms_evicted": api.state.backplane().history_usage().map(|usage| usage.rooms_evicted),
         "backplane": api.state.backplane().kind(),
         "backplane_connected": health.is_connected(),
         "backplane_error": match &health {
@@ -283,6 +290,26 @@ async fn metrics_text(State(api): State<Api>) -> Response {
         history_rooms(&api.state),
         api.state.started.elapsed(),
     );
+    body.push_str(&format!(
+        "# HELP wshub_addresses Client IP addresses remembered for their connection count and command bucket.\n\
+         # TYPE wshub_addresses gauge\n\
+         wshub_addresses {}\n",
+        api.state.addresses.len()
+    ));
+    if let Some(usage) = api.state.backplane().history_usage() {
+        body.push_str(&format!(
+            "# HELP wshub_history_bytes Bytes of history retained by this node (bounded by --history-max-bytes).\n\
+             # TYPE wshub_history_bytes gauge\n\
+             wshub_history_bytes {}\n\
+             # HELP wshub_history_evicted_total Messages dropped from history to keep within --history-max-bytes.\n\
+             # TYPE wshub_history_evicted_total counter\n\
+             wshub_history_evicted_total {}\n\
+             # HELP wshub_history_rooms_evicted_total Rooms forgotten, messages and all, to keep within --max-rooms.\n\
+             # TYPE wshub_history_rooms_evicted_total counter\n\
+             wshub_history_rooms_evicted_total {}\n",
+            usage.bytes, usage.evicted, usage.rooms_evicted
+        ));
+    }
     let up = u8::from(api.state.backplane_health().is_connected());
     body.push_str(&format!(
         "# HELP wshub_backplane_up Whether the backplane is reachable (1) or the node is degraded (0).\n\
@@ -357,6 +384,7 @@ pub async fn serve(options: ServerOptions, addr: SocketAddr) -> Result<RunningSe
         loop {
             tick.tick().await;
             sweep_state.backplane().sweep();
+            sweep_state.addresses.sweep(std::time::Instant::now());
         }
     });
     Ok(RunningServer {
