@@ -1,5 +1,6 @@
 // Type declarations of wshub.js, written by hand to match it; `npm run typecheck` checks
 // them against test/types/usage.ts. Frame shapes follow PROTOCOL.md.
+import type { WebSocketConstructor, WebSocketLike } from "./websocket.js";
 
 /** Any JSON value: what `data` carries. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -146,17 +147,7 @@ export interface SubscribeOptions {
 }
 
 /** The `WebSocket` constructor the client uses: the browser's, or e.g. Node's `ws`. */
-export interface WebSocketLike {
-  readonly readyState: number;
-  /** The extensions the server accepted, once open (read by `WshubClient.extensions`). */
-  readonly extensions?: string;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-}
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
+export type { WebSocketConstructor, WebSocketLike };
 
 export interface WshubClientOptions {
   /** The WebSocket URL. Default: `ws(s)://<page host><path>`. */
@@ -197,6 +188,8 @@ export interface WshubClientOptions {
   WebSocket?: WebSocketConstructor;
   /** The jitter's source, in [0, 1). Default `Math.random`. */
   random?: () => number;
+  /** The field of a frame's `data` that `route()` matches. Default `"type"`. */
+  routeField?: string;
 }
 
 export interface CloseEvent {
@@ -277,21 +270,11 @@ export class WshubError extends Error {
   frame: object | undefined;
 }
 
-/**
- * The delay before reconnect attempt `attempt` (1 for the first): a random delay between 0
- * and `min(max, min * 2^(attempt-1))` ms.
- */
-export function backoffDelay(
-  attempt: number,
-  options?: { min?: number; max?: number; random?: () => number },
-): number;
+/** Re-exported from websocket.js: the reconnect delay with full jitter. */
+export declare const backoffDelay: typeof import("./websocket.js").backoffDelay;
 
-/**
- * Whether a close with this code calls for reconnecting: false for 1000 (closed on
- * purpose) and for 1003, 1007 and 1009 (the client's own input was refused), true for
- * every other code. The default of `shouldReconnect`.
- */
-export function reconnectsAfter(code: number): boolean;
+/** Re-exported from websocket.js: whether a close code calls for reconnecting. */
+export declare const reconnectsAfter: typeof import("./websocket.js").reconnectsAfter;
 
 /** A client of one wshub server: one WebSocket at a time, reopened when it drops. */
 export class WshubClient {
@@ -318,6 +301,15 @@ export class WshubClient {
   on(event: string, listener: (frame: Frame) => void): () => void;
   off<E extends keyof WshubEvents>(event: E, listener: (value: WshubEvents[E]) => void): void;
   off(event: string, listener: (frame: Frame) => void): void;
+  /**
+   * Calls `handler(data, frame)` for every `message` (of a subscribed room, after its
+   * handlers, each offset once), `direct` and `broadcast` frame whose `data` is an object
+   * with `data[routeField]` (`type` by default) equal to `value`. Returns the remover.
+   */
+  route<T = { [field: string]: Json }>(
+    value: unknown,
+    handler: (data: T, frame: MessageFrame<T> | DirectFrame<T> | BroadcastFrame<T>) => void,
+  ): () => void;
 
   /**
    * Opens the connection and keeps it open until `close()`. In a browser, a reconnect

@@ -205,7 +205,8 @@ fn finish(hub: Hub, state: Arc<ServerState>, backplane: Arc<dyn Backplane>) -> A
             .route("/stats", get(stats))
             .route("/metrics", get(metrics_text))
             .route("/websocket", get(move || async move { Html(demo_page) }))
-            .route("/client.js", get(client_js))
+            .route("/client.js", get(|| javascript(assets::CLIENT_JS)))
+            .route("/websocket.js", get(|| javascript(assets::WEBSOCKET_JS)))
             .with_state(api),
     );
     App {
@@ -233,10 +234,11 @@ fn html_attribute(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-async fn client_js() -> Response {
+/// A module script: browsers run it only with a JavaScript MIME type.
+async fn javascript(source: &'static str) -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        assets::CLIENT_JS,
+        source,
     )
         .into_response()
 }
