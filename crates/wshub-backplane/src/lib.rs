@@ -369,9 +369,14 @@ pub type Events = mpsc::UnboundedReceiver<Event>;
 ///   handing them to the room's channel: two publishes on any two nodes never get the same
 ///   offset, no offset is skipped, and history order, channel order and offset order are
 ///   the same.
-/// - **Epochs.** A room's epoch changes only when its history is lost (expired after a
-///   long quiet spell, or the backplane's storage was wiped); offsets then start again at
-///   1. A reader compares epochs to tell a clean recovery from a replaced history.
+/// - **Epochs.** A room's epoch changes whenever its history may not continue what was
+///   numbered before: expired after a long quiet spell, the backplane's storage wiped or
+///   restored from an older copy, a failover to a replica that may lag (Redis: its
+///   process is not the one that wrote the room's record); offsets then start again at 1.
+///   Within one epoch an offset names one publication, everywhere and forever. A reader
+///   compares epochs to tell a clean recovery from a replaced history. A node that finds
+///   a room's latest offset below one it has seen in the same epoch (history went back
+///   without the implementation noticing) calls [`renew_epoch`](Backplane::renew_epoch).
 /// - **Delivery.** [`Event::Publication`]s of one room reach every subscribed node in
 ///   offset order, at most once per channel message. Across a lost connection some may be
 ///   missing; [`Event::Resumed`] says so, and [`history`](Backplane::history) fills the
@@ -408,6 +413,18 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
         room: &'a RoomName,
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>>;
+
+    /// The room's history does not continue what was numbered before: `seen` is a
+    /// position this node saw, and the room's latest offset in `seen.epoch` is below it.
+    /// Gives the room a new epoch (its retained history dropped, offsets from 1 again),
+    /// unless the room has moved on meanwhile (another epoch, or an offset at or beyond
+    /// `seen.offset`: another node renewed it, or it was a stale read). Returns the room's
+    /// position afterwards.
+    fn renew_epoch<'a>(
+        &'a self,
+        room: &'a RoomName,
+        seen: &'a StreamPosition,
+    ) -> BoxFuture<'a, Result<StreamPosition, Error>>;
 
     /// Reads a room's history and position for a client's or the API's `history`: like
     /// [`Backplane::history`], except that a backplane that keeps room state in this

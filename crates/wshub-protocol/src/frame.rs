@@ -39,7 +39,7 @@ pub enum ServerFrame {
     Pong(PongFrame),
     /// `error`, the reply to a failed command.
     Error(ErrorFrame),
-    /// `unrecoverable` (a wshub extension, docs/protocol-notes.md): publications of a
+    /// `unrecoverable` (a wshub extension, docs/PROTOCOL.md): publications of a
     /// subscribed room were lost (a cluster's backplane lost them); delivery continues
     /// after the given position.
     Unrecoverable(UnrecoverableFrame),

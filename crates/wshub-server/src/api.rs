@@ -237,7 +237,7 @@ fn failed(failure: Failure) -> ApiError {
         // The backplane's own error was logged where it happened; it is not shown.
         Failure::Unavailable(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal,
+            ErrorCode::Unavailable,
             "backplane unavailable",
         ),
         _ => ApiError::new(

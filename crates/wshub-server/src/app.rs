@@ -52,26 +52,37 @@ pub enum StartError {
     /// The backplane could not be reached or configured.
     #[error("{0}")]
     Backplane(#[from] wshub_backplane::Error),
+    /// The hub's overflow policy drops messages (`DropNewest`, `DropOldest`): the protocol
+    /// promises every subscriber each offset once or an explicit report of what it lost,
+    /// and a dropped message (or reply) would be lost silently. The server needs
+    /// [`OverflowPolicy::Close`](wshub::OverflowPolicy::Close): a client that cannot keep
+    /// up is closed with 1013, reconnects and recovers.
+    #[error("the overflow policy {0:?} drops messages silently; the server needs Close")]
+    LossyOverflowPolicy(wshub::OverflowPolicy),
 }
 
 /// Builds the server from its options, on the memory backplane (one node) whatever
 /// `options.backplane` says; [`build_connected`] (or [`serve`]) connects the chosen one.
 /// Call it inside a Tokio runtime.
-pub fn build(options: ServerOptions) -> App {
-    let (hub, state) = assemble(options);
+///
+/// # Errors
+/// [`StartError::LossyOverflowPolicy`] for a hub overflow policy that drops messages.
+pub fn build(options: ServerOptions) -> Result<App, StartError> {
+    let (hub, state) = assemble(options)?;
     let backplane = Arc::new(MemoryBackplane::new(MemoryConfig {
         history: state.options.history,
         node_id: hub.node_id(),
     }));
-    finish(hub, state, backplane)
+    Ok(finish(hub, state, backplane))
 }
 
 /// Builds the server from its options and connects the backplane they choose.
 ///
 /// # Errors
-/// When the backplane cannot be reached, or is not available in this build.
+/// When the backplane cannot be reached, or is not available in this build;
+/// [`StartError::LossyOverflowPolicy`] for a hub overflow policy that drops messages.
 pub async fn build_connected(options: ServerOptions) -> Result<App, StartError> {
-    let (hub, state) = assemble(options);
+    let (hub, state) = assemble(options)?;
     let backplane: Arc<dyn Backplane> = match &state.options.backplane {
         BackplaneOptions::Memory => Arc::new(MemoryBackplane::new(MemoryConfig {
             history: state.options.history,
@@ -103,7 +114,10 @@ pub async fn build_connected(options: ServerOptions) -> Result<App, StartError> 
 }
 
 /// The hub and the shared state, before the backplane is attached.
-fn assemble(mut options: ServerOptions) -> (Hub, Arc<ServerState>) {
+fn assemble(mut options: ServerOptions) -> Result<(Hub, Arc<ServerState>), StartError> {
+    if options.hub.overflow_policy != wshub::OverflowPolicy::Close {
+        return Err(StartError::LossyOverflowPolicy(options.hub.overflow_policy));
+    }
     // A subscribe with recovery queues its replay at once: the send queue must hold as
     // many messages as a full history, with room to spare, or a recovering client would be
     // cut off as slow. Its bytes stay bounded as configured (4 MiB by default): a replay
@@ -154,7 +168,7 @@ fn assemble(mut options: ServerOptions) -> (Hub, Arc<ServerState>) {
         })
         .handler(move |conn| session::run(Arc::clone(&session_state), conn))
         .build();
-    (hub, state)
+    Ok((hub, state))
 }
 
 /// Attaches the backplane, starts delivering its events, and adds the routes.
@@ -191,7 +205,8 @@ fn finish(hub: Hub, state: Arc<ServerState>, backplane: Arc<dyn Backplane>) -> A
             .route("/stats", get(stats))
             .route("/metrics", get(metrics_text))
             .route("/websocket", get(move || async move { Html(demo_page) }))
-            .route("/client.js", get(client_js))
+            .route("/client.js", get(|| javascript(assets::CLIENT_JS)))
+            .route("/websocket.js", get(|| javascript(assets::WEBSOCKET_JS)))
             .with_state(api),
     );
     App {
@@ -220,10 +235,11 @@ fn html_attribute(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-async fn client_js() -> Response {
+/// A module script: browsers run it only with a JavaScript MIME type.
+async fn javascript(source: &'static str) -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        assets::CLIENT_JS,
+        source,
     )
         .into_response()
 }

@@ -375,6 +375,7 @@ fn not_found(client: &str) -> Failure {
 fn from_state(failure: StateFailure) -> Failure {
     let code = match &failure {
         StateFailure::NotFound(_) => ErrorCode::NotFound,
+        StateFailure::Unavailable(_) => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
     };
     (code, failure.to_string())

@@ -41,7 +41,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The URL path of the WebSocket endpoint (`--path`). Default `/ws`. It starts with `/`
     /// and is none of the server's other routes (`/api/…`, `/healthz`, `/stats`,
-    /// `/metrics`, `/websocket`, `/client.js`).
+    /// `/metrics`, `/websocket`, `/client.js`, `/websocket.js`).
     pub path: String,
     /// The most connections open at once (`--max-connections`); further upgrade requests
     /// get 503 with `Retry-After`. Default 100 000.
@@ -859,7 +859,14 @@ pub const SPECS: &[Spec] = &[
 
 /// The routes the server serves besides the WebSocket endpoint (PROTOCOL.md); the endpoint
 /// may not take one of them.
-const RESERVED_PATHS: &[&str] = &["/healthz", "/stats", "/metrics", "/websocket", "/client.js"];
+const RESERVED_PATHS: &[&str] = &[
+    "/healthz",
+    "/stats",
+    "/metrics",
+    "/websocket",
+    "/client.js",
+    "/websocket.js",
+];
 
 /// Durations beyond this are refused: nobody means them, and adding them to an `Instant`
 /// could overflow.

@@ -56,7 +56,10 @@ pub enum BackplaneOptions {
 /// file: see `settings`).
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// The hub's limits and timings.
+    /// The hub's limits and timings. Its overflow policy must stay
+    /// [`OverflowPolicy::Close`](wshub::OverflowPolicy::Close) (the default): the server
+    /// refuses to start with one that drops messages
+    /// ([`StartError::LossyOverflowPolicy`](crate::app::StartError::LossyOverflowPolicy)).
     pub hub: HubConfig,
     /// How much history each room keeps.
     pub history: HistoryConfig,
