@@ -460,15 +460,18 @@ async fn a_client_that_never_answers_the_close_handshake_is_dropped_after_the_wr
     let server = start_server(hub.clone()).await;
     let addr = server.local_addr();
     let mut bystander = connect(addr).await;
+    eventually("registered", || hub.connection_count() == 1).await;
+    let bystander_id = hub.connections()[0].id();
 
     // The server closes; the client reads the close frame and stays silent.
     let mut silent = raw_websocket(addr).await;
     eventually("registered", || hub.connection_count() == 2).await;
+    // Connection ids are not ordered: the silent one is the other.
     let id = hub
         .connections()
         .into_iter()
         .map(|c| c.id())
-        .max_by_key(|id| id.sequence())
+        .find(|id| *id != bystander_id)
         .expect("a connection");
     hub.connection(id)
         .expect("the silent one")
