@@ -93,8 +93,14 @@ pub struct HubConfig {
     /// Default `/ws`.
     pub path: String,
     /// The most connections open at once; further upgrade requests get 503 with
-    /// `Retry-After`. Default 100 000.
+    /// `Retry-After`. 0 means no limit (as in the Go hubs this replaces). Default 100 000.
     pub max_connections: usize,
+    /// The most connections one user (see [`Connection::user`](crate::Connection::user))
+    /// may have open at once; a further upgrade request for that user gets 429
+    /// `limit_exceeded` before the upgrade, and [`Connection::set_user`](crate::Connection::set_user)
+    /// returns [`Error::UserConnectionLimit`](crate::Error::UserConnectionLimit).
+    /// 0 means no limit. Default 0.
+    pub max_connections_per_user: usize,
     /// How often the server pings each connection. Default 30 s.
     pub ping_interval: Duration,
     /// How long the server waits for any frame (normally the pong) after a ping before it
@@ -151,6 +157,7 @@ impl Default for HubConfig {
         Self {
             path: "/ws".to_owned(),
             max_connections: 100_000,
+            max_connections_per_user: 0,
             ping_interval: Duration::from_secs(30),
             pong_wait: Duration::from_secs(60),
             write_wait: Duration::from_secs(10),
@@ -179,6 +186,11 @@ impl HubConfig {
     /// Sets [`max_connections`](Self::max_connections).
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+    /// Sets [`max_connections_per_user`](Self::max_connections_per_user).
+    pub fn max_connections_per_user(mut self, n: usize) -> Self {
+        self.max_connections_per_user = n;
         self
     }
     /// Sets [`ping_interval`](Self::ping_interval).

@@ -42,6 +42,16 @@ pub enum Error {
     /// A write to the peer stalled for longer than the write wait.
     #[error("write stalled past the write wait")]
     WriteTimeout,
+    /// The user already has the most connections
+    /// [`HubConfig::max_connections_per_user`](crate::HubConfig::max_connections_per_user)
+    /// allows.
+    #[error("user {user:?} already has {max} connections, the most allowed")]
+    UserConnectionLimit {
+        /// The user id.
+        user: String,
+        /// The configured maximum.
+        max: usize,
+    },
     /// The hub is shutting down and accepts no new work.
     #[error("the hub is shutting down")]
     ShuttingDown,

@@ -27,6 +27,7 @@ use crate::{
     connection::Shared,
     outbound::{CloseRequest, PushOutcome},
     stats::Counters,
+    users::Users,
 };
 
 /// A boxed, sendable future, as the hub stores handlers and auth hooks.
@@ -85,6 +86,8 @@ pub(crate) struct HubInner {
     next_seq: AtomicU64,
     connections: RwLock<HashMap<ConnectionId, Arc<Shared>>>,
     rooms: RwLock<HashMap<Arc<str>, Room>>,
+    /// Connections by user id, and the per-user cap.
+    pub(crate) users: Users,
     pub(crate) callbacks: Callbacks,
     pub(crate) handler: Option<Handler>,
     pub(crate) auth: Option<AuthHook>,
@@ -145,7 +148,8 @@ impl HubInner {
         let max = self.config.max_connections;
         self.admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
+                // 0 means no limit, as in the Go hubs people arrive from.
+                (max == 0 || n < max).then_some(n + 1)
             })
             .ok()?;
         Some(Admission {
@@ -184,6 +188,7 @@ impl HubInner {
             }
         }
         self.write_connections().remove(&shared.info.id);
+        self.users.detach(shared);
     }
 
     pub(crate) fn join(&self, shared: &Arc<Shared>, room: &str) -> Result<bool, Error> {
@@ -436,6 +441,42 @@ impl Hub {
             .send(message)
     }
 
+    /// The open connections of one user (see [`Connection::user`]); empty for a user with
+    /// none. One hash lookup, whatever the number of connections.
+    pub fn connections_of_user(&self, user: &str) -> Vec<Connection> {
+        self.inner.users.with_connections(user, |connections| {
+            connections
+                .iter()
+                .map(|shared| Connection {
+                    shared: Arc::clone(shared),
+                })
+                .collect()
+        })
+    }
+
+    /// Sends a message to every connection of one user. Returns how many connections it was
+    /// queued for (0 for a user with none). Never waits on a slow connection.
+    pub fn send_to_user(&self, user: &str, message: Message) -> usize {
+        self.inner.users.with_connections(user, |connections| {
+            self.inner.fan_out(connections.iter(), &message, None)
+        })
+    }
+
+    /// Closes every connection of one user with this code and reason, after what is queued
+    /// for them. Returns how many connections it closed.
+    pub fn disconnect_user(&self, user: &str, code: CloseCode, reason: &str) -> usize {
+        let connections = self.connections_of_user(user);
+        for conn in &connections {
+            conn.close(code, reason);
+        }
+        connections.len()
+    }
+
+    /// How many users have at least one open connection.
+    pub fn user_count(&self) -> usize {
+        self.inner.users.count()
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         let connections = self.connection_count();
@@ -574,6 +615,7 @@ impl HubBuilder {
                 next_seq: AtomicU64::new(1),
                 connections: RwLock::new(HashMap::new()),
                 rooms: RwLock::new(HashMap::new()),
+                users: Users::default(),
                 callbacks: self.callbacks,
                 handler: self.handler,
                 auth: self.auth,

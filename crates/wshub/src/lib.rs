@@ -10,6 +10,7 @@
 //! - `heartbeat`: ping interval, pong wait, write wait.
 //! - `transport`: one WebSocket connection over its byte stream; `frame`: RFC 6455
 //!   framing as pure functions.
+//! - `users`: the index of connections by user id, and the per-user cap.
 //! - `upgrade`: the axum route: limits, origin check, auth hook, then the upgrade.
 //! - [`server`](Server): a stand-alone server for programs without axum, with TLS
 //!   ([`TlsConfig`], feature `tls`, on by default).
@@ -36,6 +37,7 @@ mod stats;
 mod tls;
 mod transport;
 mod upgrade;
+mod users;
 
 pub use close::{CloseCode, Disconnect};
 pub use config::{HubConfig, OriginCheck, OriginPolicy, OverflowPolicy};
