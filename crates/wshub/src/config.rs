@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use crate::Compression;
+use crate::{Compression, RateLimitConfig};
 
 /// What to do when a message is sent to a connection whose send queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,12 +109,15 @@ pub struct HubConfig {
     /// How long a write to a connection may stall before the connection is dropped; also
     /// how long the server waits for the peer's reply to a close frame. Default 10 s.
     pub write_wait: Duration,
-    /// The kernel receive buffer of each socket (`SO_RCVBUF`); `None` keeps the system's
+    /// The kernel's receive buffer of each socket (`SO_RCVBUF`), not a buffer of this
+    /// library: wshub reads into no per-connection buffer while a connection is idle.
+    /// `None` keeps the system's default and its auto-tuning. Default `None`.
+    pub socket_recv_buffer_bytes: Option<usize>,
+    /// The kernel's send buffer of each socket (`SO_SNDBUF`), not a buffer of this library
+    /// (outgoing messages wait in the send queue, see
+    /// [`send_queue_max_bytes`](Self::send_queue_max_bytes)). `None` keeps the system's
     /// default and its auto-tuning. Default `None`.
-    pub read_buffer_bytes: Option<usize>,
-    /// The kernel send buffer of each socket (`SO_SNDBUF`); `None` keeps the system's
-    /// default and its auto-tuning. Default `None`.
-    pub write_buffer_bytes: Option<usize>,
+    pub socket_send_buffer_bytes: Option<usize>,
     /// The most bytes moved from a connection's send queue into one vectored write.
     /// Default 64 KiB.
     pub write_batch_bytes: usize,
@@ -147,6 +150,11 @@ pub struct HubConfig {
     /// [`Connection::headers`](crate::Connection::headers)). Default `true`; turn it off to
     /// save memory per connection when nobody reads them.
     pub keep_headers: bool,
+    /// A token bucket per connection for the messages it receives: a message over the
+    /// limit is dropped before any callback or handler sees it, and sustained abuse closes
+    /// the connection with 1008 (see [`RateLimitConfig`]). `None`, the default, limits
+    /// nothing.
+    pub rate_limit: Option<RateLimitConfig>,
     /// permessage-deflate (RFC 7692), offered by browsers and most clients: `None`, the
     /// default, leaves every connection uncompressed. See [`Compression`] for what it costs.
     pub compression: Option<Compression>,
@@ -161,8 +169,8 @@ impl Default for HubConfig {
             ping_interval: Duration::from_secs(30),
             pong_wait: Duration::from_secs(60),
             write_wait: Duration::from_secs(10),
-            read_buffer_bytes: None,
-            write_buffer_bytes: None,
+            socket_recv_buffer_bytes: None,
+            socket_send_buffer_bytes: None,
             write_batch_bytes: 64 * 1024,
             max_message_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
@@ -172,6 +180,7 @@ impl Default for HubConfig {
             origin_policy: OriginPolicy::default(),
             inbox_capacity: 64,
             keep_headers: true,
+            rate_limit: None,
             compression: None,
         }
     }
@@ -208,15 +217,27 @@ impl HubConfig {
         self.write_wait = d;
         self
     }
-    /// Sets [`read_buffer_bytes`](Self::read_buffer_bytes).
-    pub fn read_buffer_bytes(mut self, n: usize) -> Self {
-        self.read_buffer_bytes = Some(n);
+    /// Sets [`socket_recv_buffer_bytes`](Self::socket_recv_buffer_bytes).
+    pub fn socket_recv_buffer_bytes(mut self, n: usize) -> Self {
+        self.socket_recv_buffer_bytes = Some(n);
         self
     }
-    /// Sets [`write_buffer_bytes`](Self::write_buffer_bytes).
-    pub fn write_buffer_bytes(mut self, n: usize) -> Self {
-        self.write_buffer_bytes = Some(n);
+    /// Sets [`socket_send_buffer_bytes`](Self::socket_send_buffer_bytes).
+    pub fn socket_send_buffer_bytes(mut self, n: usize) -> Self {
+        self.socket_send_buffer_bytes = Some(n);
         self
+    }
+    /// The old name of [`socket_recv_buffer_bytes`](Self::socket_recv_buffer_bytes): the
+    /// kernel's `SO_RCVBUF`, not the read buffer the Go WebSocket libraries size.
+    #[deprecated(note = "a kernel socket buffer: use socket_recv_buffer_bytes")]
+    pub fn read_buffer_bytes(self, n: usize) -> Self {
+        self.socket_recv_buffer_bytes(n)
+    }
+    /// The old name of [`socket_send_buffer_bytes`](Self::socket_send_buffer_bytes): the
+    /// kernel's `SO_SNDBUF`, not the write buffer the Go WebSocket libraries size.
+    #[deprecated(note = "a kernel socket buffer: use socket_send_buffer_bytes")]
+    pub fn write_buffer_bytes(self, n: usize) -> Self {
+        self.socket_send_buffer_bytes(n)
     }
     /// Sets [`write_batch_bytes`](Self::write_batch_bytes).
     pub fn write_batch_bytes(mut self, n: usize) -> Self {
@@ -273,6 +294,13 @@ impl HubConfig {
     /// Sets [`keep_headers`](Self::keep_headers).
     pub fn keep_headers(mut self, keep: bool) -> Self {
         self.keep_headers = keep;
+        self
+    }
+
+    /// Limits the rate of received messages per connection (see
+    /// [`rate_limit`](Self::rate_limit)).
+    pub fn rate_limit(mut self, limit: RateLimitConfig) -> Self {
+        self.rate_limit = Some(limit);
         self
     }
 

@@ -36,6 +36,7 @@ type OnConnect = Arc<dyn Fn(&Connection) + Send + Sync>;
 type OnMessage = Arc<dyn Fn(&Connection, Message) + Send + Sync>;
 type OnDisconnect = Arc<dyn Fn(&Connection, &Disconnect) + Send + Sync>;
 type OnError = Arc<dyn Fn(&Connection, &Error) + Send + Sync>;
+pub(crate) type OnServerError = Arc<dyn Fn(&Error) + Send + Sync>;
 pub(crate) type Handler = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
 pub(crate) type AuthHook =
     Arc<dyn Fn(HandshakeRequest) -> BoxFuture<Result<Identity, Rejection>> + Send + Sync>;
@@ -47,6 +48,7 @@ pub(crate) struct Callbacks {
     pub(crate) on_message: Option<OnMessage>,
     pub(crate) on_disconnect: Option<OnDisconnect>,
     pub(crate) on_error: Option<OnError>,
+    pub(crate) on_server_error: Option<OnServerError>,
 }
 
 /// The members of one room, in a vector for fast fan-out and an index for O(1) removal.
@@ -577,6 +579,15 @@ impl HubBuilder {
     /// message, invalid UTF-8, send-queue overflow, pong or write timeout, I/O error).
     pub fn on_error(mut self, f: impl Fn(&Connection, &Error) + Send + Sync + 'static) -> Self {
         self.callbacks.on_error = Some(Arc::new(f));
+        self
+    }
+
+    /// Called by the stand-alone [`Server`](crate::Server) for failures that belong to no
+    /// connection: [`Error::Accept`] (out of file descriptors, say; the server keeps
+    /// accepting) and [`Error::TlsHandshake`]. Beside [`on_error`](Self::on_error), which is
+    /// per connection. A hub served by your own axum server never calls it.
+    pub fn on_server_error(mut self, f: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.callbacks.on_server_error = Some(Arc::new(f));
         self
     }
 

@@ -109,6 +109,7 @@ impl Server {
             router,
             tls,
             hub.config().handshake_timeout,
+            hub.inner.callbacks.on_server_error.clone(),
             stop.clone(),
             http_connections.clone(),
         ));
@@ -171,9 +172,19 @@ async fn accept_loop(
     router: Router,
     tls: Option<Tls>,
     handshake_timeout: Duration,
+    on_error: Option<crate::hub::OnServerError>,
     stop: CancellationToken,
     http_connections: TaskTracker,
 ) {
+    let report = move |error: Error| {
+        if let Some(on_error) = &on_error {
+            // A panicking callback must not end the accept loop.
+            let call = std::panic::AssertUnwindSafe(|| on_error(&error));
+            if std::panic::catch_unwind(call).is_err() {
+                tracing::error!("the server's on_server_error callback panicked");
+            }
+        }
+    };
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -183,6 +194,7 @@ async fn accept_loop(
                     // Out of file descriptors or a connection reset before accept: keep
                     // serving, but do not spin while the condition lasts.
                     tracing::warn!(%error, "accept failed");
+                    report(Error::Accept(error));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -191,6 +203,8 @@ async fn accept_loop(
         let router = router.clone();
         let stop = stop.clone();
         let tls = tls.clone();
+        #[cfg(feature = "tls")]
+        let report = report.clone();
         http_connections.spawn(async move {
             match tls {
                 None => serve_http(stream, peer, router, handshake_timeout, stop).await,
@@ -201,8 +215,16 @@ async fn accept_loop(
                         Ok(Ok(stream)) => {
                             serve_http(stream, peer, router, handshake_timeout, stop).await;
                         }
-                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                            let reason = error.to_string();
+                            report(Error::TlsHandshake { peer, reason });
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            let reason = "timed out".to_owned();
+                            report(Error::TlsHandshake { peer, reason });
+                        }
                     }
                 }
                 #[cfg(not(feature = "tls"))]

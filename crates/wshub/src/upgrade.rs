@@ -372,7 +372,11 @@ impl PendingConnection {
         let inner: &Arc<HubInner> = &self.hub.inner;
         let config = &inner.config;
         if let Some(tcp) = io.tcp() {
-            tune_socket(tcp, config.read_buffer_bytes, config.write_buffer_bytes);
+            tune_socket(
+                tcp,
+                config.socket_recv_buffer_bytes,
+                config.socket_send_buffer_bytes,
+            );
         }
         let remote_addr = self
             .remote_addr
