@@ -42,7 +42,10 @@ timeout 1200 cargo build --release -p wshub-server -p wshub-bench
 ulimit -n "$(ulimit -Hn)"
 
 log="$target/soak-server.log"
-WSHUB_LOG_LEVEL=warn "$target/release/wshub" --listen "127.0.0.1:$port" >"$log" 2>&1 &
+# Every client comes from 127.0.0.1: lift the bounds per client address.
+WSHUB_LOG_LEVEL=warn "$target/release/wshub" --listen "127.0.0.1:$port" \
+  --max-connections-per-ip 1000000 --max-http-connections-per-ip 1024 \
+  --rate-limit-per-ip off >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 

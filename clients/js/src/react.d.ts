@@ -12,6 +12,7 @@ import type {
   WshubClient,
   WshubClientOptions,
 } from "./wshub.js";
+import type { SocketData, WebSocketClient, WebSocketClientOptions } from "./websocket.js";
 
 export interface UseWshubResult {
   state: ConnectionState;
@@ -56,3 +57,51 @@ export function useRoom<T = Json>(
   room: string | null | undefined,
   options?: UseRoomOptions,
 ): UseRoomResult<T>;
+
+/** The WebSocket ready states as `useWebSocket` reports them (react-use-websocket's names). */
+export declare const ReadyState: {
+  readonly UNINSTANTIATED: -1;
+  readonly CONNECTING: 0;
+  readonly OPEN: 1;
+  readonly CLOSING: 2;
+  readonly CLOSED: 3;
+};
+export type ReadyStateValue = (typeof ReadyState)[keyof typeof ReadyState];
+
+export interface UseWebSocketOptions extends WebSocketClientOptions {
+  onOpen?: (event: { reconnected: boolean }) => void;
+  onClose?: (event: { code: number; reason: string }) => void;
+  /** Every message but the heartbeat's answer. */
+  onMessage?: (event: { data: unknown }) => void;
+  onError?: (error: Error) => void;
+}
+
+export interface UseWebSocketResult<T = unknown> {
+  /** Whether the connection is open. */
+  isConnected: boolean;
+  /** `ReadyState.UNINSTANTIATED` without a client or before it connects. */
+  readyState: ReadyStateValue;
+  /** The newest message event (`data`: a string, or an ArrayBuffer for binary), or null. */
+  lastMessage: { data: unknown } | null;
+  /** The newest message's data parsed as JSON; null when it is not JSON. */
+  lastJsonMessage: T | null;
+  /** Sends now, or queues while (re)connecting; false when dropped. */
+  sendMessage(data: SocketData): boolean;
+  /** Sends `JSON.stringify(value)` (see `sendMessage`). */
+  sendJsonMessage(value: unknown): boolean;
+  /** The client, for `route()` and the rest; null with no URL. */
+  client: WebSocketClient | null;
+}
+
+/**
+ * A plain WebSocket connection for a component. With a URL (or a path starting with `/`),
+ * the hook owns its client: created with `options` (read once, callbacks excepted),
+ * connected on mount unless `connect` is false, closed on unmount. With a
+ * `WebSocketClient`, it connects it if it was never connected and never closes it. With
+ * null, nothing happens.
+ */
+export function useWebSocket<T = unknown>(
+  urlOrClient: string | WebSocketClient | null | undefined,
+  options?: UseWebSocketOptions,
+  connect?: boolean,
+): UseWebSocketResult<T>;

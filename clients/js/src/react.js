@@ -1,7 +1,7 @@
 // React hooks for the wshub browser client, in a module of their own so that an
 // application without React never loads it:
 //
-//   import { useWshub, useRoom } from "wshub-client/react";
+//   import { useWshub, useRoom, useWebSocket } from "wshub-client/react";
 //
 //   function Chat() {
 //     const { state, client } = useWshub("wss://hub.example.com/ws", { token });
@@ -9,9 +9,15 @@
 //     ...
 //   }
 //
+//   function Ticker() { // any WebSocket server, the names react-use-websocket users know
+//     const { isConnected, lastJsonMessage, sendJsonMessage } = useWebSocket("/ws");
+//     ...
+//   }
+//
 // `react` is a peer dependency: these hooks use the application's own copy.
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
 
+import { WebSocketClient } from "./websocket.js";
 import { WshubClient } from "./wshub.js";
 
 /** The frame types `lastMessage` follows: what other peers and backends send. */
@@ -177,4 +183,128 @@ export function useRoom(client, room, options = {}) {
   );
 
   return { messages, members, publish, recovered, error };
+}
+
+/**
+ * The WebSocket ready states, as `useWebSocket` reports them (react-use-websocket's
+ * names): `UNINSTANTIATED` when there is no client or it was never connected.
+ */
+export const ReadyState = Object.freeze({
+  UNINSTANTIATED: -1,
+  CONNECTING: 0,
+  OPEN: 1,
+  CLOSING: 2,
+  CLOSED: 3,
+});
+
+/** `readyState` for each state of the plain client. */
+const READY_STATES = {
+  idle: ReadyState.UNINSTANTIATED,
+  connecting: ReadyState.CONNECTING,
+  reconnecting: ReadyState.CONNECTING,
+  open: ReadyState.OPEN,
+  failed: ReadyState.CLOSED,
+  closed: ReadyState.CLOSED,
+};
+
+/** The options of `useWebSocket` that are callbacks, not the client's. */
+const CALLBACKS = ["onOpen", "onClose", "onMessage", "onError"];
+
+/**
+ * A plain WebSocket connection (any server, not only wshub's protocol) for a component:
+ * the plain client of websocket.js, with its reconnection, offline queue, heartbeat and
+ * routing.
+ *
+ * With a URL (or a path starting with `/`), the hook creates its own client with
+ * `options` (read once, when the client is created; a new URL makes a new client),
+ * connects it on mount (unless `connect` is false) and closes it on unmount. With a
+ * `WebSocketClient`, it uses that one, connects it if it was never connected, and leaves
+ * closing it to its owner. With null, nothing happens.
+ *
+ * `options` takes the client's options and `onOpen`, `onClose`, `onMessage`, `onError`
+ * (the latest ones are called). `lastMessage` is the newest message event (`.data`),
+ * `lastJsonMessage` its data parsed (null when it is not JSON); `sendMessage` and
+ * `sendJsonMessage` send now, or queue while (re)connecting (false: dropped).
+ *
+ * @param {string|WebSocketClient|null|undefined} urlOrClient
+ * @param {object} [options]
+ * @param {boolean} [connect=true]
+ * @returns {{isConnected: boolean, readyState: number, lastMessage: {data: unknown}|null,
+ *   lastJsonMessage: unknown, sendMessage: Function, sendJsonMessage: Function,
+ *   client: WebSocketClient|null}}
+ */
+export function useWebSocket(urlOrClient, options = {}, connect = true) {
+  const given = urlOrClient instanceof WebSocketClient ? urlOrClient : null;
+  const url = given ? null : urlOrClient || null;
+  const optionsRef = useRef(options);
+  optionsRef.current = options;
+
+  const client = useMemo(() => {
+    if (given) return given;
+    if (!url) return null;
+    const settings = { ...optionsRef.current };
+    for (const name of CALLBACKS) delete settings[name];
+    return new WebSocketClient(url, settings);
+  }, [given, url]);
+
+  useEffect(() => {
+    if (!client) return undefined;
+    if (given) {
+      if (client.state === "idle") client.connect();
+      return undefined;
+    }
+    if (!connect) return undefined;
+    // Mounted (or mounted again, e.g. by StrictMode): open; unmounted: close for good.
+    client.connect();
+    return () => client.close();
+  }, [client, given, connect]);
+
+  const state = useSyncExternalStore(
+    useCallback((onChange) => (client ? client.on("state", onChange) : () => {}), [client]),
+    () => (client ? client.state : null),
+    () => (client ? client.state : null),
+  );
+
+  const [last, setLast] = useState({ message: null, json: null });
+  useEffect(() => {
+    setLast({ message: null, json: null });
+    if (!client) return undefined;
+    const call = (name, value) => {
+      const callback = optionsRef.current[name];
+      if (typeof callback === "function") callback(value);
+    };
+    const offs = [
+      client.on("message", (event) => {
+        let json = null;
+        if (typeof event.data === "string") {
+          try {
+            json = JSON.parse(event.data);
+          } catch {
+            // Text that is not JSON: lastJsonMessage is null.
+          }
+        }
+        setLast({ message: event, json });
+        call("onMessage", event);
+      }),
+      client.on("open", (event) => call("onOpen", event)),
+      client.on("close", (event) => call("onClose", event)),
+      client.on("error", (error) => call("onError", error)),
+    ];
+    return () => {
+      for (const off of offs) off();
+    };
+  }, [client]);
+
+  const sendMessage = useCallback((data) => (client ? client.send(data) : false), [client]);
+  const sendJsonMessage = useCallback((value) => (client ? client.sendJson(value) : false), [client]);
+
+  return {
+    isConnected: state === "open",
+    readyState: state === null ? ReadyState.UNINSTANTIATED : READY_STATES[state],
+    lastMessage: last.message,
+    lastJsonMessage: last.json,
+    sendMessage,
+    sendJsonMessage,
+    client,
+  };
 }

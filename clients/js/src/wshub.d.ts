@@ -1,5 +1,6 @@
 // Type declarations of wshub.js, written by hand to match it; `npm run typecheck` checks
 // them against test/types/usage.ts. Frame shapes follow PROTOCOL.md.
+import type { WebSocketConstructor, WebSocketLike } from "./websocket.js";
 
 /** Any JSON value: what `data` carries. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -53,6 +54,19 @@ export interface DirectFrame<T = Json> {
   type: "direct";
   from: string | null;
   data: T;
+}
+
+/**
+ * The server lost publications of a room this connection is in (a cluster's backplane
+ * lost them): those up to `epoch`/`offset` it has not received are gone; the next
+ * `message` of the room follows `offset` in `epoch`.
+ */
+export interface UnrecoverableFrame {
+  type: "unrecoverable";
+  room: string;
+  epoch: string;
+  offset: number;
+  recovered: false;
 }
 
 /** A broadcast to every connection. */
@@ -133,17 +147,7 @@ export interface SubscribeOptions {
 }
 
 /** The `WebSocket` constructor the client uses: the browser's, or e.g. Node's `ws`. */
-export interface WebSocketLike {
-  readonly readyState: number;
-  /** The extensions the server accepted, once open (read by `WshubClient.extensions`). */
-  readonly extensions?: string;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-}
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
+export type { WebSocketConstructor, WebSocketLike };
 
 export interface WshubClientOptions {
   /** The WebSocket URL. Default: `ws(s)://<page host><path>`. */
@@ -184,6 +188,8 @@ export interface WshubClientOptions {
   WebSocket?: WebSocketConstructor;
   /** The jitter's source, in [0, 1). Default `Math.random`. */
   random?: () => number;
+  /** The field of a frame's `data` that `route()` matches. Default `"type"`. */
+  routeField?: string;
 }
 
 export interface CloseEvent {
@@ -229,6 +235,9 @@ export interface WshubEvents {
   leave: PresenceFrame;
   direct: DirectFrame;
   broadcast: BroadcastFrame;
+  /** The room's publications up to `epoch`/`offset` not received are lost; the room's
+   * position moves there. */
+  unrecoverable: UnrecoverableFrame;
   frame: Frame;
 }
 
@@ -245,6 +254,7 @@ export type WshubErrorCode =
   | "rate_limited"
   | "limit_exceeded"
   | "internal"
+  | "unavailable"
   | "timeout"
   | "disconnected"
   | "closed"
@@ -260,21 +270,11 @@ export class WshubError extends Error {
   frame: object | undefined;
 }
 
-/**
- * The delay before reconnect attempt `attempt` (1 for the first): a random delay between 0
- * and `min(max, min * 2^(attempt-1))` ms.
- */
-export function backoffDelay(
-  attempt: number,
-  options?: { min?: number; max?: number; random?: () => number },
-): number;
+/** Re-exported from websocket.js: the reconnect delay with full jitter. */
+export declare const backoffDelay: typeof import("./websocket.js").backoffDelay;
 
-/**
- * Whether a close with this code calls for reconnecting: false for 1000 (closed on
- * purpose) and for 1003, 1007 and 1009 (the client's own input was refused), true for
- * every other code. The default of `shouldReconnect`.
- */
-export function reconnectsAfter(code: number): boolean;
+/** Re-exported from websocket.js: whether a close code calls for reconnecting. */
+export declare const reconnectsAfter: typeof import("./websocket.js").reconnectsAfter;
 
 /** A client of one wshub server: one WebSocket at a time, reopened when it drops. */
 export class WshubClient {
@@ -301,6 +301,15 @@ export class WshubClient {
   on(event: string, listener: (frame: Frame) => void): () => void;
   off<E extends keyof WshubEvents>(event: E, listener: (value: WshubEvents[E]) => void): void;
   off(event: string, listener: (frame: Frame) => void): void;
+  /**
+   * Calls `handler(data, frame)` for every `message` (of a subscribed room, after its
+   * handlers, each offset once), `direct` and `broadcast` frame whose `data` is an object
+   * with `data[routeField]` (`type` by default) equal to `value`. Returns the remover.
+   */
+  route<T = { [field: string]: Json }>(
+    value: unknown,
+    handler: (data: T, frame: MessageFrame<T> | DirectFrame<T> | BroadcastFrame<T>) => void,
+  ): () => void;
 
   /**
    * Opens the connection and keeps it open until `close()`. In a browser, a reconnect
@@ -317,7 +326,8 @@ export class WshubClient {
    * Subscribes `handler` to a room; the subscription outlives reconnects, resuming from
    * the last message seen, and delivers each message once. Resolves to the subscribe's `ok`.
    * While (re)connecting it waits for the connection; rejected with the server's error
-   * (which drops the room), with `disconnected` when the client gives up or the server
+   * (which drops the room; `unavailable` is not an error here: the subscribe is sent again
+   * with backoff until the server can reach its backplane), with `disconnected` when the client gives up or the server
    * closes it for good, with `closed` on `close()`, or with `timeout` after
    * `options.timeout` ms (those keep the room for the next connection). Made while idle,
    * failed or closed, it waits for `connect()`.

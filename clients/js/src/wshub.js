@@ -8,11 +8,13 @@
 //   await client.publish("chat:lobby", { text: "hi" });
 //
 // It speaks the wshub wire protocol (PROTOCOL.md): one JSON object per text frame,
-// commands with an `id` answered by a reply with the same `id`. On top of the socket it
-// adds what every real-time app needs and nobody should write twice:
+// commands with an `id` answered by a reply with the same `id`. It is built on the plain
+// WebSocket client (websocket.js, `WebSocketClient` with `handshake: true`: a connection
+// counts as open at the server's `welcome`), which brings the socket, the reconnection
+// with backoff, the offline queue and the browser's wake-ups; on top it adds:
 //
 // - reconnection with exponential backoff and full jitter, capped, with a maximum number
-//   of attempts;
+//   of attempts (websocket.js);
 // - subscriptions that survive reconnects: each room's last `epoch`/`offset` is kept and
 //   sent as `since` when resubscribing, so the server replays what was missed
 //   (`recovered: false` in the `subscribed` event says when it could not);
@@ -20,10 +22,10 @@
 //   timeout or when the connection drops; a subscribe made while reconnecting waits for
 //   the connection, and is rejected when none is coming (gave up, final close, `close()`);
 // - an offline queue: publishes made while the connection is down wait (up to
-//   `offlineQueueCapacity` of them, each until its timeout) and are sent, in call order,
-//   right after the next connection has resubscribed;
+//   `offlineQueueCapacity` of them, each until its timeout) in websocket.js's queue and
+//   are sent, in call order, right after the next connection has resubscribed;
 // - a reconnect without waiting out the backoff when the browser says the network is back
-//   (`online`) or the page is shown again (`visibilitychange`);
+//   (`online`) or the page is shown again (`visibilitychange`) (websocket.js);
 // - an application-level `ping` that notices a dead connection (browsers hide the
 //   WebSocket-level ping/pong) and reconnects.
 //
@@ -31,14 +33,18 @@
 // `leave` go to the room's handlers and then to the event of that name; every other type
 // (`direct`, `broadcast`, and types a newer server may add) is emitted as the event of
 // that name, so `client.on("direct", ...)` and `client.on("some-new-type", ...)` both work.
+// `message`, `direct` and `broadcast` frames are also routed by a field of their `data`
+// (`routeField`, `type` by default): `client.route("notification", (data, frame) => ...)`
+// gets every frame whose `data` is `{"type": "notification", ...}`.
 //
 // Extension points, for the TypeScript declarations (wshub.d.ts) and the React hook
 // (react.js) built on this class: `request()` sends any command; `on("frame")` sees every
 // frame from the server; several handlers may share one room subscription;
 // `position(room)` exposes the stream position to persist.
 
-/** The WebSocket `OPEN` ready state (the same for every implementation). */
-const OPEN = 1;
+import { WebSocketClient, backoffDelay, reconnectsAfter } from "./websocket.js";
+
+export { backoffDelay, reconnectsAfter };
 
 /**
  * The client's own events; a frame type with one of these names is not emitted as an
@@ -56,9 +62,8 @@ const CLIENT_EVENTS = new Set([
   "frame",
 ]);
 
-/** Replaces a detached socket's handlers: some implementations (Node's `ws`) throw on an
- * `error` event nobody listens to, e.g. when a socket is abandoned while connecting. */
-const ignore = () => {};
+/** The frame types whose `data` is routed by `route()`: what peers and backends send. */
+const ROUTED_TYPES = new Set(["message", "direct", "broadcast"]);
 
 /**
  * Connection states, in the order a connection usually goes through them.
@@ -109,6 +114,8 @@ const ignore = () => {};
  * @property {typeof WebSocket} [WebSocket] The WebSocket constructor. Default: the
  *   global one (tests inject a fake).
  * @property {() => number} [random=Math.random] The jitter's source, in [0, 1).
+ * @property {string} [routeField="type"] The field of a frame's `data` that `route()`
+ *   matches.
  */
 
 /** An error reply from the server, or a request that could not be answered. */
@@ -132,34 +139,7 @@ export class WshubError extends Error {
   }
 }
 
-/**
- * The delay before reconnect attempt `attempt` (1 for the first): "full jitter", a
- * random delay between 0 and `min(max, min * 2^(attempt-1))`, so that clients dropped
- * together do not come back together.
- * @param {number} attempt
- * @param {{min?: number, max?: number, random?: () => number}} [options]
- * @returns {number} milliseconds
- */
-export function backoffDelay(attempt, { min = 500, max = 30000, random = Math.random } = {}) {
-  const exponent = Math.max(0, Math.min(attempt - 1, 30)); // 2^30 already exceeds any cap
-  const cap = Math.min(max, min * 2 ** exponent);
-  return Math.floor(random() * cap);
-}
-
 /** A client of one wshub server: one WebSocket at a time, reopened when it drops. */
-/**
- * Whether a close with this code calls for reconnecting: false for 1000 (closed on purpose)
- * and for the closes the client's own input caused, 1003 (binary frame on the JSON
- * endpoint), 1007 (invalid UTF-8) and 1009 (message too big), which a new connection would
- * meet again; true for every other code, 1006 (connection lost) and 1013 (try again later)
- * among them. The default of the `shouldReconnect` option.
- * @param {number} code
- * @returns {boolean}
- */
-export function reconnectsAfter(code) {
-  return code !== 1000 && code !== 1003 && code !== 1007 && code !== 1009;
-}
-
 export class WshubClient {
   /** @param {WshubClientOptions} [options] */
   constructor(options = {}) {
@@ -175,6 +155,7 @@ export class WshubClient {
       offlineQueueCapacity: 256,
       shouldReconnect: (event) => reconnectsAfter(event.code),
       random: Math.random,
+      routeField: "type",
     };
     // Options given as `undefined` keep their defaults.
     for (const [key, value] of Object.entries(options)) {
@@ -182,25 +163,18 @@ export class WshubClient {
     }
     /** @type {ConnectionState} */
     this._state = "idle";
-    /** The current socket, or null. */
-    this._socket = null;
-    /** Reconnect attempts in a row; 0 while connected. */
-    this._attempt = 0;
     /** @type {Map<string, Set<Function>>} */
     this._listeners = new Map();
+    /** @type {Map<unknown, Set<Function>>} route handlers by the routed field's value */
+    this._routes = new Map();
     /** Requests waiting for their reply, by id. */
     this._pending = new Map();
     /**
-     * Publishes made while (re)connecting, oldest first, sent after the next `welcome`.
-     * Each is a request not written yet (`id` null), its timeout already running.
+     * Publishes made while (re)connecting, not written yet: they wait in the link's
+     * offline queue (as their `frame` function, called when written), their timeout
+     * already running. Kept here too, to be rejected when no connection is coming.
      */
-    this._queue = [];
-    /**
-     * The `online` (window) and `visibilitychange` (document) listeners, as
-     * `[target, type, listener]`, while the client is trying to stay connected; null
-     * otherwise. Empty outside a browser.
-     */
-    this._network = null;
+    this._queue = new Set();
     this._nextId = 1;
     /**
      * Rooms to be subscribed to, kept across reconnects.
@@ -209,15 +183,40 @@ export class WshubClient {
      *   waiters: Array<{resolve: Function, reject: Function}>}>}
      */
     this._rooms = new Map();
-    this._timers = { reconnect: null, welcome: null, ping: null, pong: null, stable: null };
+    this._timers = { ping: null };
+    /** The current connection's `welcome` frame, or null when none is open. */
     this._welcome = null;
     this._everConnected = false;
+    /** The code of the last close, for the messages of what it fails. */
+    this._lastClose = 1000;
+    const settings = this.options;
     /**
-     * Counts `_open()` calls and `close()`s: an `_open()` that finds another one started
-     * (or a close) while it awaited the token gives up, so that `close(); connect();`
-     * during a token fetch (React's StrictMode does it) opens one socket, not two.
+     * The connection: socket, reconnection with backoff, offline queue, wake-ups. It reads
+     * the URL (and token) and the close policy from `options` at each attempt.
      */
-    this._generation = 0;
+    this._link = new WebSocketClient(() => this._url(), {
+      WebSocket: settings.WebSocket,
+      minReconnectDelay: settings.minReconnectDelay,
+      maxReconnectDelay: settings.maxReconnectDelay,
+      maxReconnectAttempts: settings.maxReconnectAttempts,
+      stableAfter: settings.stableAfter,
+      // A server that accepts the socket but never says welcome is as good as down.
+      openTimeout: settings.requestTimeout,
+      offlineQueueCapacity: settings.offlineQueueCapacity,
+      shouldReconnect: (event) => this.options.shouldReconnect(event),
+      random: () => this.options.random(),
+      handshake: true,
+      // The protocol has its own ping (`pingInterval`), answered by the server.
+      heartbeat: false,
+    });
+    this._link.on("message", (event) => this._onData(event.data));
+    this._link.on("close", (event) => this._onClose(event));
+    this._link.on("state", ({ state }) => this._onLinkState(state));
+    this._link.on("reconnecting", (event) => this._emit("reconnecting", event));
+    this._link.on("reconnect-failed", (event) => this._emit("reconnect-failed", event));
+    this._link.on("error", (error) =>
+      this._emit("error", error.name === "WebSocketError" ? new WshubError("disconnected", "WebSocket error") : error),
+    );
   }
 
   /** @returns {ConnectionState} */
@@ -237,7 +236,7 @@ export class WshubClient {
 
   /** The current reconnect attempt (0 when connected or never dropped). */
   get attempt() {
-    return this._attempt;
+    return this._link.attempt;
   }
 
   /**
@@ -247,9 +246,12 @@ export class WshubClient {
    * @returns {string}
    */
   get extensions() {
-    const socket = this._socket;
-    if (!socket || socket.readyState !== OPEN) return "";
-    return typeof socket.extensions === "string" ? socket.extensions : "";
+    return this._link.extensions;
+  }
+
+  /** The link's browser listeners (`online`, `visibilitychange`), for the tests. */
+  get _network() {
+    return this._link._network;
   }
 
   /**
@@ -265,6 +267,9 @@ export class WshubClient {
    *   (or resubscribe after a reconnect) was accepted; `recovered: false` means messages
    *   were missed and could not be replayed.
    * - `message`, `join`, `leave` (frame): a room's frames, after its handlers.
+   * - `unrecoverable` ({room, epoch, offset, recovered: false}): the server lost the
+   *   room's publications up to `epoch`/`offset` that this client had not received (a
+   *   cluster's backplane lost them); the room's position moves there.
    * - `direct`, `broadcast` (frame): a `send` to this connection, a broadcast.
    * - any other frame type the server sends (frame), by its `type`.
    * - `frame` (frame): every frame from the server, first.
@@ -293,15 +298,34 @@ export class WshubClient {
   }
 
   /**
+   * Routes by a field of what peers and backends send: `handler(data, frame)` is called
+   * for every `message` (of a subscribed room, after its handlers, each offset once),
+   * `direct` and `broadcast` frame whose `data` is an object with `data[routeField]`
+   * (`type` by default) equal to `value`.
+   * @param {unknown} value
+   * @param {(data: object, frame: object) => void} handler
+   * @returns {() => void} a function that removes the handler
+   */
+  route(value, handler) {
+    let set = this._routes.get(value);
+    if (!set) {
+      set = new Set();
+      this._routes.set(value, set);
+    }
+    set.add(handler);
+    return () => {
+      set.delete(handler);
+      if (set.size === 0 && this._routes.get(value) === set) this._routes.delete(value);
+    };
+  }
+
+  /**
    * Opens the connection (and keeps it open until `close()`). Does nothing when it is
    * already open or opening. In a browser, a reconnect waiting out its backoff delay is
    * made at once when the network comes back (`online`) or the page becomes visible.
    */
   connect() {
-    if (this._state !== "idle" && this._state !== "closed" && this._state !== "failed") return;
-    this._attempt = 0;
-    this._watchNetwork();
-    this._open();
+    this._link.connect();
   }
 
   /**
@@ -312,24 +336,14 @@ export class WshubClient {
    * @param {string} [reason]
    */
   close(code = 1000, reason = "") {
-    this._generation += 1;
     this._clearTimers();
-    const socket = this._socket;
-    this._detach();
-    if (socket) {
-      try {
-        socket.close(code, reason);
-      } catch {
-        // Already closed.
-      }
-    }
     this._welcome = null;
     for (const entry of this._rooms.values()) entry.subscribed = false;
     this._failPending("closed", "the client was closed");
-    if (socket) this._emit("close", { code, reason });
     this._failQueue("closed", "the client was closed");
     this._failWaiters("closed", "the client was closed");
-    this._setState("closed");
+    // Emits `close` (when a socket was open or opening), then the state `closed`.
+    this._link.close(code, reason);
   }
 
   /**
@@ -345,12 +359,14 @@ export class WshubClient {
    *   kept, as after `disconnected`.
    * @returns {Promise<object>} the `ok` of the subscribe (`room`, `epoch`, `offset`,
    *   maybe `recovered`), once the server has it; rejected by an error reply, which also
-   *   drops the room. While the client is (re)connecting it waits for the connection;
-   *   when no connection is coming it is rejected with `disconnected` (the client gave
-   *   up, `reconnect-failed`, or the server closed it for good) or `closed` (`close()`
-   *   was called, or the room was unsubscribed). Those keep the room: it is joined with
-   *   the next `connect()`. A subscribe made while the client is idle, failed or closed
-   *   waits for that `connect()`.
+   *   drops the room, except `unavailable` (the server cannot reach its backplane for
+   *   now), after which the subscribe is sent again with backoff. While the client is
+   *   (re)connecting it waits for the connection; when no connection is coming it is
+   *   rejected with `disconnected` (the client gave up, `reconnect-failed`, or the server
+   *   closed it for good) or `closed` (`close()` was called, or the room was
+   *   unsubscribed). Those keep the room: it is joined with the next `connect()`. A
+   *   subscribe made while the client is idle, failed or closed waits for that
+   *   `connect()`.
    */
   subscribe(room, handler, options = {}) {
     let entry = this._rooms.get(room);
@@ -520,102 +536,74 @@ export class WshubClient {
    */
   _request(command, { timeout = this.options.requestTimeout } = {}, queue = false) {
     return new Promise((resolve, reject) => {
-      // `id` is null while the command waits in the offline queue.
-      const job = { command, resolve, reject, timer: null, id: null };
-      let failure = "not connected";
-      const socket = this._socket;
-      if (this._state === "connected" && socket && socket.readyState === OPEN) {
-        const error = this._write(job, socket);
-        if (!error) {
+      // `id` is null until the command is written (it may wait in the offline queue).
+      const job = { command, resolve, reject, timer: null, id: null, frame: null };
+      job.frame = () => this._frame(job);
+      const connected = this._state === "connected";
+      // Queued if the client is working on a connection. "connected" here may be a socket
+      // closing under us, its close not reported yet.
+      const trying = this._state === "connecting" || this._state === "reconnecting" || connected;
+      if (queue && trying) {
+        // Written now, or queued by the link (behind what is queued already).
+        if (this._link.send(job.frame)) {
+          if (job.id === null) this._queue.add(job);
           this._armTimeout(job, timeout);
           return;
         }
-        failure = String(error);
-      }
-      // Written nowhere: queued if the client is working on a connection. "connected"
-      // here is a socket closing under us, its close not reported yet.
-      const capacity = this.options.offlineQueueCapacity;
-      const trying = this._state === "connecting" || this._state === "reconnecting" || this._state === "connected";
-      if (!queue || !trying || !(capacity > 0)) {
-        reject(new WshubError("disconnected", failure));
+        this._unregister(job);
+        const capacity = this.options.offlineQueueCapacity;
+        reject(
+          capacity > 0
+            ? new WshubError("offline_queue_full", `the offline publish queue is full (${capacity} messages)`)
+            : new WshubError("disconnected", "not connected"),
+        );
         return;
       }
-      if (this._queue.length >= capacity) {
-        reject(new WshubError("offline_queue_full", `the offline publish queue is full (${capacity} messages)`));
+      if (connected && this._link.send(job.frame, { queue: false })) {
+        this._armTimeout(job, timeout);
         return;
       }
-      this._queue.push(job);
-      this._armTimeout(job, timeout);
+      this._unregister(job);
+      reject(new WshubError("disconnected", connected ? "send failed" : "not connected"));
     });
   }
 
   /**
-   * Registers `job` as waiting for its reply and writes its command with a fresh id;
-   * returns null, or what `send` threw (then nothing stays registered).
+   * The command of `job` as written, with a fresh id under which it waits for its reply.
+   * Called by the link when it writes the command: now, or from the offline queue.
    */
-  _write(job, socket) {
-    const id = this._nextId++;
-    job.id = id;
-    this._pending.set(id, job);
-    try {
-      socket.send(JSON.stringify({ ...job.command, id }));
-      return null;
-    } catch (error) {
-      this._pending.delete(id);
-      job.id = null;
-      return error || new Error("send failed");
-    }
+  _frame(job) {
+    if (job.id !== null) this._pending.delete(job.id);
+    this._queue.delete(job);
+    job.id = this._nextId++;
+    this._pending.set(job.id, job);
+    return JSON.stringify({ ...job.command, id: job.id });
+  }
+
+  /** Forgets `job` wherever it waits: for its reply, or in the offline queue. */
+  _unregister(job) {
+    clearTimeout(job.timer);
+    if (job.id !== null && this._pending.get(job.id) === job) this._pending.delete(job.id);
+    job.id = null;
+    this._queue.delete(job);
+    this._link.cancel(job.frame);
   }
 
   /** Starts a request's timeout: it rejects the request, written or still queued. */
   _armTimeout(job, timeout) {
     job.timer = setTimeout(() => {
       const type = job.command.type;
-      if (job.id !== null) {
-        this._pending.delete(job.id);
-        job.reject(new WshubError("timeout", `no reply to ${type} within ${timeout} ms`));
-        return;
-      }
-      const index = this._queue.indexOf(job);
-      if (index >= 0) this._queue.splice(index, 1);
-      job.reject(new WshubError("timeout", `${type} not sent within ${timeout} ms: no connection`));
+      const written = job.id !== null && this._pending.get(job.id) === job;
+      this._unregister(job);
+      job.reject(
+        written
+          ? new WshubError("timeout", `no reply to ${type} within ${timeout} ms`)
+          : new WshubError("timeout", `${type} not sent within ${timeout} ms: no connection`),
+      );
     }, timeout);
   }
 
   // ---- connection lifecycle ----
-
-  async _open() {
-    const generation = ++this._generation;
-    this._setState(this._everConnected || this._attempt > 0 ? "reconnecting" : "connecting");
-    let url;
-    try {
-      url = await this._url();
-    } catch (error) {
-      if (generation !== this._generation) return;
-      this._emit("error", error);
-      this._scheduleReconnect();
-      return;
-    }
-    // close() (and maybe connect()) may have been called while the token was fetched.
-    if (generation !== this._generation || this._state === "closed") return;
-    const WebSocketImpl = this.options.WebSocket || globalThis.WebSocket;
-    let socket;
-    try {
-      socket = new WebSocketImpl(url);
-    } catch (error) {
-      this._emit("error", error);
-      this._scheduleReconnect();
-      return;
-    }
-    this._socket = socket;
-    socket.onmessage = (event) => this._onData(event.data);
-    socket.onerror = () => this._emit("error", new WshubError("disconnected", "WebSocket error"));
-    socket.onclose = (event) => this._onClose(socket, event.code, event.reason || "");
-    // A server that accepts the socket but never says welcome is as good as down.
-    this._timers.welcome = setTimeout(() => {
-      this._abandon(socket, 4000, "no welcome frame in time");
-    }, this.options.requestTimeout);
-  }
 
   async _url() {
     let token = this.options.token;
@@ -657,42 +645,33 @@ export class WshubClient {
       case "leave":
         this._onRoomFrame(frame);
         break;
+      case "unrecoverable":
+        this._onUnrecoverable(frame);
+        break;
       default:
         // `direct`, `broadcast`, and types this client does not know (new optional
         // features of a newer server): to whoever listens for them by name.
         if (typeof frame.type === "string" && !CLIENT_EVENTS.has(frame.type)) {
           this._emit(frame.type, frame);
         }
+        if (ROUTED_TYPES.has(frame.type)) this._route(frame);
         break;
     }
   }
 
   _onWelcome(frame) {
-    clearTimeout(this._timers.welcome);
+    if (this._welcome) return; // one per connection
     this._welcome = frame;
     const reconnected = this._everConnected;
     this._everConnected = true;
     this._setState("connected");
-    // The attempt count starts over once this connection has proven stable.
-    this._timers.stable = setTimeout(() => {
-      this._attempt = 0;
-    }, this.options.stableAfter);
     this._schedulePing();
     for (const [room, entry] of this._rooms) this._sendSubscribe(room, entry, reconnected);
-    // After the subscribes, so that this client gets its own queued messages too; before
-    // the event, so that what its listeners publish goes after them.
-    this._flushQueue();
+    // After the subscribes, so that this client gets its own queued messages too: the link
+    // writes its offline queue now. Before the event, so that what its listeners publish
+    // goes after them.
+    this._link.completeHandshake();
     this._emit(reconnected ? "reconnected" : "open", frame);
-  }
-
-  /** Writes the publishes queued while offline, in call order, on the new connection. */
-  _flushQueue() {
-    const socket = this._socket;
-    while (this._queue.length > 0) {
-      // One that cannot be written stays first in line for the next connection.
-      if (this._write(this._queue[0], socket)) break;
-      this._queue.shift();
-    }
   }
 
   _onReply(frame) {
@@ -727,6 +706,42 @@ export class WshubClient {
     }
     for (const handler of [...entry.handlers]) this._call(handler, frame);
     this._emit(frame.type, frame);
+    if (frame.type === "message") this._route(frame);
+  }
+
+  /** Gives a frame to the route handlers of its `data`'s `routeField`, if any. */
+  _route(frame) {
+    const data = frame.data;
+    if (this._routes.size === 0 || !data || typeof data !== "object" || Array.isArray(data)) return;
+    const handlers = this._routes.get(data[this.options.routeField]);
+    if (!handlers) return;
+    for (const handler of [...handlers]) {
+      try {
+        handler(data, frame);
+      } catch (error) {
+        this._report(error);
+      }
+    }
+  }
+
+  /**
+   * The server lost publications of a room up to `epoch`/`offset` (a cluster's backplane
+   * lost them): take that position, so that a later resubscribe does not report the same
+   * loss again (never back within an epoch), then tell whoever listens for the event.
+   */
+  _onUnrecoverable(frame) {
+    const entry = this._rooms.get(frame.room);
+    if (entry && typeof frame.epoch === "string" && Number.isSafeInteger(frame.offset)) {
+      if (frame.epoch !== entry.epoch) {
+        entry.epoch = frame.epoch;
+        entry.offset = frame.offset;
+        entry.delivered = frame.offset;
+      } else {
+        entry.offset = Math.max(entry.offset, frame.offset);
+        entry.delivered = Math.max(entry.delivered, frame.offset);
+      }
+    }
+    this._emit("unrecoverable", frame);
   }
 
   _sendSubscribe(room, entry, resubscribed) {
@@ -749,6 +764,7 @@ export class WshubClient {
           // only report the same loss again.
           entry.offset = Math.max(entry.offset, ok.offset);
         }
+        entry.unavailable = 0;
         entry.subscribed = true;
         entry.ok = ok;
         const waiters = entry.waiters.splice(0);
@@ -765,7 +781,21 @@ export class WshubClient {
         if (this._rooms.get(room) !== entry) return;
         if (error.code === "disconnected" || error.code === "timeout" || error.code === "closed") {
           // Tried again after the next reconnect; a timeout means the connection is bad.
-          if (error.code === "timeout") this._abandon(this._socket, 4000, "subscribe timed out");
+          if (error.code === "timeout" && this._state === "connected") this._link.reconnect("subscribe timed out");
+          return;
+        }
+        if (error.code === "unavailable") {
+          // The server cannot reach its backplane for now: not a refusal. Tried again on
+          // this connection after a jittered delay doubling from 100 ms up to 5 s (the
+          // next connection subscribes anyway); the subscribe's own timeout still runs.
+          entry.unavailable = (entry.unavailable || 0) + 1;
+          const ceiling = Math.min(5000, 100 * 2 ** Math.min(entry.unavailable - 1, 6));
+          const socket = this._socket;
+          setTimeout(() => {
+            if (this._rooms.get(room) === entry && this._socket === socket && this.state === "connected") {
+              this._sendSubscribe(room, entry, resubscribed);
+            }
+          }, Math.random() * ceiling);
           return;
         }
         // The server refused the room (forbidden, bad name, too many rooms): drop it.
@@ -780,145 +810,69 @@ export class WshubClient {
   _schedulePing() {
     const { pingInterval, pongTimeout } = this.options;
     if (!pingInterval) return;
+    const welcome = this._welcome;
     this._timers.ping = setTimeout(() => {
-      const socket = this._socket;
       this.request({ type: "ping" }, { timeout: pongTimeout }).then(
         () => {
-          if (this._socket === socket) this._schedulePing();
+          if (this._welcome === welcome) this._schedulePing();
         },
         (error) => {
-          if (error.code === "timeout" && this._socket === socket) {
-            this._abandon(socket, 4000, "no pong in time");
-          }
+          // A dead TCP connection can take minutes to report its close: replaced now.
+          if (error.code === "timeout" && this._welcome === welcome) this._link.reconnect("no pong in time");
         },
       );
     }, pingInterval);
   }
 
-  /**
-   * Gives up on a socket that is not closing by itself (no welcome, no pong): a dead TCP
-   * connection can take minutes to report its close, so it is treated as closed now.
-   */
-  _abandon(socket, code, reason) {
-    if (!socket || socket !== this._socket) return;
-    try {
-      socket.close(code, reason);
-    } catch {
-      // Already closing.
-    }
-    this._onClose(socket, code, reason);
-  }
-
-  _onClose(socket, code, reason) {
-    if (socket !== this._socket) return; // an abandoned socket reporting late
+  /** The link lost its socket: what waited on this connection fails; it may reconnect. */
+  _onClose({ code, reason }) {
+    this._lastClose = code;
     this._clearTimers();
-    this._detach();
     this._welcome = null;
     for (const entry of this._rooms.values()) entry.subscribed = false;
     this._failPending("disconnected", `connection closed (${code})`);
     this._emit("close", { code, reason });
-    if (this._state === "closed") return;
-    if (!this.options.shouldReconnect({ code, reason })) {
-      this._failQueue("disconnected", `connection closed (${code}), not reopened`);
-      this._failWaiters("disconnected", `connection closed (${code}), not reopened`);
-      this._setState("closed");
-      return;
-    }
-    this._scheduleReconnect();
-  }
-
-  _scheduleReconnect() {
-    this._attempt += 1;
-    if (this._attempt > this.options.maxReconnectAttempts) {
-      this._failQueue("disconnected", `gave up reconnecting after ${this._attempt - 1} attempts`);
-      this._failWaiters("disconnected", `gave up reconnecting after ${this._attempt - 1} attempts`);
-      this._setState("failed");
-      this._emit("reconnect-failed", { attempts: this._attempt - 1 });
-      return;
-    }
-    const delay = backoffDelay(this._attempt, {
-      min: this.options.minReconnectDelay,
-      max: this.options.maxReconnectDelay,
-      random: this.options.random,
-    });
-    this._setState("reconnecting");
-    this._emit("reconnecting", { attempt: this._attempt, delay });
-    this._timers.reconnect = setTimeout(() => {
-      this._timers.reconnect = null;
-      this._open();
-    }, delay);
   }
 
   /**
-   * The network is back (`online`) or the page is visible again: a reconnect waiting out
-   * its backoff delay is made now. The attempt still counts towards
-   * `maxReconnectAttempts`.
+   * Follows the link's state; `connected` is this client's own (the `welcome`), the
+   * link's `open` comes after it. When no connection is coming (gave up, or a final close
+   * by the server), what waits for one is rejected.
    */
-  _wake() {
-    if (this._state !== "reconnecting" || this._timers.reconnect === null) return;
-    clearTimeout(this._timers.reconnect);
-    this._timers.reconnect = null;
-    this._open();
-  }
-
-  /** Listens for the browser's hints that a connection could work now (none in Node). */
-  _watchNetwork() {
-    if (this._network) return;
-    this._network = [];
-    const win = globalThis.window;
-    const doc = globalThis.document;
-    if (win && typeof win.addEventListener === "function") {
-      this._network.push([win, "online", () => this._wake()]);
+  _onLinkState(state) {
+    if (state === "open") return;
+    if (state === "failed") {
+      const why = `gave up reconnecting after ${this._link.attempt - 1} attempts`;
+      this._failQueue("disconnected", why);
+      this._failWaiters("disconnected", why);
+    } else if (state === "closed") {
+      // After close() these are empty already.
+      const why = `connection closed (${this._lastClose}), not reopened`;
+      this._failQueue("disconnected", why);
+      this._failWaiters("disconnected", why);
     }
-    if (doc && typeof doc.addEventListener === "function") {
-      this._network.push([
-        doc,
-        "visibilitychange",
-        () => {
-          if (doc.visibilityState === "visible") this._wake();
-        },
-      ]);
-    }
-    for (const [target, type, listener] of this._network) target.addEventListener(type, listener);
-  }
-
-  _unwatchNetwork() {
-    if (!this._network) return;
-    for (const [target, type, listener] of this._network) target.removeEventListener(type, listener);
-    this._network = null;
-  }
-
-  _detach() {
-    const socket = this._socket;
-    if (socket) {
-      socket.onmessage = socket.onclose = null;
-      socket.onerror = ignore;
-    }
-    this._socket = null;
+    this._setState(state);
   }
 
   _clearTimers() {
-    for (const key of Object.keys(this._timers)) {
-      clearTimeout(this._timers[key]);
-      this._timers[key] = null;
-    }
+    clearTimeout(this._timers.ping);
+    this._timers.ping = null;
   }
 
   _failPending(code, message) {
     const pending = [...this._pending.values()];
-    this._pending.clear();
-    for (const { reject, timer } of pending) {
-      clearTimeout(timer);
-      reject(new WshubError(code, message));
+    for (const job of pending) {
+      this._unregister(job);
+      job.reject(new WshubError(code, message));
     }
   }
 
   /** Rejects every publish of the offline queue: no connection will come to send them. */
   _failQueue(code, message) {
-    const queued = this._queue.splice(0);
-    for (const { reject, timer } of queued) {
-      clearTimeout(timer);
-      reject(new WshubError(code, message));
+    const queued = [...this._queue];
+    for (const job of queued) {
+      this._unregister(job);
+      job.reject(new WshubError(code, message));
     }
   }
 
@@ -937,9 +891,7 @@ export class WshubClient {
     const previous = this._state;
     if (previous === state) return;
     this._state = state;
-    // A client that stopped trying needs no wake-ups; `connect()` listens again.
-    if (state === "closed" || state === "failed") this._unwatchNetwork();
-    this._emit("state", { state, previous, attempt: this._attempt });
+    this._emit("state", { state, previous, attempt: this._link.attempt });
   }
 
   _emit(event, value) {
@@ -953,8 +905,12 @@ export class WshubClient {
     try {
       fn(value);
     } catch (error) {
-      if (typeof globalThis.reportError === "function") globalThis.reportError(error);
-      else setTimeout(() => { throw error; });
+      this._report(error);
     }
+  }
+
+  _report(error) {
+    if (typeof globalThis.reportError === "function") globalThis.reportError(error);
+    else setTimeout(() => { throw error; });
   }
 }

@@ -874,3 +874,40 @@ test("extensions: the socket's, once open; empty before and after", async () => 
   client.close();
   assert.equal(client.extensions, "");
 });
+
+// ---- routing by a field of a frame's data ----
+
+test("route: message, direct and broadcast frames by their data's type, each message once", async () => {
+  const { client, socket } = await connected();
+  const seen = [];
+  const off = client.route("notification", (data, frame) => seen.push([frame.type, data.text]));
+  client.route("move", (data, frame) => seen.push([frame.type, data.x, frame.offset]));
+  client.subscribe("game", () => {});
+  socket.reply(socket.last("subscribe"), { room: "game", epoch: "e", offset: 0 });
+  await flush();
+  const move = { type: "message", room: "game", data: { type: "move", x: 3 }, from: "c2", offset: 1, epoch: "e" };
+  socket.receive(move);
+  socket.receive(move); // a duplicate: not routed again
+  socket.receive({ type: "message", room: "elsewhere", data: { type: "move", x: 9 }, from: "c2", offset: 1, epoch: "e" });
+  socket.receive({ type: "direct", from: null, data: { type: "notification", text: "to you" } });
+  socket.receive({ type: "broadcast", from: "c3", data: { type: "notification", text: "to all" } });
+  socket.receive({ type: "direct", from: null, data: "a string" });
+  socket.receive({ type: "direct", from: null, data: [{ type: "notification" }] });
+  socket.receive({ type: "custom", data: { type: "notification", text: "not a routed frame type" } });
+  off();
+  socket.receive({ type: "direct", from: null, data: { type: "notification", text: "unheard" } });
+  assert.deepEqual(seen, [
+    ["message", 3, 1],
+    ["direct", "to you"],
+    ["broadcast", "to all"],
+  ]);
+});
+
+test("route: the field is routeField", async () => {
+  const { client, socket } = await connected({ routeField: "kind" });
+  const seen = [];
+  client.route("alert", (data) => seen.push(data.level));
+  socket.receive({ type: "direct", from: null, data: { kind: "alert", type: "other", level: 2 } });
+  socket.receive({ type: "direct", from: null, data: { type: "alert", level: 3 } });
+  assert.deepEqual(seen, [2]);
+});

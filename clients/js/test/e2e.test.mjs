@@ -6,6 +6,10 @@
 //
 // Chromium: $CHROMIUM, or Debian's /usr/bin/chromium (test.sh installs it). Screenshots
 // of every page are written to clients/js/test-results/ when a test fails.
+//
+// The plain WebSocket client (/websocket.js, which /client.js imports) is driven in the
+// page too, against the server's endpoint as against any hub: JSON routed by its type,
+// binary sent, reconnection with a message queued meanwhile.
 // Run with: node --test clients/js/test/e2e.test.mjs
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -314,4 +318,62 @@ test("in the browser: Chromium negotiates permessage-deflate with --compression;
   } finally {
     await compressing.kill();
   }
+});
+
+test("in the browser: the plain WebSocket client routes JSON, queues while reconnecting, sends binary", { timeout: 60_000 }, async () => {
+  await withScreenshots("plain-client", async () => {
+    const page = await openDemo("plain");
+    const exported = await page.evaluate(async () => Object.keys(await import("/websocket.js")).sort());
+    assert.deepEqual(exported, ["WebSocketClient", "backoffDelay", "reconnectsAfter"]);
+
+    // A plain client on the page's own host ("/ws" resolves to ws://host/ws): the server's
+    // frames are JSON with a `type`, routed like an application's. /api/disconnect closes
+    // with 1000, final by default: this client reconnects anyway.
+    const first = await page.evaluate(async () => {
+      const { WebSocketClient } = await import("/websocket.js");
+      const client = new WebSocketClient("/ws", { minReconnectDelay: 50, maxReconnectDelay: 200, shouldReconnect: () => true });
+      window.plain = client;
+      window.welcomes = [];
+      window.pongs = [];
+      window.closes = [];
+      client.route("welcome", (frame) => window.welcomes.push(frame.client));
+      client.route("pong", (frame) => window.pongs.push(frame.id));
+      client.on("close", ({ code }) => window.closes.push(code));
+      client.connect();
+      for (let i = 0; i < 500 && window.welcomes.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      client.sendJson({ type: "ping", id: 1 });
+      for (let i = 0; i < 500 && window.pongs.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      return { welcomes: window.welcomes, pongs: window.pongs, url: client.socket.url };
+    });
+    assert.equal(first.welcomes.length, 1);
+    assert.deepEqual(first.pongs, [1]);
+    assert.equal(first.url, `${server.ws}`);
+
+    // Dropped by the server: a ping sent while reconnecting waits in the offline queue and
+    // is answered on the next connection, once.
+    await server.api("POST", "/api/disconnect", { client: first.welcomes[0] });
+    await page.waitForFunction(() => window.closes.length === 1);
+    const queued = await page.evaluate(() => window.plain.sendJson({ type: "ping", id: 2 }));
+    assert.equal(queued, true);
+    await page.waitForFunction(() => window.welcomes.length === 2 && window.pongs.length === 2, null, { timeout: 10_000 });
+    assert.deepEqual(await page.evaluate(() => window.pongs), [1, 2]);
+
+    // Binary from the browser: the protocol endpoint takes text only and closes with 1003,
+    // which is final for a client whose own input was refused.
+    const binary = await page.evaluate(async () => {
+      const { WebSocketClient } = await import("/websocket.js");
+      const client = new WebSocketClient("/ws");
+      const closed = new Promise((resolve) => client.on("close", resolve));
+      await new Promise((resolve) => {
+        client.on("open", resolve);
+        client.connect();
+      });
+      client.send(new Uint8Array([1, 2, 3]));
+      const { code } = await closed;
+      return { code, state: client.state };
+    });
+    assert.deepEqual(binary, { code: 1003, state: "closed" });
+    await page.evaluate(() => window.plain.close());
+    assert.deepEqual(page.errors, []);
+  });
 });

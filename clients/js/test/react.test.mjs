@@ -1,5 +1,6 @@
 // The React hooks, rendered in Node by react-test-renderer, against the real `wshub`
-// binary (the `ws` package as the WebSocket).
+// binary, and `useWebSocket` against the library's echo example (a plain hub); the `ws`
+// package as the WebSocket.
 // Run with: node --test clients/js/test/react.test.mjs
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -9,8 +10,9 @@ import WebSocket from "ws";
 import { createServer } from "node:net";
 
 import { WshubClient } from "../src/wshub.js";
-import { useRoom, useWshub } from "../src/react.js";
-import { startServer, stopAll, waitFor, nextEvent } from "./support/server.mjs";
+import { WebSocketClient } from "../src/websocket.js";
+import { ReadyState, useRoom, useWebSocket, useWshub } from "../src/react.js";
+import { startEcho, startServer, stopAll, waitFor, nextEvent } from "./support/server.mjs";
 
 // react-test-renderer 19 warns once that it is deprecated; the warning is not about us.
 const consoleError = console.error;
@@ -20,11 +22,13 @@ console.error = (...args) => {
 };
 
 let server;
+let echo;
 const renderers = [];
 const owned = [];
 
 before(async () => {
   server = await startServer();
+  echo = await startEcho();
 });
 
 after(async () => {
@@ -210,4 +214,85 @@ test("useRoom with no client or room does nothing", { timeout: 5000 }, () => {
   assert.deepEqual(hook.latest().members, []);
   assert.equal(hook.latest().recovered, null);
   return assert.rejects(hook.latest().publish("x"));
+});
+
+// ---- useWebSocket: any server ----
+
+test("useWebSocket with a URL: connects, sends text and JSON, keeps the last message, closes on unmount", { timeout: 15_000 }, async () => {
+  const heard = [];
+  const opened = [];
+  const hook = renderHook(
+    ({ url }) =>
+      useWebSocket(url, {
+        WebSocket,
+        minReconnectDelay: 20,
+        onMessage: (event) => heard.push(event.data),
+        onOpen: (event) => opened.push(event),
+      }),
+    { url: echo.ws },
+    { strict: true },
+  );
+  await waitFor("connected", () => hook.latest().isConnected);
+  const { readyState, client, sendMessage, sendJsonMessage } = hook.latest();
+  assert.equal(readyState, ReadyState.OPEN);
+  assert.ok(client instanceof WebSocketClient);
+  assert.equal(hook.latest().lastMessage, null);
+  assert.equal(hook.latest().lastJsonMessage, null);
+
+  assert.equal(sendMessage("hello"), true);
+  await waitFor("the echo as lastMessage", () => hook.latest().lastMessage?.data === "hello");
+  assert.equal(hook.latest().lastJsonMessage, null, "not JSON");
+  sendJsonMessage({ type: "tick", price: 42 });
+  await waitFor("lastJsonMessage", () => hook.latest().lastJsonMessage?.price === 42);
+  assert.deepEqual(hook.latest().lastJsonMessage, { type: "tick", price: 42 });
+  assert.deepEqual(heard, ["hello", '{"type":"tick","price":42}']);
+  assert.deepEqual(opened.at(-1), { reconnected: false });
+  // Stable across renders.
+  assert.equal(hook.latest().sendMessage, sendMessage);
+
+  hook.unmount();
+  assert.equal(client.state, "closed");
+});
+
+test("useWebSocket with a client it does not own: connects it, never closes it; route() on it", { timeout: 15_000 }, async () => {
+  const client = new WebSocketClient(echo.ws, { WebSocket, minReconnectDelay: 20 });
+  const notified = [];
+  client.route("notification", (message) => notified.push(message.text));
+  const hook = renderHook(({ c }) => useWebSocket(c), { c: client });
+  await waitFor("connected", () => hook.latest().readyState === ReadyState.OPEN);
+  assert.equal(hook.latest().client, client);
+  hook.latest().sendJsonMessage({ type: "notification", text: "routed" });
+  await waitFor("the routed echo", () => notified.length === 1);
+  assert.deepEqual(hook.latest().lastJsonMessage, { type: "notification", text: "routed" });
+  hook.unmount();
+  assert.equal(client.state, "open");
+  client.close();
+});
+
+test("useWebSocket: connect=false waits, a null URL does nothing, reconnects follow readyState", { timeout: 20_000 }, async () => {
+  const nothing = renderHook(() => useWebSocket(null), {});
+  assert.equal(nothing.latest().readyState, ReadyState.UNINSTANTIATED);
+  assert.equal(nothing.latest().client, null);
+  assert.equal(nothing.latest().sendMessage("x"), false);
+
+  const own = await startEcho();
+  const hook = renderHook(
+    ({ go }) => useWebSocket(own.ws, { WebSocket, minReconnectDelay: 20, maxReconnectDelay: 100 }, go),
+    { go: false },
+  );
+  assert.equal(hook.latest().readyState, ReadyState.UNINSTANTIATED);
+  assert.equal(hook.latest().sendMessage("too early"), false, "not connecting: dropped");
+  hook.rerender({ go: true });
+  await waitFor("connected", () => hook.latest().isConnected);
+
+  // The hub goes away: CONNECTING while the client retries; back on the same port: OPEN.
+  await own.kill();
+  await waitFor("reconnecting", () => hook.latest().readyState === ReadyState.CONNECTING);
+  assert.equal(hook.latest().isConnected, false);
+  assert.equal(hook.latest().sendMessage("queued"), true, "queued while reconnecting");
+  const back = await startEcho({ port: own.port });
+  await waitFor("open again", () => hook.latest().isConnected, { timeout: 10_000 });
+  await waitFor("the queued message's echo", () => hook.latest().lastMessage?.data === "queued");
+  hook.unmount();
+  await back.kill();
 });

@@ -344,3 +344,22 @@ test("gives up after the maximum number of attempts", { timeout: 15_000 }, async
   assert.equal(client.state, "failed");
   await assert.rejects(client.publish("x", 1), { code: "disconnected" });
 });
+
+test("route: an application's notification inside data, from the HTTP API and from a peer", { timeout: 15_000 }, async () => {
+  const alice = await connect();
+  const bob = await connect();
+  const seen = [];
+  alice.route("notification", (data, frame) => seen.push([frame.type, frame.from, data.text]));
+  await server.api("POST", "/api/send", { to: alice.clientId, data: { type: "notification", text: "from a backend" } });
+  await bob.send(alice.clientId, { type: "notification", text: "from bob" });
+  await bob.send(alice.clientId, { type: "other", text: "not routed" });
+  const room = freshRoom("notify");
+  await alice.subscribe(room, () => {});
+  await bob.publish(room, { type: "notification", text: "in the room" });
+  await waitFor("three notifications", () => seen.length === 3);
+  assert.deepEqual(seen, [
+    ["direct", null, "from a backend"],
+    ["direct", bob.clientId, "from bob"],
+    ["message", bob.clientId, "in the room"],
+  ]);
+});

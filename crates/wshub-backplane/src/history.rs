@@ -12,7 +12,8 @@
 //! than [`HistoryConfig::ttl`]; a room is kept whether or not anyone is subscribed.
 //!
 //! A room whose messages have all expired keeps its epoch and latest offset (its *meta*)
-//! for [`HistoryConfig::meta_ttl`] after it was last used, so that a client resuming from
+//! while a subscriber on this node follows it ([`History::follow`]), and for
+//! [`HistoryConfig::meta_ttl`] after it was last used, so that a client resuming from
 //! the latest offset after a quiet spell still recovers cleanly (`recovered: true`: it
 //! missed nothing). After that the room state is dropped by [`History::sweep`]; the next
 //! use creates it again under a new epoch, and clients resuming from the old epoch learn,
@@ -56,10 +57,11 @@
 //! caller that found it just before, and locks it just after, sees the mark and looks the
 //! room up again, so no message is ever appended to a dropped history.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
 use std::collections::hash_map::{Entry, HashMap};
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -77,9 +79,26 @@ pub struct HistoryConfig {
     /// How long a message is kept (`--history-ttl`). Default: 300 s.
     pub ttl: Duration,
     /// How long a room's epoch and latest offset outlive its last use (publish, read or
-    /// subscribe); never shorter than `ttl` in effect. Default: 24 h.
+    /// subscribe) once it has no message left; never shorter than `ttl` in effect
+    /// (`--history-meta-ttl`). Default: 24 h (the `wshub` server uses 10 minutes with the
+    /// memory backplane, which keeps rooms that have subscribers anyway). A client
+    /// resuming a quiet room after that gets `recovered: false` (a new epoch) although it
+    /// missed nothing.
     pub meta_ttl: Duration,
+    /// The most rooms with history state (`--max-rooms`); creating one more first forgets
+    /// the tenth of them used least recently, messages and all, so that whoever resumes
+    /// one of those gets `recovered: false`. Default: 100 000.
+    pub max_rooms: usize,
+    /// The most bytes all rooms' retained messages may take together
+    /// (`--history-max-bytes`); past it the oldest messages of all rooms are dropped
+    /// first, down to nine tenths of it. Each message counts its frame plus
+    /// [`STORED_OVERHEAD`]. Default: 256 MiB.
+    pub max_bytes: usize,
 }
+
+/// What a retained message costs besides its frame's bytes: its slot in the room's queue
+/// and the shared buffer's header.
+pub const STORED_OVERHEAD: usize = 64;
 
 impl Default for HistoryConfig {
     fn default() -> Self {
@@ -87,8 +106,32 @@ impl Default for HistoryConfig {
             max_messages: 100,
             ttl: Duration::from_secs(300),
             meta_ttl: Duration::from_secs(24 * 60 * 60),
+            max_rooms: 100_000,
+            max_bytes: 256 * 1024 * 1024,
         }
     }
+}
+
+/// How much the retained history takes now, and how much the byte budget has dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryUsage {
+    /// Rooms with history state.
+    pub rooms: usize,
+    /// Bytes of retained messages, counted as for [`HistoryConfig::max_bytes`].
+    pub bytes: usize,
+    /// Messages dropped, since the start, to keep within [`HistoryConfig::max_bytes`].
+    pub evicted: u64,
+    /// Rooms forgotten, since the start, to keep within [`HistoryConfig::max_rooms`].
+    pub rooms_evicted: u64,
+}
+
+/// The bytes retained by every room of one [`History`], shared by its rooms.
+#[derive(Debug, Default)]
+struct Budget {
+    used: AtomicUsize,
+    evicted: AtomicU64,
+    rooms: AtomicUsize,
+    rooms_evicted: AtomicU64,
 }
 
 /// The result of reading a room's history after a client's last known position.
@@ -149,10 +192,15 @@ pub struct RoomHistory {
     ttl: Duration,
     /// Set by [`History::sweep`] just before the room leaves its shard.
     dropped: bool,
+    /// The bytes of every room of the history, which this room's messages count in.
+    budget: Arc<Budget>,
+    /// Someone on this node is subscribed ([`History::follow`]): the room is in use
+    /// however quiet it is, so neither the sweep nor the room cap forgets it.
+    followed: bool,
 }
 
 impl RoomHistory {
-    fn new(now: Instant, config: &HistoryConfig) -> RoomHistory {
+    fn new(now: Instant, config: &HistoryConfig, budget: Arc<Budget>) -> RoomHistory {
         RoomHistory {
             epoch: new_epoch(),
             latest: Offset::ZERO,
@@ -162,6 +210,21 @@ impl RoomHistory {
             max_messages: config.max_messages,
             ttl: config.ttl,
             dropped: false,
+            budget,
+            followed: false,
+        }
+    }
+
+    /// Drops the oldest retained message, if any; true when there was one.
+    fn drop_oldest(&mut self) -> bool {
+        match self.messages.pop_front() {
+            Some(oldest) => {
+                self.budget
+                    .used
+                    .fetch_sub(oldest.frame.len() + STORED_OVERHEAD, Ordering::Relaxed);
+                true
+            }
+            None => false,
         }
     }
 
@@ -207,13 +270,16 @@ impl RoomHistory {
         let position = StreamPosition::new(self.epoch.clone(), offset);
         let frame = encode(&position);
         if self.max_messages > 0 {
+            self.budget
+                .used
+                .fetch_add(frame.len() + STORED_OVERHEAD, Ordering::Relaxed);
             self.messages.push_back(Stored {
                 offset,
                 appended_at: self.now,
                 frame: frame.clone(),
             });
             while self.messages.len() > self.max_messages {
-                self.messages.pop_front();
+                self.drop_oldest();
             }
         }
         Appended { position, frame }
@@ -298,7 +364,7 @@ impl RoomHistory {
             if self.now.saturating_duration_since(oldest.appended_at) < self.ttl {
                 break;
             }
-            self.messages.pop_front();
+            self.drop_oldest();
         }
     }
 
@@ -308,7 +374,7 @@ impl RoomHistory {
             self.epoch = new_epoch();
         }
         self.latest = Offset::ZERO;
-        self.messages.clear();
+        while self.drop_oldest() {}
     }
 }
 
@@ -326,6 +392,11 @@ pub struct History<C: Clock = SystemClock> {
     hasher: RandomState,
     config: HistoryConfig,
     clock: C,
+    budget: Arc<Budget>,
+    /// Held by the one caller evicting for the byte budget; others go on without waiting.
+    evicting: Mutex<()>,
+    /// Held by the one caller forgetting rooms for the room cap.
+    forgetting: Mutex<()>,
 }
 
 impl History<SystemClock> {
@@ -343,6 +414,9 @@ impl<C: Clock> History<C> {
             hasher: RandomState::new(),
             config,
             clock,
+            budget: Arc::default(),
+            evicting: Mutex::new(()),
+            forgetting: Mutex::new(()),
         }
     }
 
@@ -366,15 +440,27 @@ impl<C: Clock> History<C> {
     /// respect to the others; read the [module docs](self) for what `f` may and may not do.
     pub fn with_room<R>(&self, room: &RoomName, f: impl FnOnce(&mut RoomHistory) -> R) -> R {
         let shard = self.shard(room);
-        loop {
+        if self.budget.rooms.load(Ordering::Relaxed) >= self.config.max_rooms
+            && !lock(shard).contains_key(room)
+        {
+            self.forget_least_used();
+        }
+        let result = loop {
             let now = self.clock.now();
             let state = {
                 let mut rooms = lock(shard);
                 match rooms.entry(room.clone()) {
                     Entry::Occupied(entry) => Arc::clone(entry.get()),
-                    Entry::Vacant(entry) => Arc::clone(
-                        entry.insert(Arc::new(Mutex::new(RoomHistory::new(now, &self.config)))),
-                    ),
+                    Entry::Vacant(entry) => {
+                        self.budget.rooms.fetch_add(1, Ordering::Relaxed);
+                        entry
+                            .insert(Arc::new(Mutex::new(RoomHistory::new(
+                                now,
+                                &self.config,
+                                Arc::clone(&self.budget),
+                            ))))
+                            .clone()
+                    }
                 }
             };
             let mut state = lock(&state);
@@ -385,7 +471,130 @@ impl<C: Clock> History<C> {
             state.now = state.now.max(now);
             state.last_used = state.now;
             state.expire();
-            return f(&mut state);
+            break f(&mut state);
+        };
+        // Outside the room's lock: eviction locks other rooms.
+        if self.budget.used.load(Ordering::Relaxed) > self.config.max_bytes {
+            self.evict();
+        }
+        result
+    }
+
+    /// Runs `f` on `room`'s history like [`History::with_room`] when the room has state,
+    /// and returns `None` without creating any when it has none: reading a room nobody
+    /// uses costs nothing to keep.
+    pub fn peek<R>(&self, room: &RoomName, f: impl FnOnce(&mut RoomHistory) -> R) -> Option<R> {
+        let shard = self.shard(room);
+        loop {
+            let now = self.clock.now();
+            let state = lock(shard).get(room).cloned()?;
+            let mut state = lock(&state);
+            if state.dropped {
+                continue;
+            }
+            state.now = state.now.max(now);
+            state.last_used = state.now;
+            state.expire();
+            return Some(f(&mut state));
+        }
+    }
+
+    /// Marks `room` as followed by a subscriber on this node (creating its state), or no
+    /// longer followed. A followed room keeps its state, epoch and offset however long it
+    /// stays quiet, and is never forgotten for the room cap.
+    pub fn follow(&self, room: &RoomName, followed: bool) {
+        if followed {
+            self.with_room(room, |state| state.followed = true);
+        } else {
+            self.peek(room, |state| state.followed = false);
+        }
+    }
+
+    /// Forgets the tenth of [`HistoryConfig::max_rooms`] rooms used least recently (at
+    /// least one), messages and all. Rooms busy at that moment are kept. Called with no
+    /// lock held; one caller at a time forgets, the others go on.
+    fn forget_least_used(&self) {
+        let Ok(_forgetting) = self.forgetting.try_lock() else {
+            return;
+        };
+        let mut rooms: Vec<(Instant, usize, RoomName)> = Vec::new();
+        for (index, shard) in self.shards.iter().enumerate() {
+            for (name, state) in lock(shard).iter() {
+                if let Ok(state) = state.try_lock()
+                    && !state.followed
+                {
+                    rooms.push((state.last_used, index, name.clone()));
+                }
+            }
+        }
+        let count = (self.config.max_rooms / 10).clamp(1, rooms.len().max(1));
+        if rooms.len() > count {
+            rooms.select_nth_unstable_by_key(count, |(last_used, _, _)| *last_used);
+            rooms.truncate(count);
+        }
+        for (_, index, name) in rooms {
+            let mut shard = lock(&self.shards[index]);
+            let Some(state) = shard.get(&name) else {
+                continue;
+            };
+            let Ok(mut state) = state.try_lock() else {
+                continue;
+            };
+            if state.followed {
+                continue;
+            }
+            while state.drop_oldest() {}
+            state.dropped = true;
+            drop(state);
+            shard.remove(&name);
+            self.budget.rooms.fetch_sub(1, Ordering::Relaxed);
+            self.budget.rooms_evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops the oldest messages of all rooms until the retained bytes are back to nine
+    /// tenths of [`HistoryConfig::max_bytes`]. Rooms busy at that moment are left for the
+    /// next time. Called with no room lock held; one caller at a time evicts, the others
+    /// go on.
+    fn evict(&self) {
+        let Ok(_evicting) = self.evicting.try_lock() else {
+            return;
+        };
+        let target = self.config.max_bytes / 10 * 9;
+        // Every room with a message, by the age of its oldest one.
+        let mut rooms = Vec::new();
+        let mut oldest = BinaryHeap::new();
+        for shard in self.shards.iter() {
+            for state in lock(shard).values() {
+                if let Ok(room) = state.try_lock()
+                    && let Some(front) = room.messages.front()
+                {
+                    oldest.push(Reverse((front.appended_at, rooms.len())));
+                    rooms.push(Arc::clone(state));
+                }
+            }
+        }
+        while self.budget.used.load(Ordering::Relaxed) > target {
+            let Some(Reverse((_, index))) = oldest.pop() else {
+                break;
+            };
+            let mut room = lock(&rooms[index]);
+            if room.drop_oldest() {
+                self.budget.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(front) = room.messages.front() {
+                oldest.push(Reverse((front.appended_at, index)));
+            }
+        }
+    }
+
+    /// The rooms, bytes and evictions of the history now.
+    pub fn usage(&self) -> HistoryUsage {
+        HistoryUsage {
+            rooms: self.room_count(),
+            bytes: self.budget.used.load(Ordering::Relaxed),
+            evicted: self.budget.evicted.load(Ordering::Relaxed),
+            rooms_evicted: self.budget.rooms_evicted.load(Ordering::Relaxed),
         }
     }
 
@@ -414,8 +623,9 @@ impl<C: Clock> History<C> {
         self.with_room(room, |state| state.position())
     }
 
-    /// Drops expired messages in every room, and the state of rooms that have no message
-    /// left and were last used more than [`HistoryConfig::meta_ttl`] ago. Returns how many
+    /// Drops expired messages in every room, and the state of rooms that nobody here
+    /// follows, have no message left and were last used more than
+    /// [`HistoryConfig::meta_ttl`] ago. Returns how many
     /// rooms were dropped. Call it periodically (every few seconds); rooms in use at that
     /// moment are skipped until the next sweep.
     pub fn sweep(&self) -> usize {
@@ -432,9 +642,13 @@ impl<C: Clock> History<C> {
                 state.now = state.now.max(now);
                 state.expire();
                 let idle = state.now.saturating_duration_since(state.last_used);
-                if state.messages.is_empty() && idle >= self.config.meta_ttl.max(self.config.ttl) {
+                if !state.followed
+                    && state.messages.is_empty()
+                    && idle >= self.config.meta_ttl.max(self.config.ttl)
+                {
                     state.dropped = true;
                     dropped += 1;
+                    self.budget.rooms.fetch_sub(1, Ordering::Relaxed);
                     false
                 } else {
                     true
@@ -446,7 +660,7 @@ impl<C: Clock> History<C> {
 
     /// How many rooms have history state.
     pub fn room_count(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.budget.rooms.load(Ordering::Relaxed)
     }
 
     fn shard(&self, room: &RoomName) -> &Shard {
@@ -491,6 +705,8 @@ mod tests {
             max_messages,
             ttl: Duration::from_secs(ttl_secs),
             meta_ttl: Duration::from_secs(3600),
+            max_rooms: usize::MAX,
+            max_bytes: usize::MAX,
         }
     }
 
@@ -533,6 +749,99 @@ mod tests {
         let other = history.append(&room("other"), frame);
         assert_eq!(other.position.offset, Offset(1));
         assert_ne!(other.position.epoch, first.epoch);
+    }
+
+    #[test]
+    fn the_byte_budget_drops_the_oldest_messages_of_all_rooms_first() {
+        let clock = ManualClock::new();
+        // Frames of "m<offset>" cost 2 + 64 bytes here: room for 10, cut back to 9.
+        let config = HistoryConfig {
+            max_bytes: 10 * (2 + STORED_OVERHEAD),
+            ..config(100, 300)
+        };
+        let history = History::with_clock(config, clock.clone());
+        let (a, b) = (room("a"), room("b"));
+        let epoch_a = history.position(&a).epoch;
+        publish(&history, &a, 4);
+        clock.advance(Duration::from_secs(1));
+        publish(&history, &b, 6);
+        assert_eq!(history.usage().evicted, 0);
+        clock.advance(Duration::from_secs(1));
+        // The eleventh message: the two oldest of all go, both from `a`.
+        publish(&history, &b, 1);
+        assert_eq!(names(&history.latest(&a, 100).messages), ["m3", "m4"]);
+        assert_eq!(history.latest(&b, 100).messages.len(), 7);
+        let usage = history.usage();
+        assert_eq!((usage.evicted, usage.bytes), (2, 9 * (2 + STORED_OVERHEAD)));
+        // A client resuming `a` from before the cut learns that it was not recovered.
+        let resumed = history.since(&a, &at(&epoch_a, 1), usize::MAX);
+        assert!(!resumed.recovered);
+        assert_eq!(names(&resumed.messages), ["m3", "m4"]);
+    }
+
+    #[test]
+    fn reading_a_room_without_state_creates_none() {
+        let history = History::with_clock(config(100, 300), ManualClock::new());
+        assert_eq!(history.peek(&room("nobody"), |state| state.len()), None);
+        assert_eq!(history.room_count(), 0);
+        publish(&history, &room("used"), 2);
+        assert_eq!(history.peek(&room("used"), |state| state.len()), Some(2));
+        assert_eq!(history.room_count(), 1);
+    }
+
+    #[test]
+    fn the_room_cap_forgets_the_rooms_used_least_recently() {
+        let clock = ManualClock::new();
+        let config = HistoryConfig {
+            max_rooms: 20,
+            ..config(100, 300)
+        };
+        let history = History::with_clock(config, clock.clone());
+        let first = room("room-0");
+        let epoch = history.position(&first).epoch;
+        publish(&history, &first, 1);
+        for i in 1..20 {
+            clock.advance(Duration::from_secs(1));
+            publish(&history, &room(&format!("room-{i}")), 1);
+        }
+        assert_eq!(history.room_count(), 20);
+        // The 21st room: the two used least recently (a tenth of 20) are forgotten.
+        clock.advance(Duration::from_secs(1));
+        publish(&history, &room("room-20"), 1);
+        assert_eq!(history.room_count(), 19);
+        assert_eq!(history.usage().rooms_evicted, 2);
+        assert_eq!(history.peek(&room("room-1"), |state| state.len()), None);
+        assert_eq!(history.peek(&room("room-2"), |state| state.len()), Some(1));
+        // Whoever resumes a forgotten room learns that its history was lost.
+        let resumed = history.since(&first, &at(&epoch, 1), usize::MAX);
+        assert!(!resumed.recovered);
+        assert_ne!(resumed.epoch, epoch);
+    }
+
+    #[test]
+    fn followed_rooms_are_neither_swept_nor_forgotten() {
+        let clock = ManualClock::new();
+        let config = HistoryConfig {
+            max_rooms: 10,
+            meta_ttl: Duration::from_secs(600),
+            ..config(100, 300)
+        };
+        let history = History::with_clock(config, clock.clone());
+        let quiet = room("quiet");
+        history.follow(&quiet, true);
+        let epoch = history.position(&quiet).epoch;
+        for i in 0..30 {
+            clock.advance(Duration::from_secs(1));
+            publish(&history, &room(&format!("other-{i}")), 1);
+        }
+        clock.advance(Duration::from_secs(3600));
+        history.sweep();
+        assert_eq!(history.position(&quiet).epoch, epoch);
+        // Unfollowed, it goes like any other.
+        history.follow(&quiet, false);
+        clock.advance(Duration::from_secs(3600));
+        history.sweep();
+        assert_eq!(history.room_count(), 0);
     }
 
     #[test]

@@ -369,9 +369,14 @@ pub type Events = mpsc::UnboundedReceiver<Event>;
 ///   handing them to the room's channel: two publishes on any two nodes never get the same
 ///   offset, no offset is skipped, and history order, channel order and offset order are
 ///   the same.
-/// - **Epochs.** A room's epoch changes only when its history is lost (expired after a
-///   long quiet spell, or the backplane's storage was wiped); offsets then start again at
-///   1. A reader compares epochs to tell a clean recovery from a replaced history.
+/// - **Epochs.** A room's epoch changes whenever its history may not continue what was
+///   numbered before: expired after a long quiet spell, the backplane's storage wiped or
+///   restored from an older copy, a failover to a replica that may lag (Redis: its
+///   process is not the one that wrote the room's record); offsets then start again at 1.
+///   Within one epoch an offset names one publication, everywhere and forever. A reader
+///   compares epochs to tell a clean recovery from a replaced history. A node that finds
+///   a room's latest offset below one it has seen in the same epoch (history went back
+///   without the implementation noticing) calls [`renew_epoch`](Backplane::renew_epoch).
 /// - **Delivery.** [`Event::Publication`]s of one room reach every subscribed node in
 ///   offset order, at most once per channel message. Across a lost connection some may be
 ///   missing; [`Event::Resumed`] says so, and [`history`](Backplane::history) fills the
@@ -408,6 +413,31 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
         room: &'a RoomName,
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>>;
+
+    /// The room's history does not continue what was numbered before: `seen` is a
+    /// position this node saw, and the room's latest offset in `seen.epoch` is below it.
+    /// Gives the room a new epoch (its retained history dropped, offsets from 1 again),
+    /// unless the room has moved on meanwhile (another epoch, or an offset at or beyond
+    /// `seen.offset`: another node renewed it, or it was a stale read). Returns the room's
+    /// position afterwards.
+    fn renew_epoch<'a>(
+        &'a self,
+        room: &'a RoomName,
+        seen: &'a StreamPosition,
+    ) -> BoxFuture<'a, Result<StreamPosition, Error>>;
+
+    /// Reads a room's history and position for a client's or the API's `history`: like
+    /// [`Backplane::history`], except that a backplane that keeps room state in this
+    /// process creates none for a room that has none (it answers an empty page under an
+    /// epoch nobody has seen, `recovered: false` for a `since` query), so reading unused
+    /// names costs nothing to keep. Default: [`Backplane::history`].
+    fn read_history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
+        self.history(room, query)
+    }
 
     /// Starts receiving the room's [`Event::Publication`]s and [`Event::RoomEvent`]s. When
     /// the future resolves, every later publish to the room reaches this node. Not
@@ -468,6 +498,12 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     /// How many rooms the backplane keeps state for on this node, when it knows (the
     /// memory backplane; `None` for shared stores).
     fn local_rooms(&self) -> Option<usize> {
+        None
+    }
+
+    /// The history kept in this process against its byte budget, when it is kept here
+    /// (the memory backplane; `None` for shared stores, which bound their own memory).
+    fn history_usage(&self) -> Option<history::HistoryUsage> {
         None
     }
 

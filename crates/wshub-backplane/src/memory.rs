@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use wshub::ConnectionId;
-use wshub_protocol::{RoomName, StreamPosition};
+use wshub_protocol::{Offset, RoomName, StreamPosition};
 
 use crate::{
     Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health, HistoryPage,
@@ -61,13 +61,15 @@ impl MemoryBackplane {
         &self.history
     }
 
-    fn read(&self, room: &RoomName, query: &HistoryQuery) -> HistoryPage {
+    /// A page of `room`'s history; with `create`, the room gets state (and an epoch) if it
+    /// had none, as a subscribe needs.
+    fn read(&self, room: &RoomName, query: &HistoryQuery, create: bool) -> HistoryPage {
         let publication = |position: StreamPosition, payload: Bytes| Publication {
             room: room.clone(),
             position,
             payload,
         };
-        self.history.with_room(room, |state| {
+        let read = |state: &mut crate::history::RoomHistory| {
             let (messages, first, recovered) = match query {
                 HistoryQuery::Since { position, limit } => {
                     let recovery = state.since(position, *limit);
@@ -91,6 +93,18 @@ impl MemoryBackplane {
                 position: state.position(),
                 recovered,
             }
+        };
+        let page = if create {
+            Some(self.history.with_room(room, read))
+        } else {
+            self.history.peek(room, read)
+        };
+        // A room without state reads as empty, under an epoch nobody has seen: a client
+        // resuming from any position learns that nothing can be recovered.
+        page.unwrap_or_else(|| HistoryPage {
+            publications: Vec::new(),
+            position: StreamPosition::new(crate::history::new_epoch(), Offset::ZERO),
+            recovered: matches!(query, HistoryQuery::Latest { .. }),
         })
     }
 
@@ -149,15 +163,36 @@ impl Backplane for MemoryBackplane {
         room: &'a RoomName,
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
-        ready(Ok(self.read(room, &query)))
+        ready(Ok(self.read(room, &query, true)))
     }
 
-    fn subscribe<'a>(&'a self, _room: &'a RoomName) -> BoxFuture<'a, Result<(), Error>> {
-        // Publications are numbered and returned by `publish` on this very node.
+    fn renew_epoch<'a>(
+        &'a self,
+        room: &'a RoomName,
+        _seen: &'a StreamPosition,
+    ) -> BoxFuture<'a, Result<StreamPosition, Error>> {
+        // This process numbered every offset it could have seen, and its history never
+        // goes back: there is nothing to renew.
+        ready(Ok(self.history.position(room)))
+    }
+
+    fn read_history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
+        ready(Ok(self.read(room, &query, false)))
+    }
+
+    fn subscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), Error>> {
+        // Publications are numbered and returned by `publish` on this very node; following
+        // the room keeps its state while someone is subscribed.
+        self.history.follow(room, true);
         ready(Ok(()))
     }
 
-    fn unsubscribe<'a>(&'a self, _room: &'a RoomName) -> BoxFuture<'a, Result<(), Error>> {
+    fn unsubscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), Error>> {
+        self.history.follow(room, false);
         ready(Ok(()))
     }
 
@@ -228,6 +263,10 @@ impl Backplane for MemoryBackplane {
 
     fn local_rooms(&self) -> Option<usize> {
         Some(self.history.room_count())
+    }
+
+    fn history_usage(&self) -> Option<crate::history::HistoryUsage> {
+        Some(self.history.usage())
     }
 
     fn sweep(&self) {

@@ -19,12 +19,18 @@
 //! - **Gap-free offsets, identical on every node.** The stream is the one record of a
 //!   room: the last message on `P.h.<room>` carries the room's epoch and latest offset.
 //!   A publish reads it (stream sequence `s`, offset `n`, epoch `e`; this node caches the
-//!   last one it wrote) and publishes offset `n + 1` in epoch `e` with
+//!   last one it wrote or received live) and publishes offset `n + 1` in epoch `e` with
 //!   `Nats-Expected-Last-Subject-Sequence: s`. JetStream stores it only if nothing was
 //!   stored on the subject since `s`, so two nodes can never store the same offset and
 //!   none is skipped; the loser of a race reads the new last message and tries again.
 //!   The numbering and the storing are one write: there is no counter that could advance
 //!   without a stored publication.
+//! - **History that goes back.** A publish that finds the room's last stored message
+//!   behind the cached one in the same epoch (the stream was restored from an older copy,
+//!   or messages were deleted) starts a new epoch instead of numbering offsets again; so
+//!   does [`Backplane::renew_epoch`]. A live message that numbers a cached epoch's offset
+//!   again does not replace the cached tip, so a node that only follows the room notices
+//!   too.
 //! - **Epochs.** A room with no message on its subject (never used, expired after
 //!   `meta_ttl` without a publish, or the stream was deleted) gets a new epoch from the
 //!   first write that finds it empty (expected last subject sequence 0). A read of such a
@@ -100,9 +106,16 @@ const KIND: &str = "Wshub-Kind";
 const ORIGIN: &str = "Wshub-Origin";
 const CLIENT: &str = "Wshub-Client";
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+/// The stream sequence of a republished message (set by JetStream's `RePublish`).
+const SEQUENCE: &str = "Nats-Sequence";
 
 /// How many times a publish retries after losing a race for a room's next offset.
 const PUBLISH_ATTEMPTS: usize = 1000;
+
+/// How many rooms' last stored message a node remembers ([`Inner::tips`]): beyond it, one
+/// is forgotten for each new one (a forgotten room costs one more read on its next
+/// publish). About 200 bytes each: 2 MB at most.
+const MAX_TIPS: usize = 10_000;
 
 /// The NATS backplane's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +189,10 @@ struct Inner {
     health: Arc<Mutex<Health>>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: Mutex<Option<Events>>,
-    /// The last message this node stored per room: a publish tries it first.
+    /// The last message this node stored or received live per room, for at most
+    /// [`MAX_TIPS`] rooms: a publish tries it first, and a room whose stored record is
+    /// found behind it (same epoch, lower offset: the stream was restored from an older
+    /// copy, or messages deleted) gets a new epoch instead of numbering offsets twice.
     tips: Mutex<HashMap<RoomName, Tip>>,
     /// Each followed room's forwarding task.
     rooms: Mutex<HashMap<RoomName, JoinHandle<()>>>,
@@ -553,14 +569,49 @@ impl Inner {
         }
     }
 
+    /// Remembers the last message stored on a room's subject (see [`Inner::tips`]).
+    fn remember(&self, room: &RoomName, tip: Tip) {
+        let mut tips = lock(&self.tips);
+        if tips.len() >= MAX_TIPS && !tips.contains_key(room) {
+            let forgotten = tips.keys().next().cloned();
+            if let Some(forgotten) = forgotten {
+                tips.remove(&forgotten);
+            }
+        }
+        tips.insert(room.clone(), tip);
+    }
+
+    /// A live publication of a room this node follows: its tip now, unless it is not
+    /// newer in the stream than the known one, or it numbers an offset of the known epoch
+    /// again (messages of an older copy written back): the known tip is kept, and the next
+    /// publish finds the room behind it.
+    fn saw(&self, room: &RoomName, tip: Tip) {
+        let newer = lock(&self.tips).get(room).is_none_or(|known| {
+            tip.sequence > known.sequence && (tip.epoch != known.epoch || tip.offset > known.offset)
+        });
+        if newer {
+            self.remember(room, tip);
+        }
+    }
+
     async fn publish(&self, room: &RoomName, payload: Bytes) -> Result<Publication, Error> {
         let cached = lock(&self.tips).get(room).cloned();
-        let mut tip = match cached {
-            Some(tip) => Some(tip),
+        let mut tip = match &cached {
+            Some(tip) => Some(tip.clone()),
             None => self.read_tip(room).await?,
         };
         for _ in 0..PUBLISH_ATTEMPTS {
+            // Behind what this node stored in the same epoch: the room's history went
+            // back, so it starts again in a new epoch.
+            let went_back = matches!(
+                (&cached, &tip),
+                (Some(cached), Some(tip)) if cached.epoch == tip.epoch && tip.offset < cached.offset
+            );
             let (offset, epoch) = match &tip {
+                Some(_) if went_back => {
+                    tracing::warn!(%room, "nats backplane: the room's history went back; new epoch");
+                    (1, new_epoch())
+                }
                 Some(tip) => (tip.offset.saturating_add(1), tip.epoch.clone()),
                 None => (1, new_epoch()),
             };
@@ -569,7 +620,7 @@ impl Inner {
                 .await?
             {
                 Some(stored) => {
-                    lock(&self.tips).insert(room.clone(), stored);
+                    self.remember(room, stored);
                     return Ok(Publication {
                         room: room.clone(),
                         position: StreamPosition::new(epoch, Offset(offset)),
@@ -582,6 +633,31 @@ impl Inner {
         Err(Error::Unavailable(format!(
             "no offset for {room} after {PUBLISH_ATTEMPTS} attempts"
         )))
+    }
+
+    /// See [`Backplane::renew_epoch`]: a marker of a new epoch at offset 0 after the room's
+    /// last message, unless the room has moved on.
+    async fn renew_epoch(
+        &self,
+        room: &RoomName,
+        seen: &StreamPosition,
+    ) -> Result<StreamPosition, Error> {
+        for _ in 0..PUBLISH_ATTEMPTS {
+            let tip = self.tip_or_create(room).await?;
+            if tip.epoch != seen.epoch || tip.offset >= seen.offset.get() {
+                return Ok(StreamPosition::new(tip.epoch, Offset(tip.offset)));
+            }
+            let epoch = new_epoch();
+            if let Some(stored) = self
+                .store(room, Some(&tip), 0, &epoch, true, Bytes::new())
+                .await?
+            {
+                tracing::warn!(%room, "nats backplane: the room's history went back; new epoch");
+                self.remember(room, stored);
+                return Ok(StreamPosition::new(epoch, Offset::ZERO));
+            }
+        }
+        Err(Error::Unavailable(format!("no record for {room}")))
     }
 
     /// The room's record, written as a marker (a new epoch at offset 0) when it has none.
@@ -819,6 +895,12 @@ async fn forward_room(
                     tracing::debug!("ignored an unreadable backplane message");
                     continue;
                 };
+                let sequence = header(message.headers.as_ref(), SEQUENCE)
+                    .and_then(|sequence| sequence.parse().ok());
+                if let Some(sequence) = sequence {
+                    let tip = Tip { sequence, offset, epoch: epoch.clone() };
+                    inner.saw(&room, tip);
+                }
                 Event::Publication(Publication {
                     room: room.clone(),
                     position: StreamPosition::new(epoch, Offset(offset)),
@@ -1004,6 +1086,14 @@ impl Backplane for NatsBackplane {
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         Box::pin(self.inner.history(room, query))
+    }
+
+    fn renew_epoch<'a>(
+        &'a self,
+        room: &'a RoomName,
+        seen: &'a StreamPosition,
+    ) -> BoxFuture<'a, Result<StreamPosition, Error>> {
+        Box::pin(self.inner.renew_epoch(room, seen))
     }
 
     fn subscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), Error>> {

@@ -4,7 +4,7 @@
 //!
 //! | key or channel | type | what |
 //! |---|---|---|
-//! | `meta:<room>` | hash `e`, `s` | the room's epoch and latest offset; expires `meta_ttl` after its last use |
+//! | `meta:<room>` | hash `e`, `s`, `r` | the room's epoch and latest offset, and the `run_id`:`master_replid` of the Redis server that wrote them; expires `meta_ttl` after its last use |
 //! | `stream:<room>` | stream | retained publications, entry id `<offset>-0`, fields `t` (ms) and `d` (payload); at most `max_messages`, expires `ttl` after the last publish |
 //! | `pz:<room>`, `ph:<room>` | sorted set, hash | presence: client → expiry (ms), client → user |
 //! | channel `room:<room>` | pub/sub | `P <offset> <epoch> <payload>`, or `E <origin node> <payload>` (room event) |
@@ -18,6 +18,12 @@
 //! time, so offsets are gap-free and the channel carries them in offset order. A room whose
 //! `meta` hash is gone (expired, or Redis lost its data) gets a new epoch, chosen by the
 //! caller and written by the script that finds it missing, and its stale stream is dropped.
+//! So does a room whose `meta` was written under another Redis process or replication
+//! history (its `run_id` and `master_replid`): Redis restarted from a snapshot, a replica
+//! took over, or the server resynchronised from a lagging master and was promoted again;
+//! each may hold less than was numbered before, and numbering on from there would give two
+//! publications one offset. The price: after any Redis restart or failover, rooms start
+//! new epochs, and clients resuming across it are told `recovered: false`.
 //! Times come from Redis (`TIME`), so node clocks do not matter.
 //!
 //! Delivery uses RESP3 push messages on one multiplexed connection (redis-rs's
@@ -120,15 +126,48 @@ impl RedisConfig {
     }
 }
 
+/// The start of every script that reads or writes a room's record: `room_epoch(meta,
+/// stream, fresh)` is the room's epoch, made `fresh` (its stale stream dropped, offsets from
+/// 0) when the room has no record, or when its record (field `r`: `<run_id>:<replid>` of
+/// `INFO server` and `INFO replication`) was written by another dataset's history than
+/// this one: another process (Redis restarted, from a snapshot that may be older than what
+/// was numbered since, or a replica took over, which may lag), or this process under
+/// another replication id after a promotion (`master_replid2` set: it took a dataset from
+/// a master that may have lagged, by a full resynchronisation, and was made primary again).
+/// What it holds may not continue what was numbered before, so the room's history starts
+/// again in a new epoch rather than numbering offsets twice. A replication id that changed
+/// without a promotion (Redis does so when it creates or frees its replication backlog: the
+/// first replica attaching, the last one gone for `repl-backlog-ttl`) keeps the dataset:
+/// the record takes the new id and keeps its epoch. (A Redis-compatible server without
+/// these fields gets empty ones: no such detection.)
+const ROOM_EPOCH: &str = r"
+local function room_epoch(meta, stream, fresh)
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+  local replication = redis.call('INFO', 'replication')
+  local replid = string.match(replication, 'master_replid:(%x+)') or ''
+  local replid2 = string.match(replication, 'master_replid2:(%x+)') or ''
+  local promoted = string.find(replid2, '[^0]') ~= nil
+  local identity = run .. ':' .. replid
+  local record = redis.call('HMGET', meta, 'e', 'r')
+  if record[1] and record[2] then
+    local written_run, written_replid = string.match(record[2], '^(%x*):(%x*)$')
+    if written_run == run and (written_replid == replid or not promoted) then
+      if written_replid ~= replid then
+        redis.call('HSET', meta, 'r', identity)
+      end
+      return record[1]
+    end
+  end
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', fresh, 's', 0, 'r', identity)
+  return fresh
+end
+";
+
 /// Numbers, stores and publishes one publication. KEYS: meta, stream. ARGV: payload, new
 /// epoch, max messages, ttl ms, meta ttl ms, channel.
 const PUBLISH: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
-end
+local epoch = room_epoch(KEYS[1], KEYS[2], ARGV[2])
 local offset = redis.call('HINCRBY', KEYS[1], 's', 1)
 local id = string.format('%d', offset)
 local size = tonumber(ARGV[3])
@@ -143,16 +182,27 @@ redis.call('PUBLISH', ARGV[6], 'P ' .. id .. ' ' .. epoch .. ' ' .. ARGV[1])
 return {id, epoch}
 ";
 
+/// Gives a room a new epoch when its latest offset in the epoch a node saw is below the
+/// offset it saw ([`Backplane::renew_epoch`]). KEYS: meta, stream. ARGV: the seen epoch,
+/// the seen offset, new epoch, meta ttl ms. Returns `{epoch, offset}` afterwards.
+const RENEW: &str = r"
+local epoch = room_epoch(KEYS[1], KEYS[2], ARGV[3])
+local offset = tonumber(redis.call('HGET', KEYS[1], 's'))
+if epoch == ARGV[1] and offset < tonumber(ARGV[2]) then
+  epoch = ARGV[3]
+  offset = 0
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {epoch, string.format('%d', offset)}
+";
+
 /// Reads a room's position and history. KEYS: meta, stream. ARGV: new epoch, ttl ms, meta
 /// ttl ms, mode (`s` since, `l` latest), the reader's epoch, first id wanted, limit.
 /// Returns `{epoch, offset, oldest id or '', id1, payload1, id2, payload2, ...}`.
 const READ: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
-end
+local epoch = room_epoch(KEYS[1], KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local offset = redis.call('HGET', KEYS[1], 's')
 local t = redis.call('TIME')
@@ -229,12 +279,16 @@ struct Inner {
     /// Woken when Redis is reachable again: presence is written again at once (a
     /// restarted Redis may have lost it).
     reconnected: Notify,
+    /// Woken when the connection to Redis closes (the client's disconnection push): the
+    /// health check treats it as an outage at once, however short.
+    disconnected: Arc<Notify>,
     /// This node's sends and disconnects waiting for their answer, by request id.
     awaiting: Awaiting,
     /// The next request id.
     next_request: AtomicU64,
     publish: Script,
     read: Script,
+    renew: Script,
     presence_add: Script,
     presence_list: Script,
 }
@@ -316,7 +370,9 @@ impl RedisBackplane {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (asked_tx, asked_rx) = mpsc::unbounded_channel();
         let awaiting = Awaiting::default();
+        let disconnected = Arc::new(Notify::new());
         let forward = Forwarder {
+            disconnected: Arc::clone(&disconnected),
             prefix: config.prefix.clone(),
             node_hex: node_hex(config.node_id),
             own_channel: format!("{}node:{}", config.prefix, node_hex(config.node_id)),
@@ -345,10 +401,12 @@ impl RedisBackplane {
             events_rx: Mutex::new(Some(events_rx)),
             own_presence: Mutex::new(HashMap::new()),
             reconnected: Notify::new(),
+            disconnected,
             awaiting,
             next_request: AtomicU64::new(1),
-            publish: Script::new(PUBLISH),
-            read: Script::new(READ),
+            publish: Script::new(&format!("{ROOM_EPOCH}{PUBLISH}")),
+            read: Script::new(&format!("{ROOM_EPOCH}{READ}")),
+            renew: Script::new(&format!("{ROOM_EPOCH}{RENEW}")),
             presence_add: Script::new(PRESENCE_ADD),
             presence_list: Script::new(PRESENCE_LIST),
             config,
@@ -516,6 +574,29 @@ impl Inner {
         })
     }
 
+    async fn renew_epoch(
+        &self,
+        room: &RoomName,
+        seen: &StreamPosition,
+    ) -> Result<StreamPosition, Error> {
+        let mut conn = self.conn.clone();
+        let result: Result<(String, String), _> = self
+            .renew
+            .key(self.key("meta", room))
+            .key(self.key("stream", room))
+            .arg(seen.epoch.as_str())
+            .arg(seen.offset.get())
+            .arg(new_epoch().as_str())
+            .arg(millis(self.meta_ttl()))
+            .invoke_async(&mut conn)
+            .await;
+        let (epoch, offset) = self.observe(result)?;
+        Ok(StreamPosition::new(
+            Epoch::from(epoch),
+            Offset(parse_u64(&offset)?),
+        ))
+    }
+
     async fn publish_raw(&self, channel: String, message: Vec<u8>) -> Result<usize, Error> {
         let mut conn = self.conn.clone();
         let result = conn.publish(channel, message).await;
@@ -596,6 +677,8 @@ fn parse_id(id: &str) -> Result<u64, Error> {
 /// Turns RESP3 pushes into [`Event`]s, and answers into the waiting requests. Runs on the
 /// connection's reader: never blocks.
 struct Forwarder {
+    /// Woken when the connection closes; see [`Inner::disconnected`].
+    disconnected: Arc<Notify>,
     prefix: String,
     node_hex: String,
     /// This node's own channel, where answers come.
@@ -609,6 +692,13 @@ struct Forwarder {
 
 impl Forwarder {
     fn push(&self, info: PushInfo) -> Result<(), mpsc::error::SendError<Event>> {
+        if info.kind == PushKind::Disconnection {
+            // The client reconnects (and resubscribes) by itself, often before the next
+            // health check: without this, what was published meanwhile would be noticed
+            // only when a later publication exposed the gap.
+            self.disconnected.notify_one();
+            return Ok(());
+        }
         if info.kind != PushKind::Message {
             return Ok(());
         }
@@ -784,13 +874,23 @@ fn split_word(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&bytes[..space], &bytes[space + 1..]))
 }
 
-/// Checks the connection every `health_interval`; a failure marks the backplane degraded, the
-/// first success after one marks it connected and tells the node ([`Event::Resumed`]).
+/// Checks the connection every `health_interval`, and at once when it closed; a failure or a
+/// closed connection marks the backplane degraded, the first success after one marks it
+/// connected and tells the node ([`Event::Resumed`]: catch up from history).
 async fn health_check(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(inner.config.health_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = inner.disconnected.notified() => {
+                let mut health = lock(&inner.health);
+                if health.is_connected() {
+                    tracing::warn!("redis backplane connection lost; reconnecting");
+                }
+                *health = Health::Degraded("connection lost".to_owned());
+            }
+        }
         let mut conn = inner.conn.clone();
         let result = tokio::time::timeout(inner.config.response_timeout, conn.ping()).await;
         let was_connected = lock(&inner.health).is_connected();
@@ -863,6 +963,14 @@ impl Backplane for RedisBackplane {
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         Box::pin(self.inner.history(room, query))
+    }
+
+    fn renew_epoch<'a>(
+        &'a self,
+        room: &'a RoomName,
+        seen: &'a StreamPosition,
+    ) -> BoxFuture<'a, Result<StreamPosition, Error>> {
+        Box::pin(self.inner.renew_epoch(room, seen))
     }
 
     fn subscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), Error>> {

@@ -56,12 +56,10 @@ impl Cursor {
                 Resumed::Failed
             };
         }
-        let mut resume = since.clone();
-        if resume.offset > offset {
-            // We claim more than the server has ever numbered: start again from its latest.
-            resume.offset = offset;
-        }
-        self.position = Some(resume);
+        // Never back within an epoch, even when the server reports a lower latest offset
+        // (a node behind the one we came from): an offset names one message for the whole
+        // epoch, so what we already have stays delivered, and is not delivered again.
+        self.position = Some(since.clone());
         if recovered == Some(false) {
             Resumed::Failed
         } else {
@@ -70,9 +68,13 @@ impl Cursor {
     }
 
     /// The server says publications up to `position` are lost (`unrecoverable`): resume
-    /// after it.
+    /// after it (or after what was delivered, when that is further in the same epoch).
     pub(crate) fn lost(&mut self, position: StreamPosition) {
-        self.position = Some(position);
+        match &self.position {
+            Some(current)
+                if current.epoch == position.epoch && current.offset > position.offset => {}
+            _ => self.position = Some(position),
+        }
     }
 
     /// Whether to deliver `message`; advances the cursor when so.
@@ -191,9 +193,24 @@ mod tests {
             Resumed::Failed
         );
         assert_eq!(deliver(&mut cursor, &[message("e", 200)]), [200]);
-        // The server is behind our position in the same epoch: resume from its latest.
+        // The server is behind our position in the same epoch (a node that lags the one
+        // we came from): we keep ours, and what it sends that we have is not delivered
+        // again.
         let since = StreamPosition::new("e".into(), Offset(500));
         cursor.subscribed(Some(&since), "e".into(), Offset(300), Some(false));
-        assert_eq!(deliver(&mut cursor, &[message("e", 301)]), [301]);
+        assert_eq!(cursor.since(), Some(since.clone()));
+        assert_eq!(
+            deliver(
+                &mut cursor,
+                &[message("e", 301), message("e", 500), message("e", 501)]
+            ),
+            [501]
+        );
+        // Nor does an `unrecoverable` behind our position take us back.
+        cursor.lost(StreamPosition::new("e".into(), Offset(400)));
+        assert_eq!(
+            cursor.since(),
+            Some(StreamPosition::new("e".into(), Offset(501)))
+        );
     }
 }

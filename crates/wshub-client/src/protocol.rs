@@ -27,11 +27,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wshub_protocol::{
-    Broadcast, BroadcastFrame, Command, CommandId, DirectFrame, Epoch, HistoryQuery, MessageFrame,
-    Offset, Payload, Ping, PresenceClient, PresenceQuery, Publish, RoomName, SendTo, ServerFrame,
-    StreamPosition, Subscribe, Unsubscribe, WelcomeFrame,
+    Broadcast, BroadcastFrame, Command, CommandId, DirectFrame, Epoch, ErrorCode, HistoryQuery,
+    MessageFrame, Offset, Payload, Ping, PresenceClient, PresenceQuery, Publish, RoomName, SendTo,
+    ServerFrame, StreamPosition, Subscribe, Unsubscribe, WelcomeFrame,
 };
 
+use crate::backoff::{Backoff, Jitter, RandomJitter};
 use crate::connection::{Client, ClientBuilder, ConnectionState, Event, Events, Outlet};
 use crate::cursor::{Cursor, Resumed};
 use crate::error::Error;
@@ -278,7 +279,10 @@ impl WshubClient {
     }
 
     /// Joins `room` and waits for the server's `ok`. While disconnected, the room is
-    /// joined as soon as a connection is ready (within the request timeout).
+    /// joined as soon as a connection is ready (within the request timeout). A subscribe
+    /// answered `unavailable` (the server's backplane is out of reach) is sent again with
+    /// backoff, within the request timeout here, and for as long as the subscription lives
+    /// once it has been confirmed.
     ///
     /// Fails with [`Error::AlreadySubscribed`] when this client already follows the room,
     /// [`Error::Server`] when the server refuses (`forbidden`, `limit_exceeded`, ...),
@@ -461,7 +465,18 @@ struct Room {
     events: mpsc::Sender<SubscriptionEvent>,
     /// The `subscribe` call waiting for the first `ok`.
     confirm: Option<oneshot::Sender<Result<(), Error>>>,
+    /// `unavailable` answers in a row to this room's subscribe (see [`UNAVAILABLE_RETRY`]).
+    unavailable: u32,
 }
+
+/// How a subscribe answered `unavailable` (the server's backplane is out of reach for now)
+/// is tried again: after a jittered delay doubling from 100 ms up to 5 s, for as long as
+/// the subscription lives. Every other error ends the subscription.
+const UNAVAILABLE_RETRY: Backoff = Backoff {
+    initial_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(5),
+    max_attempts: 0,
+};
 
 /// A publish made while disconnected.
 struct Queued {
@@ -658,6 +673,7 @@ impl Core {
                     cursor: Cursor::default(),
                     events: events_tx,
                     confirm: Some(confirm_tx),
+                    unavailable: 0,
                 },
             );
             if state.ready {
@@ -749,6 +765,27 @@ impl Core {
                 room: room.clone(),
             });
             let _ = self.outlet.send(Message::Text(command.to_json()));
+        }
+    }
+
+    /// Sends a room's subscribe again (after an `unavailable` answer), from its cursor,
+    /// unless the subscription has ended or the connection is down (the next `welcome`
+    /// joins every room again anyway).
+    fn subscribe_again(&self, room: &RoomName, generation: u64) {
+        let mut state = self.lock();
+        if state.closed || !state.ready {
+            return;
+        }
+        let Some(since) = state
+            .rooms
+            .get(room)
+            .filter(|r| r.generation == generation)
+            .map(|r| r.cursor.since())
+        else {
+            return;
+        };
+        if let Err(error) = self.send_subscribe(&mut state, room, generation, since) {
+            tracing::debug!(%room, %error, "could not send the subscribe again");
         }
     }
 
@@ -853,7 +890,7 @@ impl Core {
     }
 
     /// Routes one frame; returns what to deliver to subscriptions and to the event stream.
-    fn on_frame(&self, frame: ServerFrame) -> (Deliveries, Option<WshubEvent>) {
+    fn on_frame(self: &Arc<Self>, frame: ServerFrame) -> (Deliveries, Option<WshubEvent>) {
         let mut deliveries = Vec::new();
         let event = match frame {
             ServerFrame::Welcome(welcome) => {
@@ -912,7 +949,11 @@ impl Core {
         }
     }
 
-    fn on_reply(&self, frame: ServerFrame, deliveries: &mut Deliveries) -> Option<WshubEvent> {
+    fn on_reply(
+        self: &Arc<Self>,
+        frame: ServerFrame,
+        deliveries: &mut Deliveries,
+    ) -> Option<WshubEvent> {
         let Some(id) = frame.reply_id().cloned() else {
             return match frame {
                 ServerFrame::Error(error) => Some(WshubEvent::Error(Error::Server {
@@ -948,6 +989,21 @@ impl Core {
                     .filter(|r| r.generation == generation)?;
                 let ok = match frame {
                     ServerFrame::Ok(ok) => ok,
+                    ServerFrame::Error(error) if error.code == ErrorCode::Unavailable => {
+                        // Not a refusal: the server cannot reach its backplane now.
+                        entry.unavailable = entry.unavailable.saturating_add(1);
+                        let delay = UNAVAILABLE_RETRY
+                            .delay(entry.unavailable, RandomJitter::new().fraction());
+                        tracing::debug!(%room, ?delay, "subscribe unavailable; trying again");
+                        let core = Arc::downgrade(self);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            if let Some(core) = core.upgrade() {
+                                core.subscribe_again(&room, generation);
+                            }
+                        });
+                        return None;
+                    }
                     ServerFrame::Error(error) => {
                         let error = Error::Server {
                             command: "subscribe",
@@ -973,6 +1029,7 @@ impl Core {
                         command: "subscribe",
                     }));
                 };
+                entry.unavailable = 0;
                 let resumed =
                     entry
                         .cursor

@@ -1,4 +1,4 @@
-//! The `unrecoverable` frame (docs/protocol-notes.md): a cluster whose backplane lost
+//! The `unrecoverable` frame (docs/PROTOCOL.md): a cluster whose backplane lost
 //! publications says so, and the client reports the loss and resumes after it. Driven by a
 //! scripted server, since a real one only sends it after a backplane failure.
 

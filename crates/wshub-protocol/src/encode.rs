@@ -104,6 +104,8 @@ pub(crate) struct OkOut<'a> {
     pub(crate) offset: Option<Offset>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) recovered: Option<bool>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) more: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) clients: Option<&'a [PresenceClient]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,6 +121,7 @@ impl<'a> OkOut<'a> {
             epoch: None,
             offset: None,
             recovered: None,
+            more: false,
             clients: None,
             messages: None,
         }
@@ -154,6 +157,9 @@ struct HistoryHeadOut<'a> {
     epoch: &'a Epoch,
     #[serde(skip_serializing_if = "Option::is_none")]
     recovered: Option<bool>,
+    /// Present (true) when the messages were cut to keep the reply within its byte limit.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    more: bool,
 }
 
 /// `{"type":"welcome","client":...,"user":...,"ping_interval_ms":...,"version":1}`, the
@@ -308,13 +314,16 @@ pub fn ok_presence(id: &CommandId, room: &RoomName, clients: &[PresenceClient]) 
 /// `{"type":"ok","id":...,"room":...,"epoch":...,"recovered":...,"messages":[...]}`, the
 /// reply to `history`. `messages` are `message` frames as [`message`] encoded them (as
 /// history stores them) and are spliced in as they are. `recovered` is `Some` exactly when
-/// the query had a `since` (false when its epoch was not the room's).
+/// the query had a `since` (false when its epoch was not the room's). `more` adds
+/// `"more":true`: the messages were cut to keep the reply within the server's byte limit,
+/// and a `since` the last one's offset reads on.
 pub fn ok_history(
     id: &CommandId,
     room: &RoomName,
     epoch: &Epoch,
     recovered: Option<bool>,
     messages: &[Bytes],
+    more: bool,
 ) -> Bytes {
     let head = HistoryHeadOut {
         ty: Some("ok"),
@@ -322,18 +331,21 @@ pub fn ok_history(
         room,
         epoch,
         recovered,
+        more,
     };
     with_messages(&head, messages)
 }
 
 /// The HTTP API's answer to `GET /api/rooms/{room}/history`:
 /// `{"room":...,"epoch":...,"recovered":...,"messages":[...]}`, with `messages` spliced in as
-/// for [`ok_history`]. `recovered` is `Some` exactly when the request had `since_offset`.
+/// for [`ok_history`]. `recovered` is `Some` exactly when the request had `since_offset`;
+/// `more` as for [`ok_history`].
 pub fn history_response(
     room: &RoomName,
     epoch: &Epoch,
     recovered: Option<bool>,
     messages: &[Bytes],
+    more: bool,
 ) -> Bytes {
     let head = HistoryHeadOut {
         ty: None,
@@ -341,6 +353,7 @@ pub fn history_response(
         room,
         epoch,
         recovered,
+        more,
     };
     with_messages(&head, messages)
 }
@@ -524,7 +537,7 @@ mod tests {
             message(&room("r"), &raw("2"), Some("c"), &pos("e", 2)),
         ];
         check(
-            ok_history(&id, &room("r"), &"e".into(), None, &stored),
+            ok_history(&id, &room("r"), &"e".into(), None, &stored, false),
             concat!(
                 r#"{"type":"ok","id":1,"room":"r","epoch":"e","messages":["#,
                 r#"{"type":"message","room":"r","data":1,"from":null,"offset":1,"epoch":"e"},"#,
@@ -532,10 +545,14 @@ mod tests {
             ),
         );
         check(
-            ok_history(&id, &room("r"), &"e".into(), Some(false), &[]),
+            ok_history(&id, &room("r"), &"e".into(), Some(false), &[], false),
             r#"{"type":"ok","id":1,"room":"r","epoch":"e","recovered":false,"messages":[]}"#,
         );
-        let body = history_response(&room("r"), &"e".into(), None, &stored[..1]);
+        check(
+            ok_history(&id, &room("r"), &"e".into(), Some(true), &[], true),
+            r#"{"type":"ok","id":1,"room":"r","epoch":"e","recovered":true,"more":true,"messages":[]}"#,
+        );
+        let body = history_response(&room("r"), &"e".into(), None, &stored[..1], false);
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             r#"{"room":"r","epoch":"e","messages":[{"type":"message","room":"r","data":1,"from":null,"offset":1,"epoch":"e"}]}"#

@@ -32,13 +32,17 @@ pub enum ErrorCode {
     RateLimited,
     /// A limit was reached: too many rooms for one connection, or too many connections.
     LimitExceeded,
-    /// A bug or an unavailable dependency on the server's side.
+    /// A bug on the server's side, or a failure no other code describes.
     Internal,
+    /// A service the server needs is out of reach for now (a cluster's backplane: Redis or
+    /// NATS): try again later, with backoff. A `subscribe` or `history` that gets it did
+    /// nothing; a `publish`, `send` or `broadcast` may or may not have taken effect.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order PROTOCOL.md lists them.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -47,6 +51,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::LimitExceeded,
         ErrorCode::Internal,
+        ErrorCode::Unavailable,
     ];
 
     /// The code as it appears on the wire, e.g. `"bad_request"`.
@@ -60,6 +65,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -68,7 +74,7 @@ impl ErrorCode {
     ///
     /// `bad_request` and `unknown_type` → 400, `unauthorized` → 401, `forbidden` → 403,
     /// `not_found` → 404, `rate_limited` → 429, `limit_exceeded` → 503 (the connection
-    /// limit, sent with `Retry-After`), `internal` → 500. The one exception PROTOCOL.md
+    /// limit, sent with `Retry-After`), `internal` → 500, `unavailable` → 503. The one exception PROTOCOL.md
     /// names, 426 for an unsupported `Sec-WebSocket-Version`, is the caller's to send.
     pub const fn http_status(self) -> u16 {
         match self {
@@ -79,6 +85,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::LimitExceeded => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
         }
     }
 }
@@ -167,6 +174,7 @@ mod tests {
         assert_eq!(ErrorCode::Forbidden.http_status(), 403);
         assert_eq!(ErrorCode::NotFound.http_status(), 404);
         assert_eq!(ErrorCode::LimitExceeded.http_status(), 503);
+        assert_eq!(ErrorCode::Unavailable.http_status(), 503);
     }
 
     #[test]

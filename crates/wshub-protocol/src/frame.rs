@@ -39,7 +39,7 @@ pub enum ServerFrame {
     Pong(PongFrame),
     /// `error`, the reply to a failed command.
     Error(ErrorFrame),
-    /// `unrecoverable` (a wshub extension, docs/protocol-notes.md): publications of a
+    /// `unrecoverable` (a wshub extension, docs/PROTOCOL.md): publications of a
     /// subscribed room were lost (a cluster's backplane lost them); delivery continues
     /// after the given position.
     Unrecoverable(UnrecoverableFrame),
@@ -154,6 +154,10 @@ pub struct OkFrame {
     /// Whether every missed message was replayed (subscribe and history with `since`).
     #[serde(default)]
     pub recovered: Option<bool>,
+    /// True when a history reply was cut to keep within the server's byte limit: a
+    /// `since` the last message's offset reads on.
+    #[serde(default)]
+    pub more: bool,
     /// The connections in the room (presence).
     #[serde(default)]
     pub clients: Option<Vec<PresenceClient>>,
@@ -340,6 +344,7 @@ impl Serialize for OkFrame {
             epoch: self.epoch.as_ref(),
             offset: self.offset,
             recovered: self.recovered,
+            more: self.more,
             clients: self.clients.as_deref(),
             messages: self.messages.as_deref(),
             ..OkOut::new(&self.id)

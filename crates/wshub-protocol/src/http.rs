@@ -148,6 +148,10 @@ pub struct HistoryResponse {
     /// Whether the history reached back to `since_offset` in the same epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
+    /// True when the messages were cut to keep the answer within the server's byte limit:
+    /// ask again with `since_offset` the last one's offset for the next page.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
     /// The `message` frames, oldest first.
     pub messages: Vec<MessageFrame>,
 }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    body::Bytes,
-    extract::{Path, Query, State},
+    body::{Body, Bytes},
+    extract::{Path, Query, Request, State},
     http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use wshub::Hub;
 use wshub_protocol::{
@@ -24,6 +26,8 @@ use wshub_protocol::{
 use wshub_backplane::HistoryQuery;
 
 use crate::{
+    history::{MAX_HISTORY_REPLY_BYTES, cut_to_bytes},
+    metrics::ApiRefusal,
     session::parse_connection_id,
     state::{Failure, ServerState},
 };
@@ -35,7 +39,7 @@ pub(crate) struct Api {
     pub(crate) state: Arc<ServerState>,
 }
 
-/// The `/api/...` routes.
+/// The `/api/...` routes, each behind [`guard`].
 pub(crate) fn routes(api: Api) -> Router {
     Router::new()
         .route("/api/publish", post(publish))
@@ -45,7 +49,83 @@ pub(crate) fn routes(api: Api) -> Router {
         .route("/api/rooms", get(rooms))
         .route("/api/rooms/{room}/presence", get(presence))
         .route("/api/rooms/{room}/history", get(history))
+        .route_layer(middleware::from_fn_with_state(api.clone(), guard))
         .with_state(api)
+}
+
+/// What every API request passes before its handler: the key, checked from the headers
+/// alone (401), then the body, read whole within `api_max_body_bytes` (413) and
+/// `api_body_timeout` (408, and the connection is closed). No byte of the body is read
+/// for a client without the key.
+async fn guard(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let counters = &api.state.counters;
+    if let Err(refused) = authorize(&api, request.headers()) {
+        counters.record_api_refused(ApiRefusal::Unauthorized);
+        return closing(refused.into_response());
+    }
+    let limit = api.state.options.api_max_body_bytes;
+    let too_large = || {
+        counters.record_api_refused(ApiRefusal::TooLarge);
+        closing(
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::LimitExceeded,
+                format!("the request body is larger than {limit} bytes"),
+            )
+            .into_response(),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let read = async {
+        let mut chunks = body.into_data_stream();
+        let mut read = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let Ok(chunk) = chunk else {
+                return Err(false);
+            };
+            if read.len() + chunk.len() > limit {
+                return Err(true);
+            }
+            read.extend_from_slice(&chunk);
+        }
+        Ok(read)
+    };
+    let body = match tokio::time::timeout(api.state.options.api_body_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(true)) => return too_large(),
+        // The client went away mid-body: nobody reads the answer.
+        Ok(Err(false)) => return closing(StatusCode::BAD_REQUEST.into_response()),
+        Err(_) => {
+            counters.record_api_refused(ApiRefusal::BodyTimeout);
+            return closing(
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorCode::BadRequest,
+                    "the request body did not arrive in time",
+                )
+                .into_response(),
+            );
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+/// Marks a response given before the request's body was read: the connection is closed
+/// after it, as the rest of the body would otherwise be taken for the next request.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// An API failure: a 4xx/5xx status with `{"error": code, "message": ...}`.
@@ -146,7 +226,7 @@ fn failed(failure: Failure) -> ApiError {
         }
         Failure::Unavailable(message) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal,
+            ErrorCode::Unavailable,
             format!("backplane unavailable: {message}"),
         ),
         _ => ApiError::new(
@@ -157,12 +237,7 @@ fn failed(failure: Failure) -> ApiError {
     }
 }
 
-async fn publish(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&api, &headers)?;
+async fn publish(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
     let request: PublishRequest = parse(&body)?;
     let position = api
         .state
@@ -177,12 +252,7 @@ async fn publish(
     .into_response())
 }
 
-async fn broadcast(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&api, &headers)?;
+async fn broadcast(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
     let request: BroadcastRequest = parse(&body)?;
     api.state
         .broadcast(&api.hub, None, request.data.as_raw())
@@ -191,12 +261,7 @@ async fn broadcast(
     Ok(json_response(bytes::Bytes::from_static(b"{}")))
 }
 
-async fn send(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&api, &headers)?;
+async fn send(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
     let request: SendRequest = parse(&body)?;
     let not_found = || {
         ApiError::new(
@@ -213,12 +278,7 @@ async fn send(
     Ok(json_response(bytes::Bytes::from_static(b"{}")))
 }
 
-async fn disconnect(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    authorize(&api, &headers)?;
+async fn disconnect(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
     let request: DisconnectRequest = parse(&body)?;
     let client = parse_connection_id(&request.client).map_err(|_| {
         ApiError::new(
@@ -234,8 +294,7 @@ async fn disconnect(
     Ok(json_response(bytes::Bytes::from_static(b"{}")))
 }
 
-async fn rooms(State(api): State<Api>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&api, &headers)?;
+async fn rooms(State(api): State<Api>) -> Result<Response, ApiError> {
     let mut rooms: Vec<RoomSummary> = api
         .hub
         .rooms()
@@ -251,12 +310,7 @@ async fn rooms(State(api): State<Api>, headers: HeaderMap) -> Result<Response, A
     Ok(axum::Json(RoomsResponse { rooms }).into_response())
 }
 
-async fn presence(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(room): Path<String>,
-) -> Result<Response, ApiError> {
-    authorize(&api, &headers)?;
+async fn presence(State(api): State<Api>, Path(room): Path<String>) -> Result<Response, ApiError> {
     let room = room_from_path(&room)?;
     let clients = api.state.presence(&api.hub, &room).await;
     Ok(axum::Json(PresenceResponse { room, clients }).into_response())
@@ -264,11 +318,9 @@ async fn presence(
 
 async fn history(
     State(api): State<Api>,
-    headers: HeaderMap,
     Path(room): Path<String>,
     query: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&api, &headers)?;
     let room = room_from_path(&room)?;
     let Query(params) = query.map_err(|error| {
         ApiError::new(
@@ -289,7 +341,7 @@ async fn history(
         .epoch;
     let body = match params.since(&current) {
         Some(since) => {
-            let page = api
+            let mut page = api
                 .state
                 .history(
                     &room,
@@ -300,20 +352,23 @@ async fn history(
                 )
                 .await
                 .map_err(failed)?;
+            let more = cut_to_bytes(&mut page.messages, MAX_HISTORY_REPLY_BYTES, false);
             encode::history_response(
                 &room,
                 &page.position.epoch,
                 Some(page.recovered),
                 &page.messages,
+                more,
             )
         }
         None => {
-            let page = api
+            let mut page = api
                 .state
                 .history(&room, HistoryQuery::Latest { limit })
                 .await
                 .map_err(failed)?;
-            encode::history_response(&room, &page.position.epoch, None, &page.messages)
+            let more = cut_to_bytes(&mut page.messages, MAX_HISTORY_REPLY_BYTES, true);
+            encode::history_response(&room, &page.position.epoch, None, &page.messages, more)
         }
     };
     Ok(json_response(body))

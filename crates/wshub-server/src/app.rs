@@ -25,7 +25,8 @@ use crate::{
     state::{BackplaneOptions, ServerOptions, ServerState},
 };
 
-/// How often expired history is dropped.
+/// How often expired history, and addresses whose command bucket has refilled, are
+/// dropped.
 const HISTORY_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The server's parts, before it listens anywhere.
@@ -51,26 +52,37 @@ pub enum StartError {
     /// The backplane could not be reached or configured.
     #[error("{0}")]
     Backplane(#[from] wshub_backplane::Error),
+    /// The hub's overflow policy drops messages (`DropNewest`, `DropOldest`): the protocol
+    /// promises every subscriber each offset once or an explicit report of what it lost,
+    /// and a dropped message (or reply) would be lost silently. The server needs
+    /// [`OverflowPolicy::Close`](wshub::OverflowPolicy::Close): a client that cannot keep
+    /// up is closed with 1013, reconnects and recovers.
+    #[error("the overflow policy {0:?} drops messages silently; the server needs Close")]
+    LossyOverflowPolicy(wshub::OverflowPolicy),
 }
 
 /// Builds the server from its options, on the memory backplane (one node) whatever
 /// `options.backplane` says; [`build_connected`] (or [`serve`]) connects the chosen one.
 /// Call it inside a Tokio runtime.
-pub fn build(options: ServerOptions) -> App {
-    let (hub, state) = assemble(options);
+///
+/// # Errors
+/// [`StartError::LossyOverflowPolicy`] for a hub overflow policy that drops messages.
+pub fn build(options: ServerOptions) -> Result<App, StartError> {
+    let (hub, state) = assemble(options)?;
     let backplane = Arc::new(MemoryBackplane::new(MemoryConfig {
         history: state.options.history,
         node_id: hub.node_id(),
     }));
-    finish(hub, state, backplane)
+    Ok(finish(hub, state, backplane))
 }
 
 /// Builds the server from its options and connects the backplane they choose.
 ///
 /// # Errors
-/// When the backplane cannot be reached, or is not available in this build.
+/// When the backplane cannot be reached, or is not available in this build;
+/// [`StartError::LossyOverflowPolicy`] for a hub overflow policy that drops messages.
 pub async fn build_connected(options: ServerOptions) -> Result<App, StartError> {
-    let (hub, state) = assemble(options);
+    let (hub, state) = assemble(options)?;
     let backplane: Arc<dyn Backplane> = match &state.options.backplane {
         BackplaneOptions::Memory => Arc::new(MemoryBackplane::new(MemoryConfig {
             history: state.options.history,
@@ -102,19 +114,21 @@ pub async fn build_connected(options: ServerOptions) -> Result<App, StartError> 
 }
 
 /// The hub and the shared state, before the backplane is attached.
-fn assemble(mut options: ServerOptions) -> (Hub, Arc<ServerState>) {
-    // A subscribe with recovery queues its whole replay at once: the send queue must hold
-    // a full history with room to spare, or a recovering client would be cut off as slow.
+fn assemble(mut options: ServerOptions) -> Result<(Hub, Arc<ServerState>), StartError> {
+    if options.hub.overflow_policy != wshub::OverflowPolicy::Close {
+        return Err(StartError::LossyOverflowPolicy(options.hub.overflow_policy));
+    }
+    // A subscribe with recovery queues its replay at once: the send queue must hold as
+    // many messages as a full history, with room to spare, or a recovering client would be
+    // cut off as slow. Its bytes stay bounded as configured (4 MiB by default): a replay
+    // is cut to half of them (the session gives up its oldest part, with
+    // `recovered: false`), and a `history` reply to `MAX_HISTORY_REPLY_BYTES`.
     let replay_room = options
         .history
         .max_messages
         .saturating_mul(2)
         .saturating_add(64);
     options.hub.send_queue_capacity = options.hub.send_queue_capacity.max(replay_room);
-    options.hub.send_queue_max_bytes = options
-        .hub
-        .send_queue_max_bytes
-        .max(replay_room.saturating_mul(options.hub.max_message_bytes));
     let state = ServerState::new(options);
 
     let mut builder = Hub::builder().config(state.options.hub.clone());
@@ -154,7 +168,7 @@ fn assemble(mut options: ServerOptions) -> (Hub, Arc<ServerState>) {
         })
         .handler(move |conn| session::run(Arc::clone(&session_state), conn))
         .build();
-    (hub, state)
+    Ok((hub, state))
 }
 
 /// Attaches the backplane, starts delivering its events, and adds the routes.
@@ -191,7 +205,8 @@ fn finish(hub: Hub, state: Arc<ServerState>, backplane: Arc<dyn Backplane>) -> A
             .route("/stats", get(stats))
             .route("/metrics", get(metrics_text))
             .route("/websocket", get(move || async move { Html(demo_page) }))
-            .route("/client.js", get(client_js))
+            .route("/client.js", get(|| javascript(assets::CLIENT_JS)))
+            .route("/websocket.js", get(|| javascript(assets::WEBSOCKET_JS)))
             .with_state(api),
     );
     App {
@@ -219,10 +234,11 @@ fn html_attribute(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-async fn client_js() -> Response {
+/// A module script: browsers run it only with a JavaScript MIME type.
+async fn javascript(source: &'static str) -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        assets::CLIENT_JS,
+        source,
     )
         .into_response()
 }
@@ -250,7 +266,14 @@ async fn stats(State(api): State<Api>) -> Response {
         "slow_consumer_disconnects": stats.slow_consumer_disconnects,
         "total_connections": stats.total_connections,
         "rejected_handshakes": stats.rejected_handshakes,
+        "address_connections_refused": api.state.counters.address_refused(),
+        "addresses": api.state.addresses.len(),
+        "http_connections": stats.http_connections,
+        "refused_http_connections": stats.refused_http_connections,
         "history_rooms": history_rooms(&api.state),
+        "history_bytes": api.state.backplane().history_usage().map(|usage| usage.bytes),
+        "history_evicted": api.state.backplane().history_usage().map(|usage| usage.evicted),
+        "history_rooms_evicted": api.state.backplane().history_usage().map(|usage| usage.rooms_evicted),
         "backplane": api.state.backplane().kind(),
         "backplane_connected": health.is_connected(),
         "backplane_error": match &health {
@@ -269,6 +292,26 @@ async fn metrics_text(State(api): State<Api>) -> Response {
         history_rooms(&api.state),
         api.state.started.elapsed(),
     );
+    body.push_str(&format!(
+        "# HELP wshub_addresses Client IP addresses remembered for their connection count and command bucket.\n\
+         # TYPE wshub_addresses gauge\n\
+         wshub_addresses {}\n",
+        api.state.addresses.len()
+    ));
+    if let Some(usage) = api.state.backplane().history_usage() {
+        body.push_str(&format!(
+            "# HELP wshub_history_bytes Bytes of history retained by this node (bounded by --history-max-bytes).\n\
+             # TYPE wshub_history_bytes gauge\n\
+             wshub_history_bytes {}\n\
+             # HELP wshub_history_evicted_total Messages dropped from history to keep within --history-max-bytes.\n\
+             # TYPE wshub_history_evicted_total counter\n\
+             wshub_history_evicted_total {}\n\
+             # HELP wshub_history_rooms_evicted_total Rooms forgotten, messages and all, to keep within --max-rooms.\n\
+             # TYPE wshub_history_rooms_evicted_total counter\n\
+             wshub_history_rooms_evicted_total {}\n",
+            usage.bytes, usage.evicted, usage.rooms_evicted
+        ));
+    }
     let up = u8::from(api.state.backplane_health().is_connected());
     body.push_str(&format!(
         "# HELP wshub_backplane_up Whether the backplane is reachable (1) or the node is degraded (0).\n\
@@ -343,6 +386,7 @@ pub async fn serve(options: ServerOptions, addr: SocketAddr) -> Result<RunningSe
         loop {
             tick.tick().await;
             sweep_state.backplane().sweep();
+            sweep_state.addresses.sweep(std::time::Instant::now());
         }
     });
     Ok(RunningServer {

@@ -5,9 +5,13 @@
 //!   state and live server figures) built on the browser client.
 //! - [`CLIENT_JS`] at `/client.js`: the browser client, an ES module with no build step
 //!   (`import { WshubClient } from "/client.js"`).
+//! - [`WEBSOCKET_JS`] at `/websocket.js`: the plain WebSocket client it is built on (it
+//!   imports `./websocket.js`, which the browser resolves next to `/client.js`), usable on
+//!   its own (`import { WebSocketClient } from "/websocket.js"`).
 //!
-//! The page lives in `crates/wshub-server/assets/`; the client is `clients/js/src/wshub.js`,
-//! with its tests, TypeScript declarations and React hook beside it (`clients/js/test.sh`).
+//! The page lives in `crates/wshub-server/assets/`; the clients are
+//! `clients/js/src/wshub.js` and `websocket.js`, with their tests, TypeScript declarations
+//! and React hooks beside them (`clients/js/test.sh`).
 
 /// The demo chat page; serve it as `text/html; charset=utf-8`.
 ///
@@ -24,6 +28,13 @@ pub const DEMO_PATH_META: &str = r#"<meta name="wshub-path" content="/ws">"#;
 /// have a JavaScript MIME type, or browsers refuse to run it).
 pub const CLIENT_JS: &str = include_str!("../../../clients/js/src/wshub.js");
 
+/// The plain WebSocket client [`CLIENT_JS`] imports; serve it as `text/javascript;
+/// charset=utf-8` at `/websocket.js`, beside `/client.js`.
+pub const WEBSOCKET_JS: &str = include_str!("../../../clients/js/src/websocket.js");
+
+/// Where [`CLIENT_JS`] imports [`WEBSOCKET_JS`] from, relative to itself.
+pub const WEBSOCKET_JS_IMPORT: &str = r#"from "./websocket.js""#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,6 +43,14 @@ mod tests {
     fn the_page_imports_the_client_it_is_served_with() {
         assert!(DEMO_HTML.contains(r#"from "/client.js""#));
         assert!(CLIENT_JS.contains("export class WshubClient"));
+    }
+
+    #[test]
+    fn the_client_imports_the_plain_client_served_beside_it() {
+        assert!(CLIENT_JS.contains(WEBSOCKET_JS_IMPORT));
+        assert!(WEBSOCKET_JS.contains("export class WebSocketClient"));
+        // The plain client stands alone: nothing more to serve.
+        assert!(!WEBSOCKET_JS.contains("import "));
     }
 
     #[test]

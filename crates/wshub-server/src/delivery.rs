@@ -14,8 +14,25 @@
 //! waited for it), a later one waits. If the missing one has not come after
 //! [`GAP_WAIT`], it is read from the backplane's history; if history no longer has it (or
 //! the room's epoch changed: its history was lost), the node skips ahead and tells the
-//! room's local subscribers with an `unrecoverable` frame (docs/protocol-notes.md): what
+//! room's local subscribers with an `unrecoverable` frame (docs/PROTOCOL.md): what
 //! they would have learnt as `recovered: false` had they resubscribed.
+//!
+//! # When the backplane is disturbed
+//!
+//! - **Epochs follow the backplane, never a publication.** A publication of another epoch
+//!   than the delivered one is dropped and makes the node read the room's history, which
+//!   says which epoch is current: a new one is followed from its oldest retained
+//!   publication, announced to every local subscriber with `unrecoverable` (whether a
+//!   publication, a catch-up or a subscribe found it); a late one of an old epoch changes
+//!   nothing.
+//! - **History that goes back is a lost history.** A read that shows the delivered epoch
+//!   with a latest offset below the delivered one (the backplane's data was restored from
+//!   an older copy) makes the node renew the room's epoch
+//!   ([`Backplane::renew_epoch`](wshub_backplane::Backplane::renew_epoch)) and announce it,
+//!   rather than number offsets it already delivered a second time.
+//! - **Outages are caught up.** [`Event::Resumed`] (the backplane connection closed and is
+//!   back, however briefly) makes every followed room read its history once, a gap fill
+//!   already running included.
 //!
 //! # Subscribing
 //!
@@ -24,10 +41,11 @@
 //! and unsubscribes), then reads the backplane's history outside any lock, then, under the
 //! room's lock: the node has delivered up to offset `X`; the subscriber is sent the `ok`
 //! (reporting `X`), the history after its `since` up to `X`, and joins the room, so that
-//! `X + 1` onwards reaches it live. If the history read ended before `X` (publications
-//! arrived meanwhile), or the subscriber claims an offset the node has not delivered yet,
-//! it reads again. The room lock is a `std::sync::Mutex`, never held across an `.await`;
-//! lock order is room lock → the hub's locks.
+//! `X + 1` onwards reaches it live. If the history read does not match the node's position
+//! (another epoch, or it ended before `X`), or the subscriber claims an offset the node has
+//! not delivered yet but the backplane has, the node catches up from history first (as a
+//! gap fill would), then the subscribe reads again. The room lock is a `std::sync::Mutex`,
+//! never held across an `.await`; lock order is room lock → the hub's locks.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -37,7 +55,7 @@ use std::{
 
 use bytes::Bytes;
 use wshub::{CloseCode, Connection, Hub};
-use wshub_backplane::{Answer, Event, Events, HistoryQuery, Publication};
+use wshub_backplane::{Answer, Event, Events, HistoryPage, HistoryQuery, Publication};
 use wshub_protocol::{Offset, RoomName, StreamPosition};
 
 use crate::{
@@ -63,6 +81,23 @@ pub(crate) struct RoomState {
     pending: BTreeMap<u64, (Publication, Option<Bytes>)>,
     /// Whether a task is filling a gap.
     filling: bool,
+    /// Read the room's history once even without a known gap: the backplane connection
+    /// came back (what was published meanwhile may not have come).
+    catch_up: bool,
+    /// A publication of another epoch arrived: either the room's history was replaced (a
+    /// new epoch) or it is a late one of an epoch the room has left. Only the backplane
+    /// can tell which, so the next read decides; until then such publications are dropped
+    /// (history gives them again).
+    check_epoch: bool,
+}
+
+/// What one subscribe attempt under the room's lock found.
+enum Attempt {
+    /// Joined (or failed to, the connection closing).
+    Done(Result<bool, Failure>),
+    /// The read does not match what this node delivered (another epoch, or offsets beyond
+    /// it): this node catches up from the backplane first, then the subscribe reads again.
+    CatchUp,
 }
 
 /// Every room with local subscribers.
@@ -162,7 +197,7 @@ impl ServerState {
         if gap && !guard.filling {
             guard.filling = true;
             drop(guard);
-            self.spawn_gap_fill(hub.clone(), room, false);
+            self.spawn_gap_fill(hub.clone(), room);
         }
     }
 
@@ -183,14 +218,11 @@ impl ServerState {
             return false;
         };
         if delivered.epoch != position.epoch {
-            // The room's history was lost and numbering started again: follow the new
-            // epoch, and tell the subscribers that what they missed is gone.
-            tracing::warn!(room = %publication.room, "the room's epoch changed");
-            *delivered = StreamPosition::new(position.epoch.clone(), Offset::ZERO);
-            state
-                .pending
-                .retain(|_, (p, _)| p.position.epoch == position.epoch);
-            self.tell_unrecoverable(hub, &publication.room, delivered);
+            // Never follow an epoch on a publication's word: a late one of an epoch the
+            // room has left would take the node back. The next read of the backplane says
+            // which epoch is the room's (see `apply_page`).
+            state.check_epoch = true;
+            return true;
         }
         let next = delivered.offset.get().saturating_add(1);
         match position.offset.get() {
@@ -246,75 +278,119 @@ impl ServerState {
         }
     }
 
-    /// Waits [`GAP_WAIT`] for a late publication, then reads what is missing from history;
-    /// with `catch_up`, reads once even without a known gap (after the backplane
-    /// connection came back).
-    fn spawn_gap_fill(self: &Arc<Self>, hub: Hub, room: RoomName, catch_up: bool) {
+    /// Waits [`GAP_WAIT`] for a late publication, then catches up from history while
+    /// something asks for it: a gap, [`RoomState::catch_up`] or [`RoomState::check_epoch`].
+    fn spawn_gap_fill(self: &Arc<Self>, hub: Hub, room: RoomName) {
         let state = Arc::clone(self);
         tokio::spawn(async move {
-            let mut force = catch_up;
             loop {
                 tokio::time::sleep(GAP_WAIT).await;
                 let Some(room_state) = state.rooms.get(&room) else {
                     return;
                 };
-                let from = {
+                {
                     let mut guard = lock(&room_state);
-                    match &guard.delivered {
-                        Some(delivered) if force || !guard.pending.is_empty() => delivered.clone(),
-                        _ => {
-                            guard.filling = false;
-                            return;
-                        }
+                    let wanted = guard.delivered.is_some()
+                        && (guard.catch_up || guard.check_epoch || !guard.pending.is_empty());
+                    if !wanted {
+                        guard.filling = false;
+                        return;
                     }
-                };
-                force = false;
-                let query = HistoryQuery::Since {
-                    position: from,
-                    limit: usize::MAX,
-                };
-                let page = match state.backplane().history(&room, query).await {
-                    Ok(page) => page,
-                    Err(error) => {
-                        tracing::warn!(%error, %room, "cannot read history to fill a gap");
-                        continue;
-                    }
-                };
-                let mut guard = lock(&room_state);
-                for publication in page.publications {
-                    state.offer_locked(&hub, &mut guard, publication, None);
+                    guard.catch_up = false;
+                    guard.check_epoch = false;
                 }
-                if !page.recovered {
-                    // History no longer reaches back: skip to what is there (the first
-                    // waiting publication, or the room's latest offset), and say so.
-                    let first = guard.pending.keys().next().copied();
-                    let skipped = match &mut guard.delivered {
-                        Some(delivered) if delivered.epoch != page.position.epoch => {
-                            *delivered = page.position.clone();
-                            Some(delivered.clone())
-                        }
-                        Some(delivered) => {
-                            let to = match first {
-                                Some(first) => first.saturating_sub(1),
-                                None => page.position.offset.get(),
-                            };
-                            (to > delivered.offset.get()).then(|| {
-                                tracing::warn!(%room, from = %delivered.offset, to, "publications lost; skipping ahead");
-                                delivered.offset = Offset(to);
-                                delivered.clone()
-                            })
-                        }
-                        None => None,
-                    };
-                    if let Some(resumed) = skipped {
-                        let epoch = resumed.epoch.clone();
-                        guard.pending.retain(|_, (p, _)| p.position.epoch == epoch);
-                        state.tell_unrecoverable(&hub, &room, &resumed);
-                    }
-                    state.drain(&hub, &mut guard);
+                if let Err(error) = state.catch_up(&hub, &room).await {
+                    tracing::warn!(%error, %room, "cannot read history to catch up");
+                    lock(&room_state).catch_up = true;
                 }
             }
         });
+    }
+
+    /// Reads the room's history after what this node delivered and delivers what it
+    /// missed, following the backplane's epoch (see [`ServerState::apply_page`]). A room
+    /// whose latest offset is below what this node delivered in the same epoch (the
+    /// backplane's history went back) gets a new epoch first.
+    async fn catch_up(self: &Arc<Self>, hub: &Hub, room: &RoomName) -> Result<(), Failure> {
+        for _ in 0..3 {
+            let Some(room_state) = self.rooms.get(room) else {
+                return Ok(());
+            };
+            let Some(from) = lock(&room_state).delivered.clone() else {
+                return Ok(());
+            };
+            let query = HistoryQuery::Since {
+                position: from.clone(),
+                limit: usize::MAX,
+            };
+            let page = self.backplane().history(room, query).await?;
+            // `from` was delivered, so the backplane had it before this read.
+            if page.position.epoch == from.epoch && page.position.offset < from.offset {
+                tracing::warn!(
+                    %room, delivered = %from.offset, latest = %page.position.offset,
+                    "the room's history went back; renewing its epoch"
+                );
+                self.backplane().renew_epoch(room, &from).await?;
+                continue;
+            }
+            self.apply_page(hub, &mut lock(&room_state), room, page);
+            return Ok(());
+        }
+        Err(Failure::Unavailable(format!(
+            "the history of {room} keeps going back"
+        )))
+    }
+
+    /// Delivers what a history read after this node's position holds, under the room's
+    /// lock. When the read shows another epoch, the room's history was replaced: the node
+    /// follows it from its oldest retained publication and tells the room's subscribers
+    /// that what came before is lost. When history no longer reaches back, it skips to
+    /// what is there, and says so too.
+    fn apply_page(&self, hub: &Hub, state: &mut RoomState, room: &RoomName, page: HistoryPage) {
+        let Some(delivered) = state.delivered.clone() else {
+            return;
+        };
+        if page.position.epoch != delivered.epoch {
+            let start = page
+                .publications
+                .first()
+                .map_or(page.position.offset, |first| {
+                    Offset(first.position.offset.get().saturating_sub(1))
+                });
+            let resumed = StreamPosition::new(page.position.epoch.clone(), start);
+            tracing::warn!(%room, epoch = %resumed.epoch, "the room's epoch changed");
+            state.delivered = Some(resumed.clone());
+            // Only publications of the delivered epoch wait here.
+            state.pending.clear();
+            self.tell_unrecoverable(hub, room, &resumed);
+            for publication in page.publications {
+                self.offer_locked(hub, state, publication, None);
+            }
+            return;
+        }
+        for publication in page.publications {
+            self.offer_locked(hub, state, publication, None);
+        }
+        if page.recovered {
+            return;
+        }
+        // History no longer reaches back: skip to what is there (the first waiting
+        // publication, or the room's latest offset), and say so.
+        let first = state.pending.keys().next().copied();
+        let Some(delivered) = &mut state.delivered else {
+            return;
+        };
+        let to = match first {
+            Some(first) => first.saturating_sub(1),
+            None => page.position.offset.get(),
+        };
+        if to > delivered.offset.get() {
+            tracing::warn!(%room, from = %delivered.offset, to, "publications lost; skipping ahead");
+            delivered.offset = Offset(to);
+            let resumed = delivered.clone();
+            self.tell_unrecoverable(hub, room, &resumed);
+            self.drain(hub, state);
+        }
     }
 
     /// Subscribes `conn` to `room` (see the [module docs](self)): `reply` is called under
@@ -327,6 +403,10 @@ impl ServerState {
         since: Option<&StreamPosition>,
         reply: impl FnOnce(&StreamPosition, Option<bool>, Vec<Bytes>),
     ) -> Result<Subscribed, Failure> {
+        // Refused at once rather than after a command's timeout: the client tries again.
+        if let wshub_backplane::Health::Degraded(why) = self.backplane().health() {
+            return Err(Failure::Unavailable(why));
+        }
         let hub = conn.hub().clone();
         let already_in = conn.rooms().iter().any(|r| r == room.as_str());
         if !already_in {
@@ -365,22 +445,15 @@ impl ServerState {
                 None => HistoryQuery::Latest { limit: 0 },
             };
             let page = self.backplane().history(room, query).await?;
-            let last_attempt = attempt == SUBSCRIBE_ATTEMPTS;
-            if let Some(joined) =
-                self.try_join(hub, &state, conn, room, since, &page, attempt, &mut reply)
-            {
-                return joined;
+            match self.try_join(hub, &state, conn, room, since, &page, attempt, &mut reply) {
+                Attempt::Done(joined) => return joined,
+                Attempt::CatchUp => self.catch_up(hub, room).await?,
             }
-            if last_attempt {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Err(Failure::Internal)
     }
 
-    /// One attempt of [`ServerState::join`] under the room's lock: `None` when the history
-    /// read does not cover what the node delivered (read again).
+    /// One attempt of [`ServerState::join`] under the room's lock.
     #[allow(clippy::too_many_arguments)]
     fn try_join(
         &self,
@@ -389,19 +462,13 @@ impl ServerState {
         conn: &Connection,
         room: &RoomName,
         since: Option<&StreamPosition>,
-        page: &wshub_backplane::HistoryPage,
+        page: &HistoryPage,
         attempt: usize,
         reply: &mut Option<impl FnOnce(&StreamPosition, Option<bool>, Vec<Bytes>)>,
-    ) -> Option<Result<bool, Failure>> {
+    ) -> Attempt {
         let mut guard = lock(state);
-        let stale = guard
-            .delivered
-            .as_ref()
-            .is_some_and(|d| d.epoch != page.position.epoch);
-        // A first subscribe starts from the room's position; so does one that finds the
-        // node following an epoch the room no longer has (read twice to be sure it is not
-        // the read that is stale).
-        if guard.delivered.is_none() || (stale && attempt > 1) {
+        // The first subscribe starts from the room's position.
+        if guard.delivered.is_none() {
             let epoch = page.position.epoch.clone();
             guard.pending.retain(|_, (p, _)| p.position.epoch == epoch);
             guard.delivered = Some(page.position.clone());
@@ -411,23 +478,29 @@ impl ServerState {
             .delivered
             .clone()
             .unwrap_or_else(|| page.position.clone());
+        let last_attempt = attempt == SUBSCRIBE_ATTEMPTS;
+        // Another epoch than this node follows (one of the two is stale: the catch-up
+        // tells which, and announces a change to the room's subscribers), or a read older
+        // than what this node delivered since.
+        let mismatch =
+            delivered.epoch != page.position.epoch || page.position.offset < delivered.offset;
+        // A subscriber that already saw more than this node delivered (it came from a node
+        // further ahead) is served once this node has caught up.
+        let ahead = since.is_some_and(|since| {
+            since.epoch == delivered.epoch
+                && since.offset > delivered.offset
+                && since.offset <= page.position.offset
+        });
+        if (mismatch || ahead) && !last_attempt {
+            return Attempt::CatchUp;
+        }
         let (replay, recovered) = match since {
             None => (Vec::new(), None),
-            Some(_) if attempt == SUBSCRIBE_ATTEMPTS => {
+            Some(_) if mismatch || ahead => {
                 tracing::warn!(%room, "subscribe could not catch up with the room; no replay");
                 (Vec::new(), Some(false))
             }
-            Some(since) => {
-                let same_epoch = delivered.epoch == page.position.epoch;
-                let covered = page.position.offset >= delivered.offset;
-                // A subscriber that already saw more than this node delivered (it came from
-                // a node further ahead) waits for this one to catch up.
-                let ahead = since.epoch == delivered.epoch
-                    && since.offset > delivered.offset
-                    && since.offset <= page.position.offset;
-                if !same_epoch || !covered || ahead {
-                    return None;
-                }
+            Some(_) => {
                 let replay = page
                     .publications
                     .iter()
@@ -442,7 +515,7 @@ impl ServerState {
         }
         let joined = conn.join(room.as_str());
         drop(guard);
-        Some(joined.map_err(|_| Failure::Refused("the connection is closing".to_owned())))
+        Attempt::Done(joined.map_err(|_| Failure::Refused("the connection is closing".to_owned())))
     }
 
     /// Removes `conn` from `room` in the backplane's presence and this node's tracking
@@ -500,10 +573,13 @@ impl ServerState {
                     for room in rooms {
                         if let Some(state) = self.rooms.get(&room) {
                             let mut guard = lock(&state);
+                            // A fill already running reads once more too: its last read
+                            // may have come before what was lost.
+                            guard.catch_up = true;
                             if !guard.filling {
                                 guard.filling = true;
                                 drop(guard);
-                                self.spawn_gap_fill(hub.clone(), room, true);
+                                self.spawn_gap_fill(hub.clone(), room);
                             }
                         }
                     }

@@ -60,12 +60,42 @@ impl OutKind {
     }
 }
 
-/// Counters the hub does not keep: commands by type, frames out by kind, rate limiting.
+/// Why the HTTP API refused a request before its handler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRefusal {
+    /// 401: no API key, or the wrong one (checked before the body is read).
+    Unauthorized,
+    /// 413: the body is larger than `--api-max-body`.
+    TooLarge,
+    /// 408: the body took longer than `--api-body-timeout` to arrive.
+    BodyTimeout,
+}
+
+impl ApiRefusal {
+    const ALL: [ApiRefusal; 3] = [
+        ApiRefusal::Unauthorized,
+        ApiRefusal::TooLarge,
+        ApiRefusal::BodyTimeout,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ApiRefusal::Unauthorized => "unauthorized",
+            ApiRefusal::TooLarge => "too_large",
+            ApiRefusal::BodyTimeout => "body_timeout",
+        }
+    }
+}
+
+/// Counters the hub does not keep: commands by type, frames out by kind, rate limiting,
+/// refused API requests.
 #[derive(Debug, Default)]
 pub struct ServerCounters {
     commands: [AtomicU64; COMMAND_TYPES.len()],
     out: [AtomicU64; OutKind::ALL.len()],
     rate_limited: AtomicU64,
+    api_refused: [AtomicU64; ApiRefusal::ALL.len()],
+    address_refused: AtomicU64,
 }
 
 impl ServerCounters {
@@ -90,6 +120,30 @@ impl ServerCounters {
     /// Counts one command refused by the rate limiter.
     pub fn record_rate_limited(&self) {
         self.rate_limited.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one WebSocket connection closed because its address had too many open.
+    pub fn record_address_refused(&self) {
+        self.address_refused.fetch_add(1, Relaxed);
+    }
+
+    /// WebSocket connections closed because their address had too many open.
+    pub fn address_refused(&self) -> u64 {
+        self.address_refused.load(Relaxed)
+    }
+
+    /// Counts one HTTP API request refused before its handler ran.
+    pub fn record_api_refused(&self, why: ApiRefusal) {
+        if let Some(counter) = self.api_refused.get(why as usize) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// HTTP API requests refused for this reason.
+    pub fn api_refused(&self, why: ApiRefusal) -> u64 {
+        self.api_refused
+            .get(why as usize)
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     /// Commands received of a type.
@@ -187,6 +241,41 @@ pub fn render(
             ("{reason=\"unauthorized\"}", stats.rejected_unauthorized),
             ("{reason=\"bad_request\"}", stats.rejected_bad_request),
         ],
+    );
+    metric(
+        "wshub_http_connections",
+        "gauge",
+        "HTTP connections open that are not WebSockets (bounded by --max-http-connections).",
+        &[("", stats.http_connections)],
+    );
+    metric(
+        "wshub_http_connections_refused_total",
+        "counter",
+        "HTTP connections answered 503 at accept: --max-http-connections or its per-IP bound.",
+        &[("", stats.refused_http_connections)],
+    );
+    metric(
+        "wshub_address_connections_refused_total",
+        "counter",
+        "WebSocket connections closed with 1008 because their IP address had \
+         --max-connections-per-ip open.",
+        &[("", counters.address_refused())],
+    );
+    let refused: Vec<(String, u64)> = ApiRefusal::ALL
+        .iter()
+        .map(|why| {
+            (
+                format!("{{reason=\"{}\"}}", why.label()),
+                counters.api_refused(*why),
+            )
+        })
+        .collect();
+    let refused: Vec<(&str, u64)> = refused.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        "wshub_api_refused_total",
+        "counter",
+        "HTTP API requests refused before their handler ran, by reason.",
+        &refused,
     );
     let commands: Vec<(String, u64)> = COMMAND_TYPES
         .iter()

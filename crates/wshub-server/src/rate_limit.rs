@@ -1,8 +1,8 @@
 //! Per-connection rate limiting: a token bucket, and a detector of sustained abuse.
 //!
 //! Each connection owns one [`RateLimiter`] (no sharing, no lock: its reader task calls
-//! [`RateLimiter::check`] once per command, passing the current [`Instant`], which makes the
-//! limiter deterministic in tests). A command over the limit is answered with a
+//! [`RateLimiter::check`] once per frame, decoded or not, passing the current [`Instant`],
+//! which makes the limiter deterministic in tests). A command over the limit is answered with a
 //! `rate_limited` error frame and not executed; that never closes the connection by itself.
 //! Only *sustained* abuse does (PROTOCOL.md: close code 1008): more than
 //! [`RateLimitConfig::max_rejections`] rejections within one
@@ -13,7 +13,12 @@
 //! Counting rejections per window catches it, while a client that bursts now and then, or
 //! runs just above the rate, stays below the threshold.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 /// Rate limit settings, shared by every connection.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,6 +33,10 @@ pub struct RateLimitConfig {
     pub max_rejections: u32,
     /// The window rejections are counted in. Default: 10 s.
     pub rejection_window: Duration,
+    /// The commands all connections from one IP address may send together, sustained
+    /// and at once; reconnecting does not refill it (see [`AddressLimits`]). `None` for no
+    /// such limit. Default: 2000 per second, bursts of 5000.
+    pub per_address: Option<(f64, u32)>,
 }
 
 impl Default for RateLimitConfig {
@@ -37,6 +46,7 @@ impl Default for RateLimitConfig {
             burst: 100,
             max_rejections: 100,
             rejection_window: Duration::from_secs(10),
+            per_address: Some((2000.0, 5000)),
         }
     }
 }
@@ -83,13 +93,21 @@ impl TokenBucket {
     /// Takes a token if one is available at `now`. An instant earlier than a previous one
     /// counts as no time passing.
     pub fn try_acquire(&mut self, now: Instant) -> bool {
+        self.try_take(now, 1.0)
+    }
+
+    /// Takes `amount` tokens if that many are available at `now` (an amount larger than
+    /// the burst is taken from a full bucket, which it empties). An instant earlier than a
+    /// previous one counts as no time passing.
+    pub fn try_take(&mut self, now: Instant, amount: f64) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled_at);
         if now > self.refilled_at {
             self.refilled_at = now;
         }
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let amount = amount.min(self.burst).max(1.0);
+        if self.tokens >= amount {
+            self.tokens -= amount;
             true
         } else {
             false
@@ -140,22 +158,33 @@ impl AbuseDetector {
     }
 }
 
-/// The rate limiter of one connection: a [`TokenBucket`] and an [`AbuseDetector`].
+/// The rate limiter of one connection: a [`TokenBucket`] of its own, the bucket of its
+/// address that it shares with the other connections from there, and an
+/// [`AbuseDetector`].
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     bucket: TokenBucket,
+    address: Option<SharedBucket>,
     abuse: AbuseDetector,
     closed: bool,
 }
 
 impl RateLimiter {
-    /// A limiter for a connection opened at `now`, with a full bucket.
+    /// A limiter for a connection opened at `now`, with a full bucket of its own and no
+    /// address bucket.
     pub fn new(config: &RateLimitConfig, now: Instant) -> RateLimiter {
         RateLimiter {
             bucket: TokenBucket::new(config.per_second, config.burst, now),
+            address: None,
             abuse: AbuseDetector::new(config.max_rejections, config.rejection_window),
             closed: false,
         }
+    }
+
+    /// The same limiter, also charging each command to its address's bucket.
+    pub fn sharing(mut self, address: SharedBucket) -> RateLimiter {
+        self.address = Some(address);
+        self
     }
 
     /// Decides about one command arriving at `now`.
@@ -163,7 +192,12 @@ impl RateLimiter {
         if self.closed {
             return Decision::Close;
         }
-        if self.bucket.try_acquire(now) {
+        if self.bucket.try_acquire(now)
+            && self
+                .address
+                .as_ref()
+                .is_none_or(|shared| shared.try_acquire(now))
+        {
             return Decision::Allow;
         }
         if self.abuse.record_rejection(now) {
@@ -175,9 +209,164 @@ impl RateLimiter {
     }
 }
 
+/// A [`TokenBucket`] shared by the connections from one address.
+#[derive(Debug, Clone)]
+pub struct SharedBucket(Arc<Mutex<TokenBucket>>);
+
+impl SharedBucket {
+    fn try_acquire(&self, now: Instant) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_acquire(now)
+    }
+
+    fn is_full(&self, now: Instant) -> bool {
+        let bucket = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.available(now) >= bucket.burst
+    }
+}
+
+/// What is kept per client IP address: how many connections it has open, and the command
+/// bucket they share.
+///
+/// An address is remembered while it has a connection, and after its last one until its
+/// bucket has refilled ([`AddressLimits::sweep`]), so that closing and reopening
+/// connections never buys a fresh bucket. The map holds at most the addresses connected
+/// now plus those that left within the bucket's refill time.
+#[derive(Debug)]
+pub struct AddressLimits {
+    max_connections: usize,
+    commands: Option<(f64, u32)>,
+    addresses: Mutex<HashMap<IpAddr, Address>>,
+}
+
+#[derive(Debug)]
+struct Address {
+    connections: usize,
+    commands: Option<SharedBucket>,
+}
+
+/// One connection's place in [`AddressLimits`], given back when dropped.
+#[derive(Debug)]
+pub struct AddressSlot {
+    limits: Arc<AddressLimits>,
+    ip: IpAddr,
+    commands: Option<SharedBucket>,
+}
+
+impl AddressSlot {
+    /// The command bucket shared by every connection from this address, if limited.
+    pub fn commands(&self) -> Option<SharedBucket> {
+        self.commands.clone()
+    }
+}
+
+impl AddressLimits {
+    /// At most `max_connections` open per address, and the shared command bucket
+    /// `commands` (per second, burst), if any.
+    pub fn new(max_connections: usize, commands: Option<(f64, u32)>) -> AddressLimits {
+        AddressLimits {
+            max_connections,
+            commands,
+            addresses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for one more connection from `ip` at `now`, or `None` when the address has
+    /// `max_connections` open already.
+    pub fn admit(limits: &Arc<AddressLimits>, ip: IpAddr, now: Instant) -> Option<AddressSlot> {
+        let ip = ip.to_canonical();
+        let mut addresses = limits.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        let address = addresses.entry(ip).or_insert_with(|| Address {
+            connections: 0,
+            commands: limits.commands.map(|(per_second, burst)| {
+                SharedBucket(Arc::new(Mutex::new(TokenBucket::new(
+                    per_second, burst, now,
+                ))))
+            }),
+        });
+        if address.connections >= limits.max_connections {
+            return None;
+        }
+        address.connections += 1;
+        Some(AddressSlot {
+            limits: Arc::clone(limits),
+            ip,
+            commands: address.commands.clone(),
+        })
+    }
+
+    /// Forgets the addresses without a connection whose bucket has refilled: nothing is
+    /// lost by starting them afresh.
+    pub fn sweep(&self, now: Instant) {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        addresses.retain(|_, address| {
+            address.connections > 0
+                || address
+                    .commands
+                    .as_ref()
+                    .is_some_and(|bucket| !bucket.is_full(now))
+        });
+    }
+
+    /// The addresses remembered now.
+    pub fn len(&self) -> usize {
+        self.addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Whether no address is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut addresses = self
+            .limits
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(address) = addresses.get_mut(&self.ip) {
+            address.connections = address.connections.saturating_sub(1);
+            if address.connections == 0 && address.commands.is_none() {
+                addresses.remove(&self.ip);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_is_remembered_until_its_bucket_refills() {
+        let limits = Arc::new(AddressLimits::new(2, Some((10.0, 5))));
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        let start = Instant::now();
+        let first = AddressLimits::admit(&limits, ip, start).expect("first");
+        let second = AddressLimits::admit(&limits, ip, start).expect("second");
+        assert!(AddressLimits::admit(&limits, ip, start).is_none());
+        let shared = first.commands().expect("bucket");
+        for _ in 0..5 {
+            assert!(shared.try_acquire(start));
+        }
+        drop((first, second));
+        // No connection left, but the bucket is empty: a new connection gets it back.
+        limits.sweep(start);
+        assert_eq!(limits.len(), 1);
+        let again = AddressLimits::admit(&limits, ip, start).expect("again");
+        assert!(!again.commands().expect("bucket").try_acquire(start));
+        drop(again);
+        // Refilled (5 tokens at 10/s): forgotten.
+        limits.sweep(start + Duration::from_millis(600));
+        assert!(limits.is_empty());
+    }
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -243,6 +432,7 @@ mod tests {
             burst: 10,
             max_rejections: 20,
             rejection_window: Duration::from_secs(10),
+            per_address: None,
         };
         let start = Instant::now();
         let mut limiter = RateLimiter::new(&config, start);
@@ -268,6 +458,7 @@ mod tests {
             burst: 100,
             max_rejections: 100,
             rejection_window: Duration::from_secs(10),
+            per_address: None,
         };
         let start = Instant::now();
         let mut limiter = RateLimiter::new(&config, start);

@@ -12,8 +12,9 @@ use wshub_backplane::HistoryQuery;
 use wshub_protocol::{Claims, Command, ErrorCode, ProtocolError, RoomName, encode};
 
 use crate::{
+    history::{MAX_HISTORY_REPLY_BYTES, cut_to_bytes},
     metrics::OutKind,
-    rate_limit::{Decision, RateLimiter},
+    rate_limit::{AddressLimits, AddressSlot, Decision, RateLimiter, TokenBucket},
     state::{Failure as StateFailure, ServerState, text, user_of},
     token,
 };
@@ -24,11 +25,37 @@ pub async fn run(state: Arc<ServerState>, conn: Connection) {
         .identity()
         .and_then(|identity| identity.data::<Claims>())
         .cloned();
+    let now = Instant::now();
+    let address = conn
+        .remote_addr()
+        .map(|peer| AddressLimits::admit(&state.addresses, peer.ip(), now));
+    if let Some(None) = address {
+        state.counters.record_address_refused();
+        conn.close(
+            CloseCode::POLICY_VIOLATION,
+            "too many connections from your address",
+        );
+        // Wait for the close handshake so the socket is released promptly.
+        while conn.recv().await.is_some() {}
+        return;
+    }
+    let address = address.flatten();
     let mut session = Session {
-        limiter: state
+        limiter: state.options.rate_limit.map(|config| {
+            let limiter = RateLimiter::new(&config, now);
+            match address.as_ref().and_then(AddressSlot::commands) {
+                Some(shared) => limiter.sharing(shared),
+                None => limiter,
+            }
+        }),
+        _address: address,
+        published: state
             .options
-            .rate_limit
-            .map(|config| RateLimiter::new(&config, Instant::now())),
+            .max_publish_bytes_per_second
+            .map(|per_second| {
+                let per_second = u32::try_from(per_second).unwrap_or(u32::MAX);
+                TokenBucket::new(f64::from(per_second), per_second.saturating_mul(4), now)
+            }),
         state,
         conn,
         claims,
@@ -76,6 +103,10 @@ struct Session {
     conn: Connection,
     claims: Option<Claims>,
     limiter: Option<RateLimiter>,
+    /// This connection's place among those of its address, given back when it ends.
+    _address: Option<AddressSlot>,
+    /// The payload bytes it may still publish, broadcast or send now.
+    published: Option<TokenBucket>,
 }
 
 /// A command's failure: the error code and message for its `error` frame.
@@ -99,7 +130,17 @@ impl Session {
             );
             return;
         };
-        let command = match Command::decode(text) {
+        // Every frame is charged to the rate limiter, whether it decodes or not: a flood of
+        // invalid commands costs as much to decode as one of valid ones.
+        let decoded = Command::decode(text);
+        let id = match &decoded {
+            Ok(command) => command.id().cloned(),
+            Err(error) => error.id().cloned(),
+        };
+        if !self.within_rate_limit(id) {
+            return;
+        }
+        let command = match decoded {
             Ok(command) => command,
             Err(error) => {
                 self.state.counters.record_command("invalid");
@@ -108,33 +149,34 @@ impl Session {
             }
         };
         self.state.counters.record_command(command.type_name());
-        if let Some(limiter) = &mut self.limiter {
-            match limiter.check(Instant::now()) {
-                Decision::Allow => {}
-                decision => {
-                    self.state.counters.record_rate_limited();
-                    self.reply(
-                        ProtocolError::new(
-                            command.id().cloned(),
-                            ErrorCode::RateLimited,
-                            "too many commands; slow down",
-                        )
-                        .to_frame(),
-                    );
-                    if decision == Decision::Close {
-                        self.conn
-                            .close(CloseCode::POLICY_VIOLATION, "sustained rate-limit abuse");
-                    }
-                    return;
-                }
-            }
-        }
         let id = command.id().cloned();
         match self.execute(command).await {
             Ok(Some(reply)) => self.reply(reply),
             Ok(None) => {}
             Err((code, message)) => self.reply(encode::error(id.as_ref(), code, &message)),
         }
+    }
+
+    /// Charges one frame to the rate limiter. Over the limit the frame is answered with
+    /// `rate_limited` and not executed, and sustained abuse closes the connection with 1008.
+    fn within_rate_limit(&mut self, id: Option<wshub_protocol::CommandId>) -> bool {
+        let Some(limiter) = &mut self.limiter else {
+            return true;
+        };
+        let decision = limiter.check(Instant::now());
+        if decision == Decision::Allow {
+            return true;
+        }
+        self.state.counters.record_rate_limited();
+        self.reply(
+            ProtocolError::new(id, ErrorCode::RateLimited, "too many commands; slow down")
+                .to_frame(),
+        );
+        if decision == Decision::Close {
+            self.conn
+                .close(CloseCode::POLICY_VIOLATION, "sustained rate-limit abuse");
+        }
+        false
     }
 
     /// Runs one command; returns its reply (when it has an id) or its failure.
@@ -155,14 +197,23 @@ impl Session {
                         ),
                     ));
                 }
+                let max_replay = state.options.hub.send_queue_max_bytes / 2;
                 let subscribed = state
                     .subscribe(
                         &self.conn,
                         &cmd.room,
                         cmd.since.as_ref(),
-                        |position, recovered, replay| {
+                        |position, recovered, mut replay| {
                             // Under the room's delivery lock: nothing is delivered to the room
                             // between the replay and the join (see `delivery`).
+                            // A replay larger than half the send queue would get the client
+                            // cut off as slow, and again at each reconnect: its oldest part
+                            // is given up, and the client told it was not recovered.
+                            let recovered = if cut_to_bytes(&mut replay, max_replay, true) {
+                                Some(false)
+                            } else {
+                                recovered
+                            };
                             if let Some(id) = &cmd.id {
                                 self.reply(encode::ok_subscribe(
                                     id, &cmd.room, position, recovered,
@@ -195,6 +246,7 @@ impl Session {
                 if !token::may_publish(self.claims.as_ref(), cmd.room.as_str()) {
                     return Err(forbidden(&cmd.room, "publish to"));
                 }
+                self.charge_payload(cmd.data.as_raw().get().len())?;
                 let position = state
                     .publish(&hub, &cmd.room, cmd.data.as_raw(), Some(self.conn.id()))
                     .await
@@ -205,6 +257,7 @@ impl Session {
             }
             Command::Send(cmd) => {
                 let to = parse_connection_id(&cmd.to)?;
+                self.charge_payload(cmd.data.as_raw().get().len())?;
                 state
                     .send(&hub, to, Some(self.conn.id()), cmd.data.as_raw())
                     .await
@@ -212,6 +265,7 @@ impl Session {
                 Ok(cmd.id.map(|id| encode::ok(&id)))
             }
             Command::Broadcast(cmd) => {
+                self.charge_payload(cmd.data.as_raw().get().len())?;
                 state
                     .broadcast(&hub, Some(self.conn.id()), cmd.data.as_raw())
                     .await
@@ -238,19 +292,41 @@ impl Session {
                     },
                     None => HistoryQuery::Latest { limit },
                 };
-                let page = state.history(&cmd.room, query).await.map_err(from_state)?;
+                let mut page = state.history(&cmd.room, query).await.map_err(from_state)?;
+                let more = cut_to_bytes(
+                    &mut page.messages,
+                    MAX_HISTORY_REPLY_BYTES,
+                    cmd.since.is_none(),
+                );
                 Ok(Some(encode::ok_history(
                     &id,
                     &cmd.room,
                     &page.position.epoch,
                     cmd.since.is_some().then_some(page.recovered),
                     &page.messages,
+                    more,
                 )))
             }
             // A ping is answered even without an id (with `"id": null`): plain WebSocket
             // tools use it to check the connection by hand.
             Command::Ping(cmd) => Ok(Some(encode::pong(cmd.id.as_ref()))),
         }
+    }
+
+    /// Takes `bytes` of payload from the connection's publishing budget, or refuses the
+    /// command with `rate_limited` when it has not that much left.
+    fn charge_payload(&mut self, bytes: usize) -> Result<(), Failure> {
+        let Some(budget) = &mut self.published else {
+            return Ok(());
+        };
+        if budget.try_take(Instant::now(), bytes as f64) {
+            return Ok(());
+        }
+        self.state.counters.record_rate_limited();
+        Err((
+            ErrorCode::RateLimited,
+            "too many payload bytes per second; slow down".to_owned(),
+        ))
     }
 
     fn check_subscribe(&self, room: &RoomName) -> Result<(), Failure> {
@@ -277,6 +353,7 @@ fn not_found(client: &str) -> Failure {
 fn from_state(failure: StateFailure) -> Failure {
     let code = match &failure {
         StateFailure::NotFound(_) => ErrorCode::NotFound,
+        StateFailure::Unavailable(_) => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
     };
     (code, failure.to_string())

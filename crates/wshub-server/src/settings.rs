@@ -41,7 +41,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The URL path of the WebSocket endpoint (`--path`). Default `/ws`. It starts with `/`
     /// and is none of the server's other routes (`/api/…`, `/healthz`, `/stats`,
-    /// `/metrics`, `/websocket`, `/client.js`).
+    /// `/metrics`, `/websocket`, `/client.js`, `/websocket.js`).
     pub path: String,
     /// The most connections open at once (`--max-connections`); further upgrade requests
     /// get 503 with `Retry-After`. Default 100 000.
@@ -69,17 +69,61 @@ pub struct Settings {
     /// (`--api-key`). Without it (the default) the API is disabled: every `/api/` request
     /// is answered 401, and [`Settings::warnings`] says so.
     pub api_key: Option<String>,
+    /// The largest HTTP API request body; a larger one is answered 413 before it is read
+    /// (`--api-max-body`, `WSHUB_API_MAX_BODY`, `api_max_body`). Default 64 KiB.
+    pub api_max_body_bytes: usize,
+    /// How long an HTTP API request body may take to arrive; a slower one is answered 408
+    /// and its connection closed (`--api-body-timeout`, `WSHUB_API_BODY_TIMEOUT`,
+    /// `api_body_timeout`). Default 10 s.
+    pub api_body_timeout: Duration,
+    /// The most HTTP connections open at once that are not WebSockets: API calls, `/stats`,
+    /// idle keep-alive connections, upgrade requests before the upgrade; one more is
+    /// answered 503 and closed (`--max-http-connections`, `WSHUB_MAX_HTTP_CONNECTIONS`,
+    /// `max_http_connections`). Default 1024.
+    pub max_http_connections: usize,
+    /// The same bound for one client IP address (`--max-http-connections-per-ip`,
+    /// `WSHUB_MAX_HTTP_CONNECTIONS_PER_IP`, `max_http_connections_per_ip`). Default 128.
+    pub max_http_connections_per_ip: usize,
     /// The most messages kept per room for recovery and `history` (`--history-size`).
     /// Default 100; 0 keeps offsets and epochs but no message.
     pub history_size: usize,
     /// How long a message is kept in a room's history (`--history-ttl`). Default 300 s.
     pub history_ttl: Duration,
+    /// The most bytes the history of all rooms may take together on a node with the
+    /// memory backplane; past it the oldest messages of all rooms are dropped first
+    /// (`--history-max-bytes`, `WSHUB_HISTORY_MAX_BYTES`, `history_max_bytes`). Default
+    /// 256 MiB.
+    pub history_max_bytes: usize,
+    /// How long a room without messages keeps its epoch and latest offset after its last
+    /// use (`--history-meta-ttl`, `WSHUB_HISTORY_META_TTL`, `history_meta_ttl`); a client
+    /// resuming it later gets `recovered: false`. Default (`None`): 10 minutes with the
+    /// memory backplane, which keeps rooms that have subscribers however quiet; 24 h with
+    /// Redis or NATS, which cannot tell that a quiet room still has subscribers.
+    pub history_meta_ttl: Option<Duration>,
+    /// The most rooms with history state on a node with the memory backplane; one more
+    /// first forgets the tenth used least recently (`--max-rooms`, `WSHUB_MAX_ROOMS`,
+    /// `max_rooms`). Default 100 000.
+    pub max_rooms: usize,
+    /// The payload bytes one connection may publish, broadcast or send per second, with
+    /// bursts of four times as much; past it such a command is answered `rate_limited`
+    /// (`--max-publish-bytes-per-second`, `WSHUB_MAX_PUBLISH_BYTES_PER_SECOND`,
+    /// `max_publish_bytes_per_second`). Default 256 KiB.
+    pub max_publish_bytes_per_second: usize,
     /// Whether room members get `join` and `leave` events (`--presence-events`).
     /// Default `true`.
     pub presence_events: bool,
     /// The per-connection limit on commands (`--rate-limit`); `None` when turned off.
     /// Default 50 per second with a burst of 100.
     pub rate_limit: Option<RateLimit>,
+    /// The commands all connections from one IP address may send together
+    /// (`--rate-limit-per-ip`, `WSHUB_RATE_LIMIT_PER_IP`, `rate_limit_per_ip`); reconnecting
+    /// does not refill it. `None` when turned off; off too when `rate_limit` is. Default
+    /// 2000 per second with a burst of 5000.
+    pub rate_limit_per_ip: Option<RateLimit>,
+    /// The most WebSocket connections open at once from one IP address; one more is closed
+    /// with 1008 before its welcome (`--max-connections-per-ip`,
+    /// `WSHUB_MAX_CONNECTIONS_PER_IP`, `max_connections_per_ip`). Default 1000.
+    pub max_connections_per_ip: usize,
     /// The most rooms one connection may be subscribed to at once; one more is answered
     /// with `limit_exceeded` (`--max-rooms-per-connection`). Default 100.
     pub max_rooms_per_connection: usize,
@@ -144,13 +188,26 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             jwt_secret: None,
             api_key: None,
+            api_max_body_bytes: 64 * 1024,
+            api_body_timeout: Duration::from_secs(10),
+            max_http_connections: 1024,
+            max_http_connections_per_ip: 128,
             history_size: 100,
             history_ttl: Duration::from_secs(300),
+            history_max_bytes: 256 * 1024 * 1024,
+            history_meta_ttl: None,
+            max_rooms: 100_000,
+            max_publish_bytes_per_second: 256 * 1024,
             presence_events: true,
             rate_limit: Some(RateLimit {
                 per_second: 50.0,
                 burst: 100,
             }),
+            rate_limit_per_ip: Some(RateLimit {
+                per_second: 2000.0,
+                burst: 5000,
+            }),
+            max_connections_per_ip: 1000,
             max_rooms_per_connection: 100,
             config_file: None,
             log_level: "info".to_owned(),
@@ -183,10 +240,26 @@ impl fmt::Debug for Settings {
             .field("allowed_origins", &self.allowed_origins)
             .field("jwt_secret", &redacted(&self.jwt_secret))
             .field("api_key", &redacted(&self.api_key))
+            .field("api_max_body_bytes", &self.api_max_body_bytes)
+            .field("api_body_timeout", &self.api_body_timeout)
+            .field("max_http_connections", &self.max_http_connections)
+            .field(
+                "max_http_connections_per_ip",
+                &self.max_http_connections_per_ip,
+            )
             .field("history_size", &self.history_size)
             .field("history_ttl", &self.history_ttl)
+            .field("history_max_bytes", &self.history_max_bytes)
+            .field("history_meta_ttl", &self.history_meta_ttl)
+            .field("max_rooms", &self.max_rooms)
+            .field(
+                "max_publish_bytes_per_second",
+                &self.max_publish_bytes_per_second,
+            )
             .field("presence_events", &self.presence_events)
             .field("rate_limit", &self.rate_limit)
+            .field("rate_limit_per_ip", &self.rate_limit_per_ip)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_rooms_per_connection", &self.max_rooms_per_connection)
             .field("config_file", &self.config_file)
             .field("log_level", &self.log_level)
@@ -424,6 +497,43 @@ const API_KEY: Spec = Spec {
     help: "Key of the HTTP API (Authorization: Bearer <KEY>); without it the API answers 401 to \
          every request. Prefer the environment variable: flags show in `ps`.",
 };
+const API_MAX_BODY: Spec = Spec {
+    flag: "api-max-body",
+    env: "WSHUB_API_MAX_BODY",
+    key: "api_max_body",
+    default: Some("64KiB"),
+    value_name: "SIZE",
+    secret: false,
+    help: "Largest HTTP API request body; a larger one is answered 413.",
+};
+const API_BODY_TIMEOUT: Spec = Spec {
+    flag: "api-body-timeout",
+    env: "WSHUB_API_BODY_TIMEOUT",
+    key: "api_body_timeout",
+    default: Some("10s"),
+    value_name: "DURATION",
+    secret: false,
+    help: "How long an HTTP API request body may take to arrive; a slower one is answered 408.",
+};
+const MAX_HTTP_CONNECTIONS: Spec = Spec {
+    flag: "max-http-connections",
+    env: "WSHUB_MAX_HTTP_CONNECTIONS",
+    key: "max_http_connections",
+    default: Some("1024"),
+    value_name: "N",
+    secret: false,
+    help: "Most HTTP connections open at once that are not WebSockets (API, /stats, idle \
+         keep-alive, upgrades in progress); more are answered 503 and closed.",
+};
+const MAX_HTTP_CONNECTIONS_PER_IP: Spec = Spec {
+    flag: "max-http-connections-per-ip",
+    env: "WSHUB_MAX_HTTP_CONNECTIONS_PER_IP",
+    key: "max_http_connections_per_ip",
+    default: Some("128"),
+    value_name: "N",
+    secret: false,
+    help: "Most of those HTTP connections from one client IP address.",
+};
 const HISTORY_SIZE: Spec = Spec {
     flag: "history-size",
     env: "WSHUB_HISTORY_SIZE",
@@ -441,6 +551,47 @@ const HISTORY_TTL: Spec = Spec {
     value_name: "DURATION",
     secret: false,
     help: "How long a message is kept in a room's history.",
+};
+const HISTORY_MAX_BYTES: Spec = Spec {
+    flag: "history-max-bytes",
+    env: "WSHUB_HISTORY_MAX_BYTES",
+    key: "history_max_bytes",
+    default: Some("256MiB"),
+    value_name: "SIZE",
+    secret: false,
+    help: "Most bytes the history of all rooms may take together (memory backplane); past it \
+         the oldest messages of all rooms are dropped first.",
+};
+const HISTORY_META_TTL: Spec = Spec {
+    flag: "history-meta-ttl",
+    env: "WSHUB_HISTORY_META_TTL",
+    key: "history_meta_ttl",
+    default: None,
+    value_name: "DURATION",
+    secret: false,
+    help: "How long a room without messages keeps its epoch and offset after its last use; \
+         a client resuming it later gets recovered: false. Default: 10m with the memory \
+         backplane (rooms with subscribers are kept anyway), 24h with Redis or NATS.",
+};
+const MAX_ROOMS: Spec = Spec {
+    flag: "max-rooms",
+    env: "WSHUB_MAX_ROOMS",
+    key: "max_rooms",
+    default: Some("100000"),
+    value_name: "N",
+    secret: false,
+    help: "Most rooms with history state (memory backplane); one more first forgets the \
+         tenth used least recently.",
+};
+const MAX_PUBLISH_BYTES_PER_SECOND: Spec = Spec {
+    flag: "max-publish-bytes-per-second",
+    env: "WSHUB_MAX_PUBLISH_BYTES_PER_SECOND",
+    key: "max_publish_bytes_per_second",
+    default: Some("256KiB"),
+    value_name: "SIZE",
+    secret: false,
+    help: "Payload bytes one connection may publish, broadcast or send per second (bursts of \
+         four times as much); more is answered rate_limited.",
 };
 const PRESENCE_EVENTS: Spec = Spec {
     flag: "presence-events",
@@ -460,6 +611,26 @@ const RATE_LIMIT: Spec = Spec {
     secret: false,
     help: "Commands per second per connection and burst, e.g. 50/100 (50 per second, 100 at \
          once); 0 or off turns the limit off.",
+};
+const RATE_LIMIT_PER_IP: Spec = Spec {
+    flag: "rate-limit-per-ip",
+    env: "WSHUB_RATE_LIMIT_PER_IP",
+    key: "rate_limit_per_ip",
+    default: Some("2000/5000"),
+    value_name: "RATE[/BURST]",
+    secret: false,
+    help: "Commands per second all connections from one IP address may send together, with \
+         the burst after a slash; reconnecting does not refill it. 0 or off for no limit.",
+};
+const MAX_CONNECTIONS_PER_IP: Spec = Spec {
+    flag: "max-connections-per-ip",
+    env: "WSHUB_MAX_CONNECTIONS_PER_IP",
+    key: "max_connections_per_ip",
+    default: Some("1000"),
+    value_name: "N",
+    secret: false,
+    help: "Most WebSocket connections open at once from one IP address; more are closed with \
+         1008. Behind a proxy every client has the proxy's address: raise it there.",
 };
 const MAX_ROOMS_PER_CONNECTION: Spec = Spec {
     flag: "max-rooms-per-connection",
@@ -623,10 +794,20 @@ pub const SPECS: &[Spec] = &[
     ALLOWED_ORIGINS,
     JWT_SECRET,
     API_KEY,
+    API_MAX_BODY,
+    API_BODY_TIMEOUT,
+    MAX_HTTP_CONNECTIONS,
+    MAX_HTTP_CONNECTIONS_PER_IP,
     HISTORY_SIZE,
     HISTORY_TTL,
+    HISTORY_MAX_BYTES,
+    HISTORY_META_TTL,
+    MAX_ROOMS,
+    MAX_PUBLISH_BYTES_PER_SECOND,
     PRESENCE_EVENTS,
     RATE_LIMIT,
+    RATE_LIMIT_PER_IP,
+    MAX_CONNECTIONS_PER_IP,
     MAX_ROOMS_PER_CONNECTION,
     CONFIG,
     LOG_LEVEL,
@@ -646,11 +827,27 @@ pub const SPECS: &[Spec] = &[
 
 /// The routes the server serves besides the WebSocket endpoint (PROTOCOL.md); the endpoint
 /// may not take one of them.
-const RESERVED_PATHS: &[&str] = &["/healthz", "/stats", "/metrics", "/websocket", "/client.js"];
+const RESERVED_PATHS: &[&str] = &[
+    "/healthz",
+    "/stats",
+    "/metrics",
+    "/websocket",
+    "/client.js",
+    "/websocket.js",
+];
 
 /// Durations beyond this are refused: nobody means them, and adding them to an `Instant`
 /// could overflow.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// How long a quiet room's epoch is kept by default with the memory backplane, which keeps
+/// rooms that have subscribers whatever this says.
+pub const MEMORY_META_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The same with Redis or NATS, which cannot tell whether a quiet room has subscribers:
+/// a shorter one would give such a room a new epoch, and its subscribers an
+/// `unrecoverable`, at its next publish.
+pub const SHARED_META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The shortest presence ttl: nodes rewrite their entries every third of it.
 const MIN_PRESENCE_TTL: Duration = Duration::from_secs(1);
@@ -762,10 +959,21 @@ impl Settings {
                 .unwrap_or_default(),
             jwt_secret: sources.get_opt(&JWT_SECRET, parse_secret)?,
             api_key: sources.get_opt(&API_KEY, parse_secret)?,
+            api_max_body_bytes: sources.get(&API_MAX_BODY, parse_size)?,
+            api_body_timeout: sources.get(&API_BODY_TIMEOUT, parse_duration)?,
+            max_http_connections: sources.get(&MAX_HTTP_CONNECTIONS, parse_positive)?,
+            max_http_connections_per_ip: sources
+                .get(&MAX_HTTP_CONNECTIONS_PER_IP, parse_positive)?,
             history_size: sources.get(&HISTORY_SIZE, parse_count)?,
             history_ttl: sources.get(&HISTORY_TTL, parse_duration)?,
+            history_max_bytes: sources.get(&HISTORY_MAX_BYTES, parse_size)?,
+            history_meta_ttl: sources.get_opt(&HISTORY_META_TTL, parse_duration)?,
+            max_rooms: sources.get(&MAX_ROOMS, parse_positive)?,
+            max_publish_bytes_per_second: sources.get(&MAX_PUBLISH_BYTES_PER_SECOND, parse_size)?,
             presence_events: sources.get(&PRESENCE_EVENTS, parse_bool)?,
             rate_limit,
+            rate_limit_per_ip: sources.get(&RATE_LIMIT_PER_IP, parse_rate_limit)?,
+            max_connections_per_ip: sources.get(&MAX_CONNECTIONS_PER_IP, parse_positive)?,
             max_rooms_per_connection: sources.get(&MAX_ROOMS_PER_CONNECTION, parse_positive)?,
             config_file: sources.file.as_ref().map(|file| file.path.clone()),
             log_level: sources.get(&LOG_LEVEL, parse_log_level)?,
@@ -794,6 +1002,8 @@ impl Settings {
         config
             .path(self.path.clone())
             .max_connections(self.max_connections)
+            .max_http_connections(self.max_http_connections)
+            .max_http_connections_per_ip(self.max_http_connections_per_ip)
             .ping_interval(self.ping_interval)
             .pong_wait(self.pong_wait)
             .write_wait(self.write_wait)
@@ -801,12 +1011,21 @@ impl Settings {
             .allowed_origins(self.allowed_origins.iter().cloned())
     }
 
-    /// The history's configuration: size and age from the settings, the rest default.
+    /// The history's configuration: size, age, byte budget, room cap and how long a
+    /// quiet room's epoch is kept, from the settings.
     pub fn history_config(&self) -> HistoryConfig {
         HistoryConfig {
             max_messages: self.history_size,
             ttl: self.history_ttl,
-            ..HistoryConfig::default()
+            max_bytes: self.history_max_bytes,
+            meta_ttl: self.history_meta_ttl.unwrap_or(
+                if self.redis.is_some() || self.nats.is_some() {
+                    SHARED_META_TTL
+                } else {
+                    MEMORY_META_TTL
+                },
+            ),
+            max_rooms: self.max_rooms,
         }
     }
 
@@ -816,6 +1035,9 @@ impl Settings {
         self.rate_limit.map(|limit| RateLimitConfig {
             per_second: limit.per_second,
             burst: limit.burst,
+            per_address: self
+                .rate_limit_per_ip
+                .map(|limit| (limit.per_second, limit.burst)),
             ..RateLimitConfig::default()
         })
     }

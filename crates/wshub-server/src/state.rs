@@ -24,7 +24,7 @@ use crate::{
     delivery::Rooms,
     history::HistoryConfig,
     metrics::{OutKind, ServerCounters},
-    rate_limit::RateLimitConfig,
+    rate_limit::{AddressLimits, RateLimitConfig},
     token::TokenVerifier,
 };
 
@@ -56,7 +56,10 @@ pub enum BackplaneOptions {
 /// file: see `settings`).
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// The hub's limits and timings.
+    /// The hub's limits and timings. Its overflow policy must stay
+    /// [`OverflowPolicy::Close`](wshub::OverflowPolicy::Close) (the default): the server
+    /// refuses to start with one that drops messages
+    /// ([`StartError::LossyOverflowPolicy`](crate::app::StartError::LossyOverflowPolicy)).
     pub hub: HubConfig,
     /// How much history each room keeps.
     pub history: HistoryConfig,
@@ -64,12 +67,23 @@ pub struct ServerOptions {
     pub jwt_secret: Option<String>,
     /// The key of the HTTP API; without it the API answers 401 to everyone.
     pub api_key: Option<String>,
+    /// The largest HTTP API request body; a larger one is answered 413. Default 64 KiB.
+    pub api_max_body_bytes: usize,
+    /// How long an HTTP API request body may take to arrive; a slower one is answered 408
+    /// and its connection closed. Default 10 s.
+    pub api_body_timeout: std::time::Duration,
     /// Whether subscribers get `join` and `leave` events.
     pub presence_events: bool,
     /// Per-connection command rate limit; `None` for no limit.
     pub rate_limit: Option<RateLimitConfig>,
+    /// The payload bytes one connection may publish, broadcast or send per second, with
+    /// bursts of four times as much; `None` for no limit. Default 256 KiB.
+    pub max_publish_bytes_per_second: Option<usize>,
     /// The most rooms one connection may be in.
     pub max_rooms_per_connection: usize,
+    /// The most WebSocket connections open at once from one IP address; one more is
+    /// closed with 1008 before its welcome. Default 1000.
+    pub max_connections_per_ip: usize,
     /// The backplane: memory (one node) by default.
     pub backplane: BackplaneOptions,
     /// On a shared backplane, how long this node's presence entries outlive it when it
@@ -83,12 +97,19 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             hub: HubConfig::default().ping_interval(std::time::Duration::from_secs(25)),
-            history: HistoryConfig::default(),
+            history: HistoryConfig {
+                meta_ttl: crate::settings::MEMORY_META_TTL,
+                ..HistoryConfig::default()
+            },
             jwt_secret: None,
             api_key: None,
+            api_max_body_bytes: 64 * 1024,
+            api_body_timeout: std::time::Duration::from_secs(10),
             presence_events: true,
             rate_limit: Some(RateLimitConfig::default()),
+            max_publish_bytes_per_second: Some(256 * 1024),
             max_rooms_per_connection: 100,
+            max_connections_per_ip: 1000,
             backplane: BackplaneOptions::Memory,
             presence_ttl: std::time::Duration::from_secs(30),
             tls: None,
@@ -115,9 +136,13 @@ impl From<&crate::settings::Settings> for ServerOptions {
             history: settings.history_config(),
             jwt_secret: settings.jwt_secret.clone(),
             api_key: settings.api_key.clone(),
+            api_max_body_bytes: settings.api_max_body_bytes,
+            api_body_timeout: settings.api_body_timeout,
             presence_events: settings.presence_events,
             rate_limit: settings.rate_limit_config(),
+            max_publish_bytes_per_second: Some(settings.max_publish_bytes_per_second),
             max_rooms_per_connection: settings.max_rooms_per_connection,
+            max_connections_per_ip: settings.max_connections_per_ip,
             backplane,
             presence_ttl: settings.presence_ttl,
             // Reading the certificate can fail; `main` loads it and reports which file.
@@ -177,6 +202,8 @@ pub struct ServerState {
     pub started: Instant,
     /// Counters the hub does not keep.
     pub counters: ServerCounters,
+    /// Connections and commands per client IP address.
+    pub addresses: Arc<AddressLimits>,
 }
 
 impl ServerState {
@@ -191,6 +218,10 @@ impl ServerState {
                 .map(|secret| TokenVerifier::new(secret.as_bytes())),
             started: Instant::now(),
             counters: ServerCounters::default(),
+            addresses: Arc::new(AddressLimits::new(
+                options.max_connections_per_ip,
+                options.rate_limit.and_then(|limit| limit.per_address),
+            )),
             options,
         })
     }
@@ -324,7 +355,8 @@ impl ServerState {
         }
     }
 
-    /// Reads a room's history and encodes its `message` frames.
+    /// Reads a room's history for `history` (creating no state for a room that has
+    /// none) and encodes its `message` frames.
     pub async fn history(
         &self,
         room: &RoomName,
@@ -334,7 +366,7 @@ impl ServerState {
             publications,
             position,
             recovered,
-        } = self.backplane().history(room, query).await?;
+        } = self.backplane().read_history(room, query).await?;
         Ok(HistoryFrames {
             messages: publications.iter().filter_map(message_frame).collect(),
             position,

@@ -250,6 +250,11 @@ async fn health_stats_metrics_demo_and_client() {
     let (status, js) = http(addr, "GET", "/client.js", &[], None).await;
     assert_eq!(status, 200);
     assert!(js.contains("export"), "an ES module");
+    // The client imports the plain WebSocket client from beside it.
+    assert!(js.contains(r#"from "./websocket.js""#));
+    let (status, plain) = http(addr, "GET", "/websocket.js", &[], None).await;
+    assert_eq!(status, 200);
+    assert!(plain.contains("export class WebSocketClient"));
     stop(server).await;
 }
 

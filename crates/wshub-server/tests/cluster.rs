@@ -388,7 +388,7 @@ async fn behaves_as_one_server(shared: Shared) {
         json!({"type": "broadcast", "data": "all", "id": 3}),
     )
     .await;
-    // The sender gets its own broadcast before the ok (docs/protocol-notes.md).
+    // The sender gets its own broadcast before the ok (docs/PROTOCOL.md).
     assert_eq!(
         reply,
         json!({"type": "broadcast", "from": sender_id, "data": "all"})

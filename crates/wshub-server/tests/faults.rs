@@ -4,7 +4,7 @@
 //! - Redis killed with SIGKILL in the middle of a stream and restarted empty on the same
 //!   port: the nodes report degraded, keep serving their connections, resume once it is
 //!   back, deliver nothing twice, and tell subscribers whose gap cannot be filled with an
-//!   `unrecoverable` frame (docs/protocol-notes.md).
+//!   `unrecoverable` frame (docs/PROTOCOL.md).
 //! - The same with NATS (its own `nats-server -js` on a free port), restarted with its
 //!   JetStream store: nothing is lost, so every accepted publication reaches every
 //!   subscriber exactly once and nobody is told anything.
@@ -20,7 +20,7 @@ mod support;
 use std::{
     collections::HashSet,
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener, TcpStream as StdTcpStream},
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
@@ -30,119 +30,10 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use support::*;
+use support::{own_server::OwnServer, *};
 use wshub_server::state::{BackplaneOptions, ServerOptions};
 
 const KEY: &str = "faults-key";
-
-/// A backplane server of this test's own (`redis-server`, or `nats-server -js` with its
-/// store in a fresh temporary directory that outlives restarts), on a free loopback port,
-/// that the test can kill and restart.
-struct OwnServer {
-    /// `redis` or `nats`: the URL scheme and the name of the executable.
-    kind: &'static str,
-    port: u16,
-    /// NATS's JetStream store, removed when the server is dropped.
-    store: Option<std::path::PathBuf>,
-    child: Option<Child>,
-}
-
-impl OwnServer {
-    /// None, said loudly, when the server is not installed (a failure instead with
-    /// `WSHUB_REQUIRE_BACKPLANES` set, as in CI).
-    fn start(kind: &'static str) -> Option<OwnServer> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let store = (kind == "nats")
-            .then(|| std::env::temp_dir().join(format!("wshub-faults-nats-{port}")));
-        let mut server = OwnServer {
-            kind,
-            port,
-            store,
-            child: None,
-        };
-        if !server.restart() {
-            skipped(&format!(
-                "\n*** SKIPPED: no {kind}-server to start (apt-get install {kind}-server) ***\n"
-            ));
-            return None;
-        }
-        Some(server)
-    }
-
-    /// Starts it (again) on its port; false when it cannot be run.
-    fn restart(&mut self) -> bool {
-        let port = self.port.to_string();
-        let mut command = if let Some(store) = &self.store {
-            let exec = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-                .into_iter()
-                .find(|path| std::path::Path::new(path).exists())
-                .unwrap_or("nats-server");
-            let mut command = Command::new(exec);
-            command
-                .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
-                .arg(store);
-            command
-        } else {
-            let mut command = Command::new("redis-server");
-            command
-                .args(["--bind", "127.0.0.1", "--port", &port])
-                .args(["--save", "", "--appendonly", "no"]);
-            command
-        };
-        let Ok(child) = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn() else {
-            return false;
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if StdTcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{}-server does not listen on port {}", self.kind, self.port);
-    }
-
-    /// SIGKILL, and wait for it to be gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.kind, self.port)
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.kill();
-        if let Some(store) = &self.store {
-            let _ = std::fs::remove_dir_all(store);
-        }
-    }
-}
-
-/// Polls `/healthz` of `addr` until its body starts with `prefix` (bounded).
-async fn wait_health(addr: SocketAddr, prefix: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, body) = http(addr, "GET", "/healthz", &[], None).await;
-        if body.starts_with(prefix) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr}: /healthz still says {body:?}, waiting for {prefix:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// What one subscriber saw: `message` and `unrecoverable` frames, in order.
 async fn read_until_data(ws: &mut Client, log: &mut Vec<Value>, data: &Value) {

@@ -258,3 +258,51 @@ async fn huge_and_odd_ids_are_echoed_exactly_or_answered_with_a_null_id() {
     nothing_pending(&mut ws).await;
     stop(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_commands_are_charged_to_the_rate_limit_and_a_flood_of_them_is_closed() {
+    // The default limit: 50 commands/s, bursts of 100, closed after 100 refusals in 10 s.
+    let server = start(ServerOptions::default()).await;
+    let addr = server.local_addr();
+    let mut calm = bystander(addr).await;
+    let (attacker, _) = connect(addr).await;
+    let (mut sink, mut stream) = futures_util::StreamExt::split(attacker);
+
+    // Up to 5000 frames of 60 KB that are not JSON, as fast as they go.
+    const FLOOD: usize = 5000;
+    let garbage = "x".repeat(60_000);
+    let writer = tokio::spawn(async move {
+        for _ in 0..FLOOD {
+            if sink.send(WsMessage::text(garbage.clone())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (mut bad_request, mut rate_limited, mut closed) = (0, 0, None);
+    let started = Instant::now();
+    while closed.is_none() && started.elapsed() < Duration::from_secs(20) {
+        match within("flood reply", futures_util::StreamExt::next(&mut stream)).await {
+            Some(Ok(WsMessage::Text(text))) => {
+                let reply: Value = serde_json::from_str(&text).expect("JSON");
+                match reply["code"].as_str() {
+                    Some("bad_request") => bad_request += 1,
+                    Some("rate_limited") => rate_limited += 1,
+                    _ => panic!("unexpected {reply}"),
+                }
+            }
+            Some(Ok(WsMessage::Close(frame))) => {
+                closed = Some(frame.map(|f| u16::from(f.code)));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => panic!("error before the close: {error}"),
+            None => break,
+        }
+    }
+    let _ = within("writer", writer).await;
+    // The first burst is answered, then refusals, then the close for sustained abuse.
+    assert_eq!(closed, Some(Some(1008)));
+    assert!((100..=130).contains(&bad_request), "{bad_request} answered");
+    assert_eq!(rate_limited, 101, "refusals before the close");
+    still_served(&mut calm, "a flood of invalid commands").await;
+    stop(server).await;
+}

@@ -463,6 +463,7 @@ async fn rate_limits_answer_rate_limited_then_close_with_1008() {
             burst: 5,
             max_rejections: 10,
             rejection_window: std::time::Duration::from_secs(10),
+            per_address: None,
         }),
         ..ServerOptions::default()
     };

@@ -128,6 +128,16 @@ pub struct HubConfig {
     /// stand-alone [`Server`](crate::Server)), and the longest the auth hook may take.
     /// Default 10 s.
     pub handshake_timeout: Duration,
+    /// The most HTTP connections the stand-alone [`Server`](crate::Server) keeps open at
+    /// once that are not WebSockets (yet): requests being read or answered, idle keep-alive
+    /// connections, upgrade requests before the upgrade. One more is answered 503 and
+    /// closed at once, so slow or idle clients cannot use up the process's file
+    /// descriptors; WebSockets count against [`max_connections`](Self::max_connections)
+    /// instead. Default 1024.
+    pub max_http_connections: usize,
+    /// The same bound for one client IP address, so that one client cannot take every
+    /// slot of [`max_http_connections`](Self::max_http_connections). Default 128.
+    pub max_http_connections_per_ip: usize,
     /// How many messages may wait in each connection's send queue beyond the write in
     /// progress. Default 4096 (a queued message is one pointer to a body shared with every
     /// other recipient, so a burst of small broadcasts can wait without much memory).
@@ -147,8 +157,10 @@ pub struct HubConfig {
     /// server stops reading from that socket. Default 64.
     pub inbox_capacity: usize,
     /// Whether each connection keeps its request headers (for
-    /// [`Connection::headers`](crate::Connection::headers)). Default `true`; turn it off to
-    /// save memory per connection when nobody reads them.
+    /// [`Connection::headers`](crate::Connection::headers)) for its whole life. Default
+    /// `false`: a client may send up to hyper's limit (about 400 KB) of headers, which
+    /// would otherwise stay in memory as long as it stays connected; turn it on when a
+    /// handler reads them (the auth hook sees them either way).
     pub keep_headers: bool,
     /// A token bucket per connection for the messages it receives: a message over the
     /// limit is dropped before any callback or handler sees it, and sustained abuse closes
@@ -174,12 +186,14 @@ impl Default for HubConfig {
             write_batch_bytes: 64 * 1024,
             max_message_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            max_http_connections: 1024,
+            max_http_connections_per_ip: 128,
             send_queue_capacity: 4096,
             send_queue_max_bytes: 4 * 1024 * 1024,
             overflow_policy: OverflowPolicy::Close,
             origin_policy: OriginPolicy::default(),
             inbox_capacity: 64,
-            keep_headers: true,
+            keep_headers: false,
             rate_limit: None,
             compression: None,
         }
@@ -249,6 +263,18 @@ impl HubConfig {
         self.max_message_bytes = n;
         self
     }
+    /// Sets [`max_http_connections`](Self::max_http_connections).
+    pub fn max_http_connections(mut self, n: usize) -> Self {
+        self.max_http_connections = n;
+        self
+    }
+
+    /// Sets [`max_http_connections_per_ip`](Self::max_http_connections_per_ip).
+    pub fn max_http_connections_per_ip(mut self, n: usize) -> Self {
+        self.max_http_connections_per_ip = n;
+        self
+    }
+
     /// Sets [`handshake_timeout`](Self::handshake_timeout).
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.handshake_timeout = d;

@@ -259,7 +259,7 @@ impl Connection {
         self.shared.info.started.elapsed()
     }
 
-    /// The `User-Agent` of the upgrade request.
+    /// The `User-Agent` of the upgrade request (its first 256 bytes).
     pub fn user_agent(&self) -> Option<&str> {
         self.shared.info.user_agent.as_deref()
     }

@@ -4,13 +4,14 @@
 //! request headers (a slow-loris guard) and stop accepting before the hub shuts down.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{Router, body::Body, extract::ConnectInfo, http::Request};
@@ -108,8 +109,7 @@ impl Server {
             listener,
             router,
             tls,
-            hub.config().handshake_timeout,
-            hub.inner.callbacks.on_server_error.clone(),
+            Arc::new(HttpSlots::new(&hub)),
             stop.clone(),
             http_connections.clone(),
         ));
@@ -167,15 +167,26 @@ type Tls = crate::TlsConfig;
 #[cfg(not(feature = "tls"))]
 type Tls = std::convert::Infallible;
 
+/// How often a lasting accept failure (out of file descriptors) is logged.
+const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The answer to a connection over [`HubConfig::max_http_connections`](crate::HubConfig)
+/// or its per-IP bound, written without waiting before the socket is closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+    Connection: close\r\nContent-Length: 0\r\n\r\n";
+
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
     tls: Option<Tls>,
-    handshake_timeout: Duration,
-    on_error: Option<crate::hub::OnServerError>,
+    slots: Arc<HttpSlots>,
     stop: CancellationToken,
     http_connections: TaskTracker,
 ) {
+    let handshake_timeout = slots.hub.config().handshake_timeout;
+    let mut last_warning: Option<Instant> = None;
+    let mut unlogged_failures = 0_u64;
+    let on_error = slots.hub.inner.callbacks.on_server_error.clone();
     let report = move |error: Error| {
         if let Some(on_error) = &on_error {
             // A panicking callback must not end the accept loop.
@@ -192,13 +203,32 @@ async fn accept_loop(
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors or a connection reset before accept: keep
-                    // serving, but do not spin while the condition lasts.
-                    tracing::warn!(%error, "accept failed");
+                    // serving, but do not spin, nor log, while the condition lasts.
+                    if last_warning.is_none_or(|at| at.elapsed() >= ACCEPT_WARNING_INTERVAL) {
+                        tracing::warn!(%error, since_last_warning = unlogged_failures, "accept failed");
+                        last_warning = Some(Instant::now());
+                        unlogged_failures = 0;
+                    } else {
+                        unlogged_failures += 1;
+                    }
                     report(Error::Accept(error));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+        };
+        let Some(slot) = HttpSlots::take(&slots, peer.ip()) else {
+            slots
+                .hub
+                .inner
+                .counters
+                .refused_http_connections
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "too many HTTP connections: refused");
+            // A fresh socket's send buffer is empty: this never blocks, and what does not
+            // fit is not worth waiting for.
+            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            continue;
         };
         let router = router.clone();
         let stop = stop.clone();
@@ -206,6 +236,9 @@ async fn accept_loop(
         #[cfg(feature = "tls")]
         let report = report.clone();
         http_connections.spawn(async move {
+            // Held until the connection ends or becomes a WebSocket (hyper then hands the
+            // socket to the upgrade and `serve_http` returns).
+            let _slot = slot;
             match tls {
                 None => serve_http(stream, peer, router, handshake_timeout, stop).await,
                 #[cfg(feature = "tls")]
@@ -231,6 +264,69 @@ async fn accept_loop(
                 Some(never) => match never {},
             }
         });
+    }
+}
+
+/// The HTTP connections open now that are not WebSockets, against their bounds
+/// ([`HubConfig::max_http_connections`](crate::HubConfig) and its per-IP bound).
+#[derive(Debug)]
+struct HttpSlots {
+    hub: Hub,
+    /// Connections open per client IP address; an address leaves the map with its last one.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`HttpSlots`], given back when dropped.
+#[derive(Debug)]
+struct HttpSlot {
+    slots: Arc<HttpSlots>,
+    ip: IpAddr,
+}
+
+impl HttpSlots {
+    fn new(hub: &Hub) -> Self {
+        Self {
+            hub: hub.clone(),
+            per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for a connection from `ip`, or `None` when a bound is reached.
+    fn take(slots: &Arc<HttpSlots>, ip: IpAddr) -> Option<HttpSlot> {
+        let ip = ip.to_canonical();
+        let config = slots.hub.config();
+        let open = &slots.hub.inner.counters.http_connections;
+        let mut per_ip = slots.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
+        if open.load(Ordering::Relaxed) >= config.max_http_connections as u64
+            || from_ip >= config.max_http_connections_per_ip
+        {
+            return None;
+        }
+        per_ip.insert(ip, from_ip + 1);
+        open.fetch_add(1, Ordering::Relaxed);
+        Some(HttpSlot {
+            slots: Arc::clone(slots),
+            ip,
+        })
+    }
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.slots.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        self.slots
+            .hub
+            .inner
+            .counters
+            .http_connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

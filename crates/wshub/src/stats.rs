@@ -40,6 +40,12 @@ pub struct Stats {
     pub rejected_unauthorized: u64,
     /// Refused with 400 or 426: not a valid WebSocket upgrade request.
     pub rejected_bad_request: u64,
+    /// HTTP connections open now that are not WebSockets (the stand-alone
+    /// [`Server`](crate::Server) only; see [`HubConfig::max_http_connections`](crate::HubConfig)).
+    pub http_connections: u64,
+    /// HTTP connections answered 503 and closed at accept because
+    /// [`HubConfig::max_http_connections`](crate::HubConfig) or its per-IP bound was reached.
+    pub refused_http_connections: u64,
     /// How long messages waited between being made and being written to a socket.
     pub write_latency: LatencyHistogram,
 }
@@ -83,6 +89,8 @@ pub(crate) struct Counters {
     pub(crate) rejected_forbidden: AtomicU64,
     pub(crate) rejected_unauthorized: AtomicU64,
     pub(crate) rejected_bad_request: AtomicU64,
+    pub(crate) http_connections: AtomicU64,
+    pub(crate) refused_http_connections: AtomicU64,
     latency_buckets: [AtomicU64; 15],
     latency_sum_micros: AtomicU64,
 }
@@ -131,6 +139,8 @@ impl Counters {
             rejected_forbidden: rejected[1],
             rejected_unauthorized: rejected[2],
             rejected_bad_request: rejected[3],
+            http_connections: self.http_connections.load(Relaxed),
+            refused_http_connections: self.refused_http_connections.load(Relaxed),
             write_latency: LatencyHistogram {
                 buckets,
                 count: buckets.iter().sum(),

@@ -257,7 +257,7 @@ async fn accept(hub: &Hub, mut request: Request<Body>) -> Result<Response, Rejec
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(|agent| truncated(agent, MAX_USER_AGENT_BYTES).to_owned());
     let headers = if inner.config.keep_headers {
         RequestHeaders::new(request.headers())
     } else {
@@ -294,6 +294,19 @@ async fn accept(hub: &Hub, mut request: Request<Body>) -> Result<Response, Rejec
 }
 
 /// Checks an upgrade request (RFC 6455 §4.2.1) and computes its `Sec-WebSocket-Accept`.
+/// The longest `User-Agent` a connection keeps; a longer one is cut, so that it cannot
+/// make each connection cost hundreds of kilobytes.
+const MAX_USER_AGENT_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 fn validate(request: &Request<Body>) -> Result<HeaderValue, Rejection> {
     if request.method() != Method::GET {
         return Err(Rejection::bad_request("a WebSocket upgrade must be a GET"));

@@ -95,6 +95,7 @@ async fn callbacks_see_connect_message_error_and_disconnect() {
 #[tokio::test]
 async fn an_async_handler_reads_with_recv_and_its_return_closes_with_1000() {
     let hub = Hub::builder()
+        .config(HubConfig::default().keep_headers(true))
         .handler(|conn| async move {
             let info = conn.info();
             let _ = conn.send_text(format!(

@@ -95,10 +95,20 @@ max_message_size = "1MiB"
 allowed_origins = ["https://a.example", "https://b.example"]
 jwt_secret = "file-secret"
 api_key = "file-key"
+api_max_body = "1KiB"
+api_body_timeout = "2s"
+max_http_connections = 20
+max_http_connections_per_ip = 4
 history_size = 7
 history_ttl = "1h"
+history_max_bytes = "1MiB"
+history_meta_ttl = "2m"
+max_rooms = 50
+max_publish_bytes_per_second = "2KiB"
 presence_events = false
 rate_limit = "5/10"
+rate_limit_per_ip = "20/40"
+max_connections_per_ip = 9
 max_rooms_per_connection = 3
 log_level = "debug"
 log_format = "json"
@@ -129,13 +139,26 @@ compression_client_no_context_takeover = true
         ],
         jwt_secret: Some("file-secret".to_owned()),
         api_key: Some("file-key".to_owned()),
+        api_max_body_bytes: 1024,
+        api_body_timeout: Duration::from_secs(2),
+        max_http_connections: 20,
+        max_http_connections_per_ip: 4,
         history_size: 7,
         history_ttl: Duration::from_secs(3600),
+        history_max_bytes: 1 << 20,
+        history_meta_ttl: Some(Duration::from_secs(120)),
+        max_rooms: 50,
+        max_publish_bytes_per_second: 2048,
         presence_events: false,
         rate_limit: Some(RateLimit {
             per_second: 5.0,
             burst: 10,
         }),
+        rate_limit_per_ip: Some(RateLimit {
+            per_second: 20.0,
+            burst: 40,
+        }),
+        max_connections_per_ip: 9,
         max_rooms_per_connection: 3,
         config_file: Some(file.path().to_owned()),
         log_level: "debug".to_owned(),
@@ -168,10 +191,20 @@ compression_client_no_context_takeover = true
         (&ALLOWED_ORIGINS, "https://a.example, https://b.example"),
         (&JWT_SECRET, "file-secret"),
         (&API_KEY, "file-key"),
+        (&API_MAX_BODY, "1KiB"),
+        (&API_BODY_TIMEOUT, "2s"),
+        (&MAX_HTTP_CONNECTIONS, "20"),
+        (&MAX_HTTP_CONNECTIONS_PER_IP, "4"),
         (&HISTORY_SIZE, "7"),
         (&HISTORY_TTL, "1h"),
+        (&HISTORY_MAX_BYTES, "1MiB"),
+        (&HISTORY_META_TTL, "2m"),
+        (&MAX_ROOMS, "50"),
+        (&MAX_PUBLISH_BYTES_PER_SECOND, "2KiB"),
         (&PRESENCE_EVENTS, "false"),
         (&RATE_LIMIT, "5/10"),
+        (&RATE_LIMIT_PER_IP, "20/40"),
+        (&MAX_CONNECTIONS_PER_IP, "9"),
         (&MAX_ROOMS_PER_CONNECTION, "3"),
         (&LOG_LEVEL, "debug"),
         (&LOG_FORMAT, "json"),
@@ -632,7 +665,7 @@ fn library_configs_follow_the_settings() {
     let history = settings.history_config();
     assert_eq!(history.max_messages, 9);
     assert_eq!(history.ttl, Duration::from_secs(60));
-    assert_eq!(history.meta_ttl, HistoryConfig::default().meta_ttl);
+    assert_eq!(history.meta_ttl, MEMORY_META_TTL);
 
     let rate = settings.rate_limit_config().unwrap();
     assert_eq!(rate.per_second, 2.0);

@@ -19,6 +19,8 @@ use wshub_server::{
     state::ServerOptions,
 };
 
+pub mod own_server;
+
 pub const STEP: Duration = Duration::from_secs(10);
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -256,4 +258,20 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs()
+}
+
+/// Polls `/healthz` of `addr` until its body starts with `prefix` (bounded).
+pub async fn wait_health(addr: SocketAddr, prefix: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http(addr, "GET", "/healthz", &[], None).await;
+        if body.starts_with(prefix) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr}: /healthz still says {body:?}, waiting for {prefix:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,0 +1,132 @@
+// The browser client against the real `wshub` binary on a Redis backplane (a redis-server
+// this file starts on a free loopback port, nothing kept on disk), when that backplane is
+// disturbed: a subscribe answered `unavailable` while Redis is down is tried again until
+// it works, and an `unrecoverable` frame moves the room's position forward.
+// Run with: node --test clients/js/test/backplane.test.mjs (test.sh builds the binary).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import net from "node:net";
+import WebSocket from "ws";
+
+import { WshubClient } from "../src/wshub.js";
+import { startServer, stopAll, waitFor, nextEvent, sleep } from "./support/server.mjs";
+
+let redis;
+let server;
+const clients = [];
+
+/** A free loopback port. */
+async function freePort() {
+  const probe = net.createServer();
+  await new Promise((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const { port } = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+/** One Redis command on a connection of its own; the raw reply. */
+function redisCommand(port, args) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1");
+    let reply = "";
+    const timer = setTimeout(() => socket.destroy(new Error(`redis ${args}: no reply`)), 5000);
+    socket.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.on("data", (chunk) => {
+      reply += chunk;
+      if (reply.endsWith("\r\n")) {
+        clearTimeout(timer);
+        socket.end();
+        resolve(reply.trim());
+      }
+    });
+    socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("")}`);
+  });
+}
+
+/** redis-server on `port`, answering PING. */
+async function startRedis(port) {
+  const child = spawn("redis-server", ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no"], {
+    stdio: "ignore",
+  });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.on("error", () => {});
+  await waitFor("redis-server", () => redisCommand(port, ["PING"]).then((r) => r === "+PONG", () => false), {
+    timeout: 10_000,
+  });
+  return {
+    port,
+    kill: async () => {
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+before(async () => {
+  redis = await startRedis(await freePort());
+  server = await startServer({ args: ["--redis", `redis://127.0.0.1:${redis.port}`] });
+});
+
+after(async () => {
+  for (const client of clients) client.close();
+  await redis?.kill();
+  await stopAll();
+});
+
+async function connect() {
+  const client = new WshubClient({
+    url: server.ws,
+    WebSocket,
+    minReconnectDelay: 50,
+    maxReconnectDelay: 500,
+    requestTimeout: 3000,
+  });
+  clients.push(client);
+  const opened = nextEvent(client, "open");
+  client.connect();
+  await opened;
+  return client;
+}
+
+async function health() {
+  const response = await fetch(`${server.http}/healthz`, { signal: AbortSignal.timeout(5000) });
+  return response.text();
+}
+
+test("a subscribe while the backplane is down is tried again until it works", { timeout: 30_000 }, async () => {
+  const client = await connect();
+  await redis.kill();
+  await waitFor("a degraded backplane", async () => (await health()).startsWith("degraded"), { timeout: 10_000 });
+  const seen = [];
+  const subscribed = client.subscribe("outage", (frame) => seen.push(frame.data));
+  await sleep(700);
+  redis = await startRedis(redis.port);
+  const ok = await subscribed;
+  assert.equal(ok.room, "outage");
+  const published = await server.api("POST", "/api/publish", { room: "outage", data: "after" });
+  assert.equal(published.status, 200, JSON.stringify(published.body));
+  await waitFor("the message", () => seen.includes("after"));
+});
+
+test("an unrecoverable frame moves the room's position forward", { timeout: 30_000 }, async () => {
+  await waitFor("a connected backplane", async () => (await health()).startsWith("ok"), { timeout: 10_000 });
+  const client = await connect();
+  await client.subscribe("lost", () => {});
+  for (let i = 0; i < 3; i++) await server.api("POST", "/api/publish", { room: "lost", data: i });
+  await waitFor("offset 3", () => client.position("lost")?.offset === 3);
+  const before = client.position("lost");
+
+  // The room's history is lost; another client's subscribe is the first to read it again.
+  assert.equal(await redisCommand(redis.port, ["DEL", "wshub:meta:lost", "wshub:stream:lost"]), ":2");
+  const told = nextEvent(client, "unrecoverable", { timeout: 10_000 });
+  const other = await connect();
+  const ok = await other.subscribe("lost", () => {});
+  const frame = await told;
+  assert.equal(frame.epoch, ok.epoch);
+  assert.notEqual(frame.epoch, before.epoch);
+  assert.deepEqual(client.position("lost"), { epoch: frame.epoch, offset: frame.offset });
+});
