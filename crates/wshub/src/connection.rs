@@ -283,7 +283,8 @@ impl Connection {
     }
 
     /// Files this connection under `user` in the hub's user index (an application's
-    /// `Register(id)`), moving it from the user it had; `None` takes it out of the index.
+    /// `Register(id)`), moving it from the user it had; `None` (or an empty id) takes it out
+    /// of the index.
     ///
     /// # Errors
     /// [`Error::UserConnectionLimit`] when `user` already has
@@ -292,6 +293,8 @@ impl Connection {
     /// the connection has ended.
     pub fn set_user(&self, user: Option<&str>) -> Result<(), Error> {
         let inner = &self.shared.hub.inner;
+        // An empty id is no user, as from the auth hook.
+        let user = user.filter(|user| !user.is_empty());
         inner
             .users
             .assign(&self.shared, user, inner.config.max_connections_per_user)

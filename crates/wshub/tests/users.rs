@@ -142,12 +142,18 @@ async fn the_application_registers_a_connections_user() {
     assert_eq!(hub.send_to_user("dave", Message::text("hi dave")), 1);
     assert_eq!(next_text(&mut a).await, "hi dave");
 
+    // An empty id takes a connection out of the index.
+    send_text(&mut b, "").await;
+    assert_eq!(next_text(&mut b).await, "you are ");
+    assert!(hub.connections_of_user("carol").is_empty());
+    assert!(hub.connections_of_user("").is_empty());
+
     close(&mut a).await;
     eventually("dave leaves the index", || {
         hub.connections_of_user("dave").is_empty()
     })
     .await;
-    assert_eq!(hub.user_count(), 1);
+    assert_eq!(hub.user_count(), 0);
     stop(server).await;
 }
 
