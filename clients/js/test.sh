@@ -5,7 +5,7 @@
 #      own browser here);
 #   3. the wshub server binary (cargo build; the page and client it serves are compiled in)
 #      and the library's echo example (a plain hub, for the plain WebSocket client), and its
-#      monitor and chat examples (their pages are checked in Chromium);
+#      monitor, notifications and chat examples (their pages are checked in Chromium);
 #   4. tsc against the declarations, then node --test: unit tests (fake WebSocket), tests
 #      against the real server (one on a Redis backplane: needs redis-server) and the echo
 #      hub, the React hooks, and the end-to-end tests in Chromium.
@@ -34,7 +34,8 @@ fi
 export CHROMIUM="$chromium"
 
 (cd "$repo" && cargo build -p wshub-server --bin wshub \
-  && cargo build -p wshub --example echo --example monitor --example chat)
+  && cargo build -p wshub --example echo --example monitor --example notifications \
+     --example chat)
 export WSHUB_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/wshub"
 export ECHO_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/examples/echo"
 

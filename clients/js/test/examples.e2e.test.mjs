@@ -1,9 +1,11 @@
 // The wshub library's example pages in headless Chromium: `monitor` (a live chart drawn on
-// a canvas, no external scripts) and `chat` (two people, names, joined/left notices).
-// Each example binary is started on 127.0.0.1:0 by this file and killed by its `after`
-// hook; the pages use nothing but the browser's WebSocket.
+// a canvas, no external scripts), `notifications` (a notification POSTed for one user shows
+// on that user's page only) and `chat` (two people, names, joined/left notices). Each
+// example binary is started on 127.0.0.1:0 by this file and killed by its `after` hook.
+// The monitor and notifications pages use the plain WebSocket client (src/websocket.js,
+// served by the example at /websocket.js); the chat page the browser's WebSocket alone.
 //
-// Binaries: target/debug/examples/{monitor,chat} (under $CARGO_TARGET_DIR when set),
+// Binaries: target/debug/examples/{monitor,notifications,chat} (under $CARGO_TARGET_DIR when set),
 // built with cargo first when missing (test.sh builds them). Chromium: $CHROMIUM, or
 // /usr/bin/chromium.
 // Run with: node --test clients/js/test/examples.e2e.test.mjs
@@ -129,4 +131,36 @@ test("chat pages name their people and tell the room who joined and left", async
   await alice.locator(".notice", { hasText: "bob left" }).waitFor();
   assert.deepEqual(alice.errors, []);
   await alice.context().close();
+});
+
+test("a notification for one user shows on that user's pages only", async () => {
+  const base = await startExample("notifications");
+  const openAs = async (name) => {
+    const page = await open(`${base}/`);
+    await page.locator("#me").fill(name);
+    await page.locator("#go").click();
+    await page.locator("#state", { hasText: `connected as ${name}` }).waitFor();
+    return page;
+  };
+  const alice = await openAs("alice");
+  const bob = await openAs("bob");
+  const response = await fetch(`${base}/notify`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ user: "alice", title: "Build done", body: "main is green" }),
+    signal: AbortSignal.timeout(STEP),
+  });
+  assert.deepEqual(await response.json(), { delivered: 1 });
+  await alice.locator(".toast", { hasText: "Build done" }).waitFor();
+  // bob's page sends one to everyone from its form; both pages show it, and bob never
+  // got alice's.
+  await bob.locator("#title").fill("Maintenance");
+  await bob.locator("#send").click();
+  await bob.locator("#result", { hasText: "delivered to 2" }).waitFor();
+  await bob.locator("#history", { hasText: "Maintenance" }).waitFor();
+  await alice.locator("#history", { hasText: "Maintenance" }).waitFor();
+  assert.equal(await bob.locator("#history", { hasText: "Build done" }).count(), 0);
+  assert.deepEqual([...alice.errors, ...bob.errors], []);
+  await alice.context().close();
+  await bob.context().close();
 });

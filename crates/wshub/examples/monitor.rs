@@ -18,7 +18,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::{response::Html, routing::get};
+use axum::{http::header, response::Html, routing::get};
 use serde::Serialize;
 use wshub::{Hub, Message, Server};
 
@@ -54,7 +54,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build();
     tokio::spawn(sample_forever(hub.clone(), every, history));
 
-    let app = hub.router().route("/", get(|| async { Html(PAGE) }));
+    let app = hub.router().route("/", get(|| async { Html(PAGE) })).route(
+        "/websocket.js",
+        get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], WEBSOCKET_JS) }),
+    );
     let server = Server::start_with_router(addr, hub, app).await?;
     println!(
         "monitor: open http://{0}/ (WebSocket at ws://{0}/ws, a sample every {1:?}); Ctrl-C to stop",
@@ -153,6 +156,10 @@ fn memory() -> Option<(u64, u64)> {
     Some((total.saturating_sub(available), total))
 }
 
+/// The browser's plain WebSocket client (`clients/js`), which the page imports: reconnects
+/// with backoff and routes JSON by its `type`.
+const WEBSOCKET_JS: &str = include_str!("../../../clients/js/src/websocket.js");
+
 const PAGE: &str = r##"<!doctype html>
 <html lang="en">
 <head>
@@ -180,7 +187,8 @@ const PAGE: &str = r##"<!doctype html>
 </div>
 <canvas id="chart"></canvas>
 <div class="legend"><span><i style="background:#4aa3ff"></i>CPU %</span><span><i style="background:#f5a524"></i>memory %</span><span><i style="background:#3ccf8e"></i>messages/s (scaled to its peak)</span></div>
-<script>
+<script type="module">
+  import { WebSocketClient } from "/websocket.js";
   const $ = (id) => document.getElementById(id);
   const samples = [];
   const pct = (s) => s.memory_total_bytes ? 100 * s.memory_used_bytes / s.memory_total_bytes : null;
@@ -212,20 +220,13 @@ const PAGE: &str = r##"<!doctype html>
     $("conns").textContent = s.connections;
     $("rate").textContent = s.messages_per_second.toFixed(1);
   }
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const ws = new WebSocket(scheme + location.host + "/ws");
-    ws.onopen = () => { $("state").textContent = "live"; };
-    ws.onclose = () => { $("state").textContent = "disconnected; reconnecting…"; setTimeout(connect, 1000); };
-    ws.onmessage = (event) => {
-      const m = JSON.parse(event.data);
-      if (m.type === "history") { samples.length = 0; m.samples.forEach(add); }
-      else if (m.type === "sample") add(m);
-      draw();
-    };
-  }
+  const client = new WebSocketClient("/ws", { maxReconnectDelay: 5000 });
+  client.on("open", () => { $("state").textContent = "live"; });
+  client.on("reconnecting", ({ delay }) => { $("state").textContent = "disconnected; reconnecting in " + Math.round(delay / 100) / 10 + " s…"; });
+  client.route("history", (m) => { samples.length = 0; m.samples.forEach(add); draw(); });
+  client.route("sample", (m) => { add(m); draw(); });
   window.onresize = draw;
-  connect();
+  client.connect();
 </script>
 </body>
 </html>

@@ -21,7 +21,7 @@
 use axum::{
     Json, Router,
     extract::State,
-    http::StatusCode,
+    http::{StatusCode, header},
     response::Html,
     routing::{get, post},
 };
@@ -76,6 +76,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn app(hub: &Hub) -> Router {
     hub.router()
         .route("/", get(|| async { Html(PAGE) }))
+        .route(
+            "/websocket.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], WEBSOCKET_JS) }),
+        )
         .route("/notify", post(notify).with_state(hub.clone()))
 }
 
@@ -100,6 +104,10 @@ async fn notify(
     };
     Ok(Json(serde_json::json!({ "delivered": delivered })))
 }
+
+/// The browser's plain WebSocket client (`clients/js`), which the page imports: reconnects
+/// with backoff and routes JSON by its `type`.
+const WEBSOCKET_JS: &str = include_str!("../../../clients/js/src/websocket.js");
 
 const PAGE: &str = r#"<!doctype html>
 <html lang="en">
@@ -135,21 +143,15 @@ const PAGE: &str = r#"<!doctype html>
 </div>
 <div class="card"><b>Received</b><div id="history"></div></div>
 <div id="toasts"></div>
-<script>
+<script type="module">
+  import { WebSocketClient } from "/websocket.js";
   const $ = (id) => document.getElementById(id);
   $("me").value = localStorage.getItem("wshub-notify-name") || "alice";
-  let ws;
-  function connect() {
-    if (ws) { ws.onclose = null; ws.close(); }
-    const me = $("me").value.trim();
-    localStorage.setItem("wshub-notify-name", me);
-    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    ws = new WebSocket(scheme + location.host + "/ws?user=" + encodeURIComponent(me));
-    ws.onopen = () => { $("state").textContent = "connected as " + me; };
-    ws.onclose = () => { $("state").textContent = "disconnected; reconnecting…"; setTimeout(connect, 1000); };
-    ws.onmessage = (event) => {
-      const n = JSON.parse(event.data);
-      if (n.type !== "notification") return;
+  // The URL is read before every attempt, so a new name takes effect on reconnect.
+  const client = new WebSocketClient(() => "/ws?user=" + encodeURIComponent($("me").value.trim()), { maxReconnectDelay: 5000 });
+  client.on("open", () => { $("state").textContent = "connected as " + $("me").value.trim(); });
+  client.on("reconnecting", () => { $("state").textContent = "disconnected; reconnecting…"; });
+  client.route("notification", (n) => {
       const toast = document.createElement("div");
       toast.className = "toast";
       const title = document.createElement("b"); title.textContent = n.title;
@@ -160,7 +162,11 @@ const PAGE: &str = r#"<!doctype html>
       const line = document.createElement("div");
       line.textContent = when.textContent + " — " + n.title + ": " + n.body;
       $("history").prepend(line);
-    };
+  });
+  function connect() {
+    localStorage.setItem("wshub-notify-name", $("me").value.trim());
+    if (client.state !== "idle") client.close(1000, "new name");
+    client.connect();
   }
   $("go").onclick = connect;
   $("send").onclick = async () => {

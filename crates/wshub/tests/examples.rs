@@ -131,7 +131,21 @@ async fn assert_serves_page(addr: SocketAddr, path: &str) {
     let page = http(addr, "GET", path, None).await;
     assert!(page.starts_with("HTTP/1.1 200"), "{path}: {page}");
     assert!(page.contains("<!doctype html>"), "{path} is a page");
-    assert!(page.contains("new WebSocket("), "{path} opens a WebSocket");
+    assert!(
+        page.contains("new WebSocket(") || page.contains("new WebSocketClient("),
+        "{path} opens a WebSocket"
+    );
+}
+
+/// Asserts that the example serves the browser's plain WebSocket client its page imports.
+async fn assert_serves_the_js_client(addr: SocketAddr) {
+    let script = http(addr, "GET", "/websocket.js", None).await;
+    assert!(script.starts_with("HTTP/1.1 200"), "{script}");
+    assert!(
+        script.to_ascii_lowercase().contains("content-type: text/javascript"),
+        "a module script needs a JavaScript type: {script}"
+    );
+    assert!(script.contains("export class WebSocketClient"));
 }
 
 /// The next text message parsed as JSON.
@@ -243,6 +257,7 @@ async fn notifications_reach_one_users_connections_or_everyone() {
     let bad = http(addr, "POST", "/notify", Some(r#"{"user":"alice"}"#)).await;
     assert!(bad.starts_with("HTTP/1.1 422"), "no title: {bad}");
     assert_serves_page(addr, "/").await;
+    assert_serves_the_js_client(addr).await;
 }
 
 #[tokio::test]
@@ -299,6 +314,7 @@ async fn monitor_pushes_samples_of_the_machine_and_the_hub() {
     let page = http(addr, "GET", "/", None).await;
     assert!(page.contains("<canvas"), "the page draws a chart");
     assert!(!page.contains("<script src"), "without external scripts");
+    assert_serves_the_js_client(addr).await;
 }
 
 #[tokio::test]
