@@ -142,7 +142,9 @@ async fn assert_serves_the_js_client(addr: SocketAddr) {
     let script = http(addr, "GET", "/websocket.js", None).await;
     assert!(script.starts_with("HTTP/1.1 200"), "{script}");
     assert!(
-        script.to_ascii_lowercase().contains("content-type: text/javascript"),
+        script
+            .to_ascii_lowercase()
+            .contains("content-type: text/javascript"),
         "a module script needs a JavaScript type: {script}"
     );
     assert!(script.contains("export class WebSocketClient"));
