@@ -4,7 +4,8 @@
 #   2. Debian's chromium when /usr/bin/chromium is missing (playwright cannot download its
 #      own browser here);
 #   3. the wshub server binary (cargo build; the page and client it serves are compiled in)
-#      and the library's echo example (a plain hub, for the plain WebSocket client);
+#      and the library's echo example (a plain hub, for the plain WebSocket client), and its
+#      monitor, notifications and chat examples (their pages are checked in Chromium);
 #   4. tsc against the declarations, then node --test: unit tests (fake WebSocket), tests
 #      against the real server (one on a Redis backplane: needs redis-server) and the echo
 #      hub, the React hooks, and the end-to-end tests in Chromium.
@@ -32,7 +33,9 @@ if [ ! -x "$chromium" ]; then
 fi
 export CHROMIUM="$chromium"
 
-(cd "$repo" && cargo build -p wshub-server --bin wshub && cargo build -p wshub --example echo)
+(cd "$repo" && cargo build -p wshub-server --bin wshub \
+  && cargo build -p wshub --example echo --example monitor --example notifications \
+     --example chat)
 export WSHUB_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/wshub"
 export ECHO_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/examples/echo"
 
@@ -42,4 +45,4 @@ npm run --silent typecheck
 node --test --test-concurrency=1 --test-timeout=180000 \
   test/client.test.mjs test/websocket.test.mjs test/declarations.test.mjs \
   test/server.test.mjs test/websocket.server.test.mjs test/backplane.test.mjs \
-  test/react.test.mjs test/e2e.test.mjs
+  test/react.test.mjs test/e2e.test.mjs test/examples.e2e.test.mjs

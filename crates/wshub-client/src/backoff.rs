@@ -37,6 +37,18 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// The same bound before every attempt, with no limit on attempts: `initial_delay`
+    /// and `max_delay` both `delay`. Jitter still spreads each wait over `[0, delay]`;
+    /// [`ClientBuilder::reconnect_every`](crate::ClientBuilder::reconnect_every) waits
+    /// exactly `delay`.
+    pub fn fixed(delay: Duration) -> Backoff {
+        Backoff {
+            initial_delay: delay,
+            max_delay: delay,
+            max_attempts: 0,
+        }
+    }
+
     /// The upper bound of the delay before attempt `attempt` (1 for the first):
     /// `min(max_delay, initial_delay × 2^(attempt−1))`, without overflow.
     pub fn ceiling(&self, attempt: u32) -> Duration {
@@ -286,6 +298,15 @@ mod tests {
             schedule.next(now),
             Step::Retry { attempt: 1, delay, .. } if delay == Duration::from_millis(100)
         ));
+    }
+
+    #[test]
+    fn fixed_has_one_ceiling_and_no_limit() {
+        let fixed = Backoff::fixed(Duration::from_millis(250));
+        for attempt in [1, 2, 10, u32::MAX] {
+            assert_eq!(fixed.ceiling(attempt), Duration::from_millis(250));
+            assert!(fixed.allows(attempt));
+        }
     }
 
     #[test]

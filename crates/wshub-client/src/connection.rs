@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backoff::{Backoff, BackoffSchedule, Jitter, RandomJitter, Step};
+use crate::backoff::{Backoff, BackoffSchedule, FixedJitter, Jitter, RandomJitter, Step};
 use crate::error::Error;
 use crate::heartbeat::{Beat, Heartbeat, HeartbeatState};
 use crate::transport::{Incoming, Message, Socket, Target};
@@ -200,6 +200,15 @@ impl ClientBuilder {
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
+    }
+
+    /// Reconnects after exactly `delay`, every time, for as long as it takes: a
+    /// [`Backoff::fixed`] schedule without jitter. Many clients dropped together then
+    /// come back together; prefer the default backoff for a fleet.
+    pub fn reconnect_every(self, delay: Duration) -> Self {
+        self.reconnect(true)
+            .backoff(Backoff::fixed(delay))
+            .jitter(FixedJitter(1.0))
     }
 
     /// The jitter source. Default: [`RandomJitter`].

@@ -77,3 +77,8 @@ pub use subscription::{Subscription, SubscriptionEvent};
 pub use tokio_rustls::rustls;
 pub use transport::Message;
 pub use wshub_protocol;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

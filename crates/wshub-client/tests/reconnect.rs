@@ -317,3 +317,33 @@ async fn no_reconnect_when_turned_off() {
     ));
     client.close().await;
 }
+
+/// `reconnect_every` waits exactly its delay before every attempt, with no cap on attempts.
+#[tokio::test(start_paused = true)]
+async fn reconnect_every_waits_the_same_delay_every_time() {
+    let addr = closed_port().await;
+    let (client, mut events) = Client::builder(ws_url(addr))
+        .reconnect_every(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    client.connect();
+    let mut reconnecting = Vec::new();
+    for _ in 0..50 {
+        if let Event::Reconnecting { attempt, delay } =
+            within("event", events.recv()).await.unwrap()
+        {
+            reconnecting.push((attempt, delay.as_millis()));
+            if attempt == 6 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        reconnecting,
+        [(1, 250), (2, 250), (3, 250), (4, 250), (5, 250), (6, 250)]
+    );
+    // Five waits of 250 ms have passed before the sixth is announced.
+    assert_eq!(started.elapsed(), Duration::from_millis(1250));
+    client.close().await;
+}

@@ -50,7 +50,7 @@ mod tests {
         assert!(CLIENT_JS.contains(WEBSOCKET_JS_IMPORT));
         assert!(WEBSOCKET_JS.contains("export class WebSocketClient"));
         // The plain client stands alone: nothing more to serve.
-        assert!(!WEBSOCKET_JS.contains("import "));
+        assert!(!WEBSOCKET_JS.lines().any(|line| line.starts_with("import ")));
     }
 
     #[test]

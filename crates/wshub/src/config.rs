@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use crate::Compression;
+use crate::{Compression, RateLimitConfig};
 
 /// What to do when a message is sent to a connection whose send queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,8 +93,14 @@ pub struct HubConfig {
     /// Default `/ws`.
     pub path: String,
     /// The most connections open at once; further upgrade requests get 503 with
-    /// `Retry-After`. Default 100 000.
+    /// `Retry-After`. 0 means no limit (as in the Go hubs this replaces). Default 100 000.
     pub max_connections: usize,
+    /// The most connections one user (see [`Connection::user`](crate::Connection::user))
+    /// may have open at once; a further upgrade request for that user gets 429
+    /// `limit_exceeded` before the upgrade, and [`Connection::set_user`](crate::Connection::set_user)
+    /// returns [`Error::UserConnectionLimit`](crate::Error::UserConnectionLimit).
+    /// 0 means no limit. Default 0.
+    pub max_connections_per_user: usize,
     /// How often the server pings each connection. Default 30 s.
     pub ping_interval: Duration,
     /// How long the server waits for any frame (normally the pong) after a ping before it
@@ -103,12 +109,15 @@ pub struct HubConfig {
     /// How long a write to a connection may stall before the connection is dropped; also
     /// how long the server waits for the peer's reply to a close frame. Default 10 s.
     pub write_wait: Duration,
-    /// The kernel receive buffer of each socket (`SO_RCVBUF`); `None` keeps the system's
+    /// The kernel's receive buffer of each socket (`SO_RCVBUF`), not a buffer of this
+    /// library: wshub reads into no per-connection buffer while a connection is idle.
+    /// `None` keeps the system's default and its auto-tuning. Default `None`.
+    pub socket_recv_buffer_bytes: Option<usize>,
+    /// The kernel's send buffer of each socket (`SO_SNDBUF`), not a buffer of this library
+    /// (outgoing messages wait in the send queue, see
+    /// [`send_queue_max_bytes`](Self::send_queue_max_bytes)). `None` keeps the system's
     /// default and its auto-tuning. Default `None`.
-    pub read_buffer_bytes: Option<usize>,
-    /// The kernel send buffer of each socket (`SO_SNDBUF`); `None` keeps the system's
-    /// default and its auto-tuning. Default `None`.
-    pub write_buffer_bytes: Option<usize>,
+    pub socket_send_buffer_bytes: Option<usize>,
     /// The most bytes moved from a connection's send queue into one vectored write.
     /// Default 64 KiB.
     pub write_batch_bytes: usize,
@@ -153,6 +162,11 @@ pub struct HubConfig {
     /// would otherwise stay in memory as long as it stays connected; turn it on when a
     /// handler reads them (the auth hook sees them either way).
     pub keep_headers: bool,
+    /// A token bucket per connection for the messages it receives: a message over the
+    /// limit is dropped before any callback or handler sees it, and sustained abuse closes
+    /// the connection with 1008 (see [`RateLimitConfig`]). `None`, the default, limits
+    /// nothing.
+    pub rate_limit: Option<RateLimitConfig>,
     /// permessage-deflate (RFC 7692), offered by browsers and most clients: `None`, the
     /// default, leaves every connection uncompressed. See [`Compression`] for what it costs.
     pub compression: Option<Compression>,
@@ -163,11 +177,12 @@ impl Default for HubConfig {
         Self {
             path: "/ws".to_owned(),
             max_connections: 100_000,
+            max_connections_per_user: 0,
             ping_interval: Duration::from_secs(30),
             pong_wait: Duration::from_secs(60),
             write_wait: Duration::from_secs(10),
-            read_buffer_bytes: None,
-            write_buffer_bytes: None,
+            socket_recv_buffer_bytes: None,
+            socket_send_buffer_bytes: None,
             write_batch_bytes: 64 * 1024,
             max_message_bytes: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
@@ -179,6 +194,7 @@ impl Default for HubConfig {
             origin_policy: OriginPolicy::default(),
             inbox_capacity: 64,
             keep_headers: false,
+            rate_limit: None,
             compression: None,
         }
     }
@@ -193,6 +209,11 @@ impl HubConfig {
     /// Sets [`max_connections`](Self::max_connections).
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
+        self
+    }
+    /// Sets [`max_connections_per_user`](Self::max_connections_per_user).
+    pub fn max_connections_per_user(mut self, n: usize) -> Self {
+        self.max_connections_per_user = n;
         self
     }
     /// Sets [`ping_interval`](Self::ping_interval).
@@ -210,15 +231,27 @@ impl HubConfig {
         self.write_wait = d;
         self
     }
-    /// Sets [`read_buffer_bytes`](Self::read_buffer_bytes).
-    pub fn read_buffer_bytes(mut self, n: usize) -> Self {
-        self.read_buffer_bytes = Some(n);
+    /// Sets [`socket_recv_buffer_bytes`](Self::socket_recv_buffer_bytes).
+    pub fn socket_recv_buffer_bytes(mut self, n: usize) -> Self {
+        self.socket_recv_buffer_bytes = Some(n);
         self
     }
-    /// Sets [`write_buffer_bytes`](Self::write_buffer_bytes).
-    pub fn write_buffer_bytes(mut self, n: usize) -> Self {
-        self.write_buffer_bytes = Some(n);
+    /// Sets [`socket_send_buffer_bytes`](Self::socket_send_buffer_bytes).
+    pub fn socket_send_buffer_bytes(mut self, n: usize) -> Self {
+        self.socket_send_buffer_bytes = Some(n);
         self
+    }
+    /// The old name of [`socket_recv_buffer_bytes`](Self::socket_recv_buffer_bytes): the
+    /// kernel's `SO_RCVBUF`, not the read buffer the Go WebSocket libraries size.
+    #[deprecated(note = "a kernel socket buffer: use socket_recv_buffer_bytes")]
+    pub fn read_buffer_bytes(self, n: usize) -> Self {
+        self.socket_recv_buffer_bytes(n)
+    }
+    /// The old name of [`socket_send_buffer_bytes`](Self::socket_send_buffer_bytes): the
+    /// kernel's `SO_SNDBUF`, not the write buffer the Go WebSocket libraries size.
+    #[deprecated(note = "a kernel socket buffer: use socket_send_buffer_bytes")]
+    pub fn write_buffer_bytes(self, n: usize) -> Self {
+        self.socket_send_buffer_bytes(n)
     }
     /// Sets [`write_batch_bytes`](Self::write_batch_bytes).
     pub fn write_batch_bytes(mut self, n: usize) -> Self {
@@ -287,6 +320,13 @@ impl HubConfig {
     /// Sets [`keep_headers`](Self::keep_headers).
     pub fn keep_headers(mut self, keep: bool) -> Self {
         self.keep_headers = keep;
+        self
+    }
+
+    /// Limits the rate of received messages per connection (see
+    /// [`rate_limit`](Self::rate_limit)).
+    pub fn rate_limit(mut self, limit: RateLimitConfig) -> Self {
+        self.rate_limit = Some(limit);
         self
     }
 

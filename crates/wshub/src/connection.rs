@@ -221,6 +221,9 @@ pub(crate) struct Shared {
     pub(crate) rooms: Mutex<Vec<Arc<str>>>,
     /// Set when the connection has been unregistered; changed only under the room lock.
     pub(crate) gone: AtomicBool,
+    /// The user this connection is filed under in the hub's user index; changed only under
+    /// that index's lock.
+    pub(crate) user: Mutex<Option<Arc<str>>>,
     /// Received messages waiting for the async handler, when the hub has one.
     pub(crate) inbox: Option<Box<tokio::sync::Mutex<mpsc::Receiver<Message>>>>,
     /// The hub this connection belongs to. A strong handle: the hub's map points back
@@ -231,6 +234,10 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn rooms(&self) -> MutexGuard<'_, Vec<Arc<str>>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn user(&self) -> MutexGuard<'_, Option<Arc<str>>> {
+        self.user.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -297,6 +304,38 @@ impl Connection {
     /// The identity the auth hook returned, if the hub has one.
     pub fn identity(&self) -> Option<&Identity> {
         self.shared.info.identity.as_ref()
+    }
+
+    /// The user id this connection belongs to: the auth hook's [`Identity::user`] (when not
+    /// empty), or what [`set_user`](Self::set_user) set last. The hub finds a user's
+    /// connections with [`Hub::connections_of_user`].
+    pub fn user(&self) -> Option<Arc<str>> {
+        self.shared.user().clone()
+    }
+
+    /// Files this connection under `user` in the hub's user index (an application's
+    /// `Register(id)`), moving it from the user it had; `None` (or an empty id) takes it out
+    /// of the index.
+    ///
+    /// # Errors
+    /// [`Error::UserConnectionLimit`] when `user` already has
+    /// [`HubConfig::max_connections_per_user`](crate::HubConfig::max_connections_per_user)
+    /// connections (the connection keeps the user it had), [`Error::ConnectionClosed`] once
+    /// the connection has ended.
+    pub fn set_user(&self, user: Option<&str>) -> Result<(), Error> {
+        let inner = &self.shared.hub.inner;
+        // An empty id is no user, as from the auth hook.
+        let user = user.filter(|user| !user.is_empty());
+        inner
+            .users
+            .assign(&self.shared, user, inner.config.max_connections_per_user)
+            .map_err(|refusal| match refusal {
+                crate::users::Refusal::Full => Error::UserConnectionLimit {
+                    user: user.unwrap_or_default().to_owned(),
+                    max: inner.config.max_connections_per_user,
+                },
+                crate::users::Refusal::Gone => Error::ConnectionClosed,
+            })
     }
 
     /// Queues a message for this peer without waiting.

@@ -23,6 +23,7 @@ use crate::{
     heartbeat::{Beat, Heartbeat},
     hub::{Admission, HubInner},
     outbound::Taken,
+    rate_limit::{Decision, RateLimiter},
     stats::Counters,
     transport::{Incoming, Transport},
 };
@@ -72,6 +73,9 @@ pub(crate) struct Driver {
     /// The async handler's inbox, for hubs that have a handler; boxed, so that hubs with
     /// callbacks only do not pay for it in every connection.
     inbox: Option<Box<Inbox>>,
+    /// The connection's token bucket, when the hub limits message rates; boxed, so that
+    /// hubs without a limit do not pay for it in every connection.
+    rate_limiter: Option<Box<RateLimiter>>,
     /// Our close frame is queued; nothing else will be sent.
     close_sent: bool,
     /// The peer's close frame arrived, or the transport is answering a protocol error.
@@ -89,6 +93,11 @@ impl Driver {
         let now = Instant::now();
         let heartbeat = Heartbeat::new(&hub.config, now);
         let first_deadline = heartbeat.next_deadline();
+        let rate_limiter = hub
+            .config
+            .rate_limit
+            .as_ref()
+            .map(|limit| Box::new(RateLimiter::new(limit, now)));
         Self {
             conn,
             hub,
@@ -105,6 +114,7 @@ impl Driver {
                     parked: None,
                 })
             }),
+            rate_limiter,
             close_sent: false,
             peer_closing: false,
             outcome: Disconnect {
@@ -279,6 +289,24 @@ impl Driver {
                 let counters = &self.hub.counters;
                 Counters::add(&counters.messages_in, 1);
                 Counters::add(&counters.bytes_in, message.len() as u64);
+                if let Some(limiter) = &mut self.rate_limiter {
+                    match limiter.check(now) {
+                        Decision::Allow => {}
+                        Decision::Reject => {
+                            Counters::add(&counters.rate_limited_messages, 1);
+                            return;
+                        }
+                        Decision::Close => {
+                            Counters::add(&counters.rate_limited_messages, 1);
+                            if !self.conn.shared.queue.is_closing() {
+                                self.report_error(Error::RateLimited);
+                                self.conn
+                                    .close(CloseCode::POLICY_VIOLATION, "rate limit exceeded");
+                            }
+                            return;
+                        }
+                    }
+                }
                 if let Some(on_message) = &self.hub.callbacks.on_message {
                     let message = if self.inbox.is_some() {
                         message.clone()

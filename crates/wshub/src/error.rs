@@ -36,12 +36,26 @@ pub enum Error {
     /// The peer broke the WebSocket protocol (code 1002).
     #[error("WebSocket protocol violation: {0}")]
     Protocol(String),
+    /// The peer kept sending faster than
+    /// [`HubConfig::rate_limit`](crate::HubConfig::rate_limit) allows (code 1008).
+    #[error("rate limit exceeded for too long")]
+    RateLimited,
     /// The peer did not answer a ping within the pong wait.
     #[error("no pong within the pong wait")]
     PongTimeout,
     /// A write to the peer stalled for longer than the write wait.
     #[error("write stalled past the write wait")]
     WriteTimeout,
+    /// The user already has the most connections
+    /// [`HubConfig::max_connections_per_user`](crate::HubConfig::max_connections_per_user)
+    /// allows.
+    #[error("user {user:?} already has {max} connections, the most allowed")]
+    UserConnectionLimit {
+        /// The user id.
+        user: String,
+        /// The configured maximum.
+        max: usize,
+    },
     /// The hub is shutting down and accepts no new work.
     #[error("the hub is shutting down")]
     ShuttingDown,
@@ -51,6 +65,19 @@ pub enum Error {
     /// TLS could not be set up (unreadable or mismatched certificate and key).
     #[error("TLS: {0}")]
     Tls(String),
+    /// The listener of the stand-alone [`Server`](crate::Server) could not accept a
+    /// connection (see [`HubBuilder::on_server_error`](crate::HubBuilder::on_server_error)).
+    #[error("accept failed: {0}")]
+    Accept(#[source] io::Error),
+    /// A client's TLS handshake with the stand-alone [`Server`](crate::Server) failed or
+    /// timed out (see [`HubBuilder::on_server_error`](crate::HubBuilder::on_server_error)).
+    #[error("TLS handshake with {peer} failed: {reason}")]
+    TlsHandshake {
+        /// The client's address.
+        peer: std::net::SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
     /// An I/O error on the socket or listener.
     #[error("I/O: {0}")]
     Io(#[from] io::Error),
@@ -63,6 +90,7 @@ impl Error {
             Error::MessageTooLarge { .. } => Some(CloseCode::MESSAGE_TOO_BIG),
             Error::InvalidUtf8 | Error::InvalidCompressedData => Some(CloseCode::INVALID_PAYLOAD),
             Error::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
+            Error::RateLimited => Some(CloseCode::POLICY_VIOLATION),
             Error::SendQueueFull => Some(CloseCode::TRY_AGAIN_LATER),
             _ => None,
         }

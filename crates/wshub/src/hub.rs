@@ -27,6 +27,7 @@ use crate::{
     connection::Shared,
     outbound::{CloseRequest, PushOutcome},
     stats::Counters,
+    users::Users,
 };
 
 /// A boxed, sendable future, as the hub stores handlers and auth hooks.
@@ -35,6 +36,7 @@ type OnConnect = Arc<dyn Fn(&Connection) + Send + Sync>;
 type OnMessage = Arc<dyn Fn(&Connection, Message) + Send + Sync>;
 type OnDisconnect = Arc<dyn Fn(&Connection, &Disconnect) + Send + Sync>;
 type OnError = Arc<dyn Fn(&Connection, &Error) + Send + Sync>;
+pub(crate) type OnServerError = Arc<dyn Fn(&Error) + Send + Sync>;
 pub(crate) type Handler = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
 pub(crate) type AuthHook =
     Arc<dyn Fn(HandshakeRequest) -> BoxFuture<Result<Identity, Rejection>> + Send + Sync>;
@@ -46,6 +48,7 @@ pub(crate) struct Callbacks {
     pub(crate) on_message: Option<OnMessage>,
     pub(crate) on_disconnect: Option<OnDisconnect>,
     pub(crate) on_error: Option<OnError>,
+    pub(crate) on_server_error: Option<OnServerError>,
 }
 
 /// The members of one room, in a vector for fast fan-out and an index for O(1) removal.
@@ -87,6 +90,8 @@ pub(crate) struct HubInner {
     ids: crate::connection::SequenceCipher,
     connections: RwLock<HashMap<ConnectionId, Arc<Shared>>>,
     rooms: RwLock<HashMap<Arc<str>, Room>>,
+    /// Connections by user id, and the per-user cap.
+    pub(crate) users: Users,
     pub(crate) callbacks: Callbacks,
     pub(crate) handler: Option<Handler>,
     pub(crate) auth: Option<AuthHook>,
@@ -147,7 +152,8 @@ impl HubInner {
         let max = self.config.max_connections;
         self.admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
+                // 0 means no limit, as in the Go hubs people arrive from.
+                (max == 0 || n < max).then_some(n + 1)
             })
             .ok()?;
         Some(Admission {
@@ -187,6 +193,7 @@ impl HubInner {
             }
         }
         self.write_connections().remove(&shared.info.id);
+        self.users.detach(shared);
     }
 
     pub(crate) fn join(&self, shared: &Arc<Shared>, room: &str) -> Result<bool, Error> {
@@ -439,6 +446,42 @@ impl Hub {
             .send(message)
     }
 
+    /// The open connections of one user (see [`Connection::user`]); empty for a user with
+    /// none. One hash lookup, whatever the number of connections.
+    pub fn connections_of_user(&self, user: &str) -> Vec<Connection> {
+        self.inner.users.with_connections(user, |connections| {
+            connections
+                .iter()
+                .map(|shared| Connection {
+                    shared: Arc::clone(shared),
+                })
+                .collect()
+        })
+    }
+
+    /// Sends a message to every connection of one user. Returns how many connections it was
+    /// queued for (0 for a user with none). Never waits on a slow connection.
+    pub fn send_to_user(&self, user: &str, message: Message) -> usize {
+        self.inner.users.with_connections(user, |connections| {
+            self.inner.fan_out(connections.iter(), &message, None)
+        })
+    }
+
+    /// Closes every connection of one user with this code and reason, after what is queued
+    /// for them. Returns how many connections it closed.
+    pub fn disconnect_user(&self, user: &str, code: CloseCode, reason: &str) -> usize {
+        let connections = self.connections_of_user(user);
+        for conn in &connections {
+            conn.close(code, reason);
+        }
+        connections.len()
+    }
+
+    /// How many users have at least one open connection.
+    pub fn user_count(&self) -> usize {
+        self.inner.users.count()
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         let connections = self.connection_count();
@@ -542,6 +585,15 @@ impl HubBuilder {
         self
     }
 
+    /// Called by the stand-alone [`Server`](crate::Server) for failures that belong to no
+    /// connection: [`Error::Accept`] (out of file descriptors, say; the server keeps
+    /// accepting) and [`Error::TlsHandshake`]. Beside [`on_error`](Self::on_error), which is
+    /// per connection. A hub served by your own axum server never calls it.
+    pub fn on_server_error(mut self, f: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.callbacks.on_server_error = Some(Arc::new(f));
+        self
+    }
+
     /// Runs `handler` as its own task for every connection; it reads with
     /// [`Connection::recv`]. When the handler returns, the connection is closed with 1000.
     pub fn handler<F, Fut>(mut self, handler: F) -> Self
@@ -578,6 +630,7 @@ impl HubBuilder {
                 ids: crate::connection::SequenceCipher::new(),
                 connections: RwLock::new(HashMap::new()),
                 rooms: RwLock::new(HashMap::new()),
+                users: Users::default(),
                 callbacks: self.callbacks,
                 handler: self.handler,
                 auth: self.auth,

@@ -10,6 +10,8 @@
 //! - `heartbeat`: ping interval, pong wait, write wait.
 //! - `transport`: one WebSocket connection over its byte stream; `frame`: RFC 6455
 //!   framing as pure functions.
+//! - [`rate_limit`]: the per-connection token bucket and the detector of sustained abuse.
+//! - `users`: the index of connections by user id, and the per-user cap.
 //! - `upgrade`: the axum route: limits, origin check, auth hook, then the upgrade.
 //! - [`server`](Server): a stand-alone server for programs without axum, with TLS
 //!   ([`TlsConfig`], feature `tls`, on by default).
@@ -30,12 +32,14 @@ mod heartbeat;
 mod hub;
 mod message;
 mod outbound;
+pub mod rate_limit;
 mod server;
 mod stats;
 #[cfg(feature = "tls")]
 mod tls;
 mod transport;
 mod upgrade;
+mod users;
 
 pub use close::{CloseCode, Disconnect};
 pub use config::{HubConfig, OriginCheck, OriginPolicy, OverflowPolicy};
@@ -44,6 +48,7 @@ pub use deflate::Compression;
 pub use error::Error;
 pub use hub::{Hub, HubBuilder};
 pub use message::{Message, MessageKind};
+pub use rate_limit::RateLimitConfig;
 pub use server::Server;
 pub use stats::{LATENCY_BUCKET_BOUNDS_MICROS, LatencyHistogram, Stats};
 #[cfg(feature = "tls")]

@@ -186,6 +186,16 @@ async fn accept_loop(
     let handshake_timeout = slots.hub.config().handshake_timeout;
     let mut last_warning: Option<Instant> = None;
     let mut unlogged_failures = 0_u64;
+    let on_error = slots.hub.inner.callbacks.on_server_error.clone();
+    let report = move |error: Error| {
+        if let Some(on_error) = &on_error {
+            // A panicking callback must not end the accept loop.
+            let call = std::panic::AssertUnwindSafe(|| on_error(&error));
+            if std::panic::catch_unwind(call).is_err() {
+                tracing::error!("the server's on_server_error callback panicked");
+            }
+        }
+    };
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -201,6 +211,7 @@ async fn accept_loop(
                     } else {
                         unlogged_failures += 1;
                     }
+                    report(Error::Accept(error));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -222,6 +233,8 @@ async fn accept_loop(
         let router = router.clone();
         let stop = stop.clone();
         let tls = tls.clone();
+        #[cfg(feature = "tls")]
+        let report = report.clone();
         http_connections.spawn(async move {
             // Held until the connection ends or becomes a WebSocket (hyper then hands the
             // socket to the upgrade and `serve_http` returns).
@@ -235,8 +248,16 @@ async fn accept_loop(
                         Ok(Ok(stream)) => {
                             serve_http(stream, peer, router, handshake_timeout, stop).await;
                         }
-                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                            let reason = error.to_string();
+                            report(Error::TlsHandshake { peer, reason });
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            let reason = "timed out".to_owned();
+                            report(Error::TlsHandshake { peer, reason });
+                        }
                     }
                 }
                 #[cfg(not(feature = "tls"))]

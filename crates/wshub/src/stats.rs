@@ -27,6 +27,9 @@ pub struct Stats {
     pub dropped_messages: u64,
     /// Connections closed with 1013 because their send queue overflowed.
     pub slow_consumer_disconnects: u64,
+    /// Received messages dropped because they came faster than
+    /// [`HubConfig::rate_limit`](crate::HubConfig::rate_limit) allows.
+    pub rate_limited_messages: u64,
     /// Upgrade requests refused, for any reason (the sum of the four below).
     pub rejected_handshakes: u64,
     /// Refused with 503: over the connection limit, or shutting down.
@@ -81,6 +84,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) dropped_messages: AtomicU64,
     pub(crate) slow_consumer_disconnects: AtomicU64,
+    pub(crate) rate_limited_messages: AtomicU64,
     pub(crate) rejected_unavailable: AtomicU64,
     pub(crate) rejected_forbidden: AtomicU64,
     pub(crate) rejected_unauthorized: AtomicU64,
@@ -129,6 +133,7 @@ impl Counters {
             bytes_out: self.bytes_out.load(Relaxed),
             dropped_messages: self.dropped_messages.load(Relaxed),
             slow_consumer_disconnects: self.slow_consumer_disconnects.load(Relaxed),
+            rate_limited_messages: self.rate_limited_messages.load(Relaxed),
             rejected_handshakes: rejected.iter().sum(),
             rejected_unavailable: rejected[0],
             rejected_forbidden: rejected[1],

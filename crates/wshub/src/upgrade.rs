@@ -31,6 +31,7 @@ use crate::{
     hub::{Admission, HubInner},
     outbound::SendQueue,
     transport::{Io, Transport},
+    users::UserSlot,
 };
 
 /// The parts of an upgrade request the auth hook sees.
@@ -168,7 +169,9 @@ pub(crate) async fn upgrade(hub: Hub, request: Request<Body>) -> Response {
         Err(rejection) => {
             let counters = &hub.inner.counters;
             let counter = match rejection.status {
-                StatusCode::SERVICE_UNAVAILABLE => &counters.rejected_unavailable,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                    &counters.rejected_unavailable
+                }
                 StatusCode::FORBIDDEN => &counters.rejected_forbidden,
                 StatusCode::UNAUTHORIZED => &counters.rejected_unauthorized,
                 _ => &counters.rejected_bad_request,
@@ -227,6 +230,20 @@ async fn accept(hub: &Hub, mut request: Request<Body>) -> Result<Response, Rejec
         }
     };
 
+    let user_slot = match identity.as_ref().map(Identity::user) {
+        Some(user) if !user.is_empty() => Some(UserSlot::take(inner, user).ok_or_else(|| {
+            Rejection::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "limit_exceeded",
+                format!(
+                    "this user already has {} connections, the most allowed",
+                    inner.config.max_connections_per_user
+                ),
+            )
+        })?),
+        _ => None,
+    };
+
     let deflate = inner.config.compression.as_ref().and_then(|config| {
         let offers = request
             .headers()
@@ -253,6 +270,7 @@ async fn accept(hub: &Hub, mut request: Request<Body>) -> Result<Response, Rejec
         user_agent,
         headers,
         identity,
+        user_slot,
         deflate: deflate.as_ref().map(|(agreed, _)| *agreed),
     };
     let timeout = inner.config.handshake_timeout;
@@ -355,6 +373,8 @@ struct PendingConnection {
     user_agent: Option<String>,
     headers: RequestHeaders,
     identity: Option<Identity>,
+    /// The slot under the per-user cap, for a connection the auth hook named a user for.
+    user_slot: Option<UserSlot>,
     /// What permessage-deflate negotiation agreed, if it was offered and is on.
     deflate: Option<Agreed>,
 }
@@ -365,7 +385,11 @@ impl PendingConnection {
         let inner: &Arc<HubInner> = &self.hub.inner;
         let config = &inner.config;
         if let Some(tcp) = io.tcp() {
-            tune_socket(tcp, config.read_buffer_bytes, config.write_buffer_bytes);
+            tune_socket(
+                tcp,
+                config.socket_recv_buffer_bytes,
+                config.socket_send_buffer_bytes,
+            );
         }
         let remote_addr = self
             .remote_addr
@@ -395,6 +419,7 @@ impl PendingConnection {
             ),
             rooms: Mutex::new(Vec::new()),
             gone: std::sync::atomic::AtomicBool::new(false),
+            user: Mutex::new(None),
             inbox: inbox_rx,
             hub: self.hub.clone(),
         });
@@ -403,7 +428,11 @@ impl PendingConnection {
         };
         let span = tracing::debug_span!("conn", conn_id = %conn.id(), peer = ?remote_addr);
         let _entered = span.enter();
-        if !inner.register(&shared) {
+        if inner.register(&shared) {
+            if let Some(slot) = self.user_slot {
+                slot.attach(&shared);
+            }
+        } else {
             // Shutdown began between the 101 and now: say so and leave.
             conn.close(CloseCode::GOING_AWAY, "server shutting down");
         }

@@ -102,7 +102,7 @@ async fn a_write_stalled_past_the_write_wait_drops_the_connection() {
         .config(
             HubConfig::default()
                 .write_wait(Duration::from_millis(300))
-                .write_buffer_bytes(8 * 1024)
+                .socket_send_buffer_bytes(8 * 1024)
                 // A queue too deep to overflow: only the write wait can end it.
                 .send_queue_capacity(100_000)
                 .send_queue_max_bytes(usize::MAX),

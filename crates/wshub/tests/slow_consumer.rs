@@ -45,7 +45,7 @@ async fn a_reader_that_never_reads_is_closed_with_1013_and_delays_no_one() {
 async fn cut_off_when_the_queue_fills(bound: HubConfig) {
     let hub = Hub::new(
         bound
-            .write_buffer_bytes(16 * 1024)
+            .socket_send_buffer_bytes(16 * 1024)
             .write_wait(Duration::from_secs(60)),
     );
     let server = start_server(hub.clone()).await;
