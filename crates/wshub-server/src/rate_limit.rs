@@ -51,112 +51,9 @@ impl Default for RateLimitConfig {
     }
 }
 
-/// What to do with one command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Execute it.
-    Allow,
-    /// Answer it with a `rate_limited` error and do not execute it.
-    Reject,
-    /// Sustained abuse: answer as for [`Decision::Reject`], then close the connection with
-    /// 1008. Once returned, every later check returns it too.
-    Close,
-}
-
-/// A token bucket: holds up to `burst` tokens, refills at `per_second`, and each command
-/// takes one.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
-    refilled_at: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket. A rate that is not a positive finite number never refills, and
-    /// `burst` 0 allows nothing; configuration should refuse both.
-    pub fn new(per_second: f64, burst: u32, now: Instant) -> TokenBucket {
-        let per_second = if per_second.is_finite() && per_second > 0.0 {
-            per_second
-        } else {
-            0.0
-        };
-        TokenBucket {
-            per_second,
-            burst: f64::from(burst),
-            tokens: f64::from(burst),
-            refilled_at: now,
-        }
-    }
-
-    /// Takes a token if one is available at `now`. An instant earlier than a previous one
-    /// counts as no time passing.
-    pub fn try_acquire(&mut self, now: Instant) -> bool {
-        self.try_take(now, 1.0)
-    }
-
-    /// Takes `amount` tokens if that many are available at `now` (an amount larger than
-    /// the burst is taken from a full bucket, which it empties). An instant earlier than a
-    /// previous one counts as no time passing.
-    pub fn try_take(&mut self, now: Instant, amount: f64) -> bool {
-        let elapsed = now.saturating_duration_since(self.refilled_at);
-        if now > self.refilled_at {
-            self.refilled_at = now;
-        }
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
-        let amount = amount.min(self.burst).max(1.0);
-        if self.tokens >= amount {
-            self.tokens -= amount;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// The tokens available now (fractional while refilling), without taking one.
-    pub fn available(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.refilled_at);
-        (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst)
-    }
-}
-
-/// Counts rejections in fixed windows and reports sustained abuse.
-#[derive(Debug, Clone)]
-pub struct AbuseDetector {
-    max_rejections: u32,
-    window: Duration,
-    window_start: Option<Instant>,
-    rejections: u32,
-}
-
-impl AbuseDetector {
-    /// Reports abuse at more than `max_rejections` rejections within `window`.
-    pub fn new(max_rejections: u32, window: Duration) -> AbuseDetector {
-        AbuseDetector {
-            max_rejections,
-            window,
-            window_start: None,
-            rejections: 0,
-        }
-    }
-
-    /// Records one rejection at `now`; true when that makes the abuse sustained.
-    ///
-    /// A window opens at the first rejection and lasts `window`; the count starts again
-    /// with the first rejection after it.
-    pub fn record_rejection(&mut self, now: Instant) -> bool {
-        let in_window = self
-            .window_start
-            .is_some_and(|start| now.saturating_duration_since(start) < self.window);
-        if !in_window {
-            self.window_start = Some(now);
-            self.rejections = 0;
-        }
-        self.rejections = self.rejections.saturating_add(1);
-        self.rejections > self.max_rejections
-    }
-}
+// The bucket, the detector and their decision are the library's (one home for each);
+// what the server adds is the bucket an address's connections share.
+pub use wshub::rate_limit::{AbuseDetector, Decision, TokenBucket};
 
 /// The rate limiter of one connection: a [`TokenBucket`] of its own, the bucket of its
 /// address that it shares with the other connections from there, and an
@@ -223,7 +120,7 @@ impl SharedBucket {
 
     fn is_full(&self, now: Instant) -> bool {
         let bucket = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        bucket.available(now) >= bucket.burst
+        bucket.available(now) >= bucket.burst()
     }
 }
 

@@ -96,17 +96,30 @@ impl TokenBucket {
     /// Takes a token if one is available at `now`. An instant earlier than a previous one
     /// counts as no time passing.
     pub fn try_acquire(&mut self, now: Instant) -> bool {
+        self.try_take(now, 1.0)
+    }
+
+    /// Takes `amount` tokens if that many are available at `now` (an amount larger than
+    /// the burst is taken from a full bucket, which it empties). An instant earlier than a
+    /// previous one counts as no time passing.
+    pub fn try_take(&mut self, now: Instant, amount: f64) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled_at);
         if now > self.refilled_at {
             self.refilled_at = now;
         }
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let amount = amount.min(self.burst).max(1.0);
+        if self.tokens >= amount {
+            self.tokens -= amount;
             true
         } else {
             false
         }
+    }
+
+    /// How many tokens the bucket holds when full.
+    pub fn burst(&self) -> f64 {
+        self.burst
     }
 
     /// The tokens available now (fractional while refilling), without taking one.
