@@ -1,5 +1,5 @@
 // Type declarations of wshub.js, written by hand to match it; `npm run typecheck` checks
-// them against test/types/usage.ts. Frame shapes follow PROTOCOL.md.
+// them against test/types/usage.ts. Frame shapes follow docs/PROTOCOL.md.
 import type { WebSocketConstructor, WebSocketLike } from "./websocket.js";
 
 /** Any JSON value: what `data` carries. */
@@ -242,7 +242,7 @@ export interface WshubEvents {
 }
 
 /**
- * Error codes of PROTOCOL.md and the client's own (`timeout`, `disconnected`, `closed`,
+ * Error codes of docs/PROTOCOL.md and the client's own (`timeout`, `disconnected`, `closed`,
  * `offline_queue_full`).
  */
 export type WshubErrorCode =

@@ -7,7 +7,7 @@
 //   await client.subscribe("chat:lobby", (frame) => console.log(frame)); // once connected
 //   await client.publish("chat:lobby", { text: "hi" });
 //
-// It speaks the wshub wire protocol (PROTOCOL.md): one JSON object per text frame,
+// It speaks the wshub wire protocol (docs/PROTOCOL.md): one JSON object per text frame,
 // commands with an `id` answered by a reply with the same `id`. It is built on the plain
 // WebSocket client (websocket.js, `WebSocketClient` with `handshake: true`: a connection
 // counts as open at the server's `welcome`), which brings the socket, the reconnection
@@ -77,7 +77,7 @@ const ROUTED_TYPES = new Set(["message", "direct", "broadcast"]);
  */
 
 /**
- * A stream position in one room (PROTOCOL.md: offsets and epochs).
+ * A stream position in one room (docs/PROTOCOL.md: offsets and epochs).
  * @typedef {{epoch: string, offset: number}} StreamPosition
  */
 
@@ -121,7 +121,7 @@ const ROUTED_TYPES = new Set(["message", "direct", "broadcast"]);
 /** An error reply from the server, or a request that could not be answered. */
 export class WshubError extends Error {
   /**
-   * @param {string} code A PROTOCOL.md error code (`bad_request`, `forbidden`, ...), or
+   * @param {string} code A docs/PROTOCOL.md error code (`bad_request`, `forbidden`, ...), or
    *   one of the client's own: `timeout` (no reply in time), `disconnected` (the
    *   connection dropped or was not open), `closed` (the client was closed),
    *   `offline_queue_full` (a publish made while disconnected found the offline queue
@@ -521,7 +521,7 @@ export class WshubClient {
   /**
    * Sends any command with a fresh `id` and waits for the reply carrying it. The base of
    * every method above; use it for commands this class does not know yet.
-   * @param {object} command a PROTOCOL.md command without `id`
+   * @param {object} command a docs/PROTOCOL.md command without `id`
    * @param {{timeout?: number}} [options]
    * @returns {Promise<object>} the `ok` (or `pong`) frame; rejected with a WshubError
    *   carrying the error frame's `code`, or `timeout`, or `disconnected`

@@ -22,7 +22,7 @@
 //!
 //! # Atomic subscribe-with-recovery: the room lock
 //!
-//! PROTOCOL.md requires that a subscribe with `since` gets every missed message and then
+//! docs/PROTOCOL.md requires that a subscribe with `since` gets every missed message and then
 //! every live one, with no gap and no duplicate between the two, and that every subscriber
 //! sees a room's messages in offset order. Both hold if the server does each of these two
 //! things entirely inside [`History::with_room`], which runs a closure while holding that
@@ -285,7 +285,7 @@ impl RoomHistory {
         Appended { position, frame }
     }
 
-    /// The messages after `position`, oldest first, at most `limit`, following PROTOCOL.md:
+    /// The messages after `position`, oldest first, at most `limit`, following docs/PROTOCOL.md:
     ///
     /// - same epoch and the retained history reaches back to `position.offset + 1` (or
     ///   nothing was missed): `recovered` is true;

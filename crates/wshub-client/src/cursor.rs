@@ -4,7 +4,7 @@
 //! Invariant: within one epoch, the application sees each offset at most once and in
 //! increasing order. A message whose offset is not above the last delivered one of the
 //! same epoch is a duplicate (a replay overlapping what was already delivered) and is
-//! dropped. A new epoch means the room's history was replaced (PROTOCOL.md: the epoch
+//! dropped. A new epoch means the room's history was replaced (docs/PROTOCOL.md: the epoch
 //! changes whenever history is lost), so numbering starts over and nothing from it is a
 //! duplicate.
 

@@ -1,5 +1,5 @@
 //! Matching replies to commands: every command gets a fresh numeric `id` from a counter, and
-//! the reply carrying that `id` (`ok`, `pong` or `error`, PROTOCOL.md "Client to server")
+//! the reply carrying that `id` (`ok`, `pong` or `error`, docs/PROTOCOL.md "Client to server")
 //! finds its waiter here.
 //!
 //! Ids are never reused for the life of a client, across reconnects too, so a reply can

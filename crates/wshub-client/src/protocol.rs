@@ -391,7 +391,7 @@ impl WshubClient {
     }
 
     /// A page of `room`'s history: with `since`, the oldest `limit` messages after it;
-    /// without, the newest `limit` (PROTOCOL.md, `history`).
+    /// without, the newest `limit` (docs/PROTOCOL.md, `history`).
     pub async fn history(
         &self,
         room: impl AsRef<str>,
@@ -1087,7 +1087,7 @@ async fn dispatch(
             Event::Message(Message::Text(text)) => match ServerFrame::decode(&text) {
                 Ok(frame) => core.on_frame(frame),
                 Err(error) if error.code() == wshub_protocol::ErrorCode::UnknownType => {
-                    // A newer server's frame type: skip it (PROTOCOL.md may grow).
+                    // A newer server's frame type: skip it (docs/PROTOCOL.md may grow).
                     tracing::debug!(%error, "skipping an unknown frame type");
                     continue;
                 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 /// A WebSocket close code.
 ///
-/// The constants are the codes PROTOCOL.md assigns; any other `u16` can be wrapped with
+/// The constants are the codes docs/PROTOCOL.md assigns; any other `u16` can be wrapped with
 /// [`CloseCode::from`] (a peer may send one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CloseCode(u16);

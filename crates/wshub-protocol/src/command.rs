@@ -1,6 +1,6 @@
 //! Client → server commands ([`Command`]) and their decoding ([`Command::decode`]).
 //!
-//! Decoding applies every rule of PROTOCOL.md, in this order:
+//! Decoding applies every rule of docs/PROTOCOL.md, in this order:
 //!
 //! 1. The frame must be JSON (else `bad_request`) holding an object (else `bad_request`).
 //! 2. An `id`, when present, must be a number or a string of at most 64 bytes; otherwise
@@ -155,7 +155,7 @@ pub struct Ping {
 }
 
 impl Command {
-    /// Decodes one text frame, applying every validation rule of PROTOCOL.md (see the
+    /// Decodes one text frame, applying every validation rule of docs/PROTOCOL.md (see the
     /// [module docs](self) for the order). The error carries the command's `id` whenever
     /// it was valid and read, and encodes to the `error` frame with
     /// [`ProtocolError::to_frame`].

@@ -5,7 +5,7 @@
 //! spliced in as the raw text the publisher sent. The `history` reply splices the stored,
 //! already-encoded `message` frames, so replaying history never re-encodes a message.
 //!
-//! Field order is fixed (`type` first, then the fields in the order PROTOCOL.md lists
+//! Field order is fixed (`type` first, then the fields in the order docs/PROTOCOL.md lists
 //! them), which makes frames byte-for-byte predictable in tests.
 
 use std::time::Duration;

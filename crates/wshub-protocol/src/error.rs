@@ -1,6 +1,6 @@
 //! The protocol's error vocabulary: [`ErrorCode`] and [`ProtocolError`].
 //!
-//! An error frame never closes a connection (PROTOCOL.md, "Errors"); the close codes are in
+//! An error frame never closes a connection (docs/PROTOCOL.md, "Errors"); the close codes are in
 //! [`crate::close`].
 
 use std::borrow::Cow;
@@ -14,7 +14,7 @@ use crate::id::CommandId;
 
 /// The `code` of an `error` frame, and the `error` of an HTTP error body.
 ///
-/// Serialized as the snake_case strings of PROTOCOL.md (`"bad_request"`, ...).
+/// Serialized as the snake_case strings of docs/PROTOCOL.md (`"bad_request"`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -41,7 +41,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, in the order PROTOCOL.md lists them.
+    /// Every code, in the order docs/PROTOCOL.md lists them.
     pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -74,7 +74,7 @@ impl ErrorCode {
     ///
     /// `bad_request` and `unknown_type` → 400, `unauthorized` → 401, `forbidden` → 403,
     /// `not_found` → 404, `rate_limited` → 429, `limit_exceeded` → 503 (the connection
-    /// limit, sent with `Retry-After`), `internal` → 500, `unavailable` → 503. The one exception PROTOCOL.md
+    /// limit, sent with `Retry-After`), `internal` → 500, `unavailable` → 503. The one exception docs/PROTOCOL.md
     /// names, 426 for an unsupported `Sec-WebSocket-Version`, is the caller's to send.
     pub const fn http_status(self) -> u16 {
         match self {
@@ -99,7 +99,7 @@ impl fmt::Display for ErrorCode {
 /// A command that could not be accepted, with everything needed to answer it.
 ///
 /// It carries the command's `id` when the command had a valid one, so that the error frame
-/// can be matched to its request (PROTOCOL.md: a command with an `id` gets exactly one
+/// can be matched to its request (docs/PROTOCOL.md: a command with an `id` gets exactly one
 /// reply). [`ProtocolError::to_frame`] encodes the `error` frame.
 ///
 /// Its `Display` text is for logs and for the frame's `message`; it is not an API: match on

@@ -1,4 +1,4 @@
-//! Request and response bodies of the HTTP API for backends (PROTOCOL.md, "HTTP API for
+//! Request and response bodies of the HTTP API for backends (docs/PROTOCOL.md, "HTTP API for
 //! backends"), plus the error body every rejection uses.
 //!
 //! Requests that carry `data` keep it raw ([`Payload`]); room names are validated while

@@ -1,6 +1,6 @@
 //! The wire protocol of wshub, as serde types and pure functions: no I/O, no async.
 //!
-//! `PROTOCOL.md` is the contract; this crate is its executable form, shared by the `wshub`
+//! `docs/PROTOCOL.md` is the contract; this crate is its executable form, shared by the `wshub`
 //! server, the Rust client and anything else that speaks to a hub. It decodes client
 //! commands with every validation rule of the protocol, encodes server frames straight into
 //! [`bytes::Bytes`] (once per message, whatever the number of recipients), and keeps every

@@ -1,4 +1,4 @@
-//! The HTTP API for backends (PROTOCOL.md, "HTTP API for backends"): publish, broadcast,
+//! The HTTP API for backends (docs/PROTOCOL.md, "HTTP API for backends"): publish, broadcast,
 //! send, disconnect, rooms, presence and history, behind `Authorization: Bearer <api key>`.
 
 use std::sync::Arc;

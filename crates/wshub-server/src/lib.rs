@@ -1,5 +1,5 @@
 //! The wshub server: what the stand-alone `wshub` binary adds on top of the `wshub`
-//! library, the JSON protocol of PROTOCOL.md, the HTTP API, history, tokens, presence,
+//! library, the JSON protocol of docs/PROTOCOL.md, the HTTP API, history, tokens, presence,
 //! metrics and the demo page. `main.rs` only wires these together; [`app::serve`] runs the
 //! whole server in-process (the tests do). The history at its heart:
 //!

@@ -4,7 +4,7 @@
 //! [`RateLimiter::check`] once per frame, decoded or not, passing the current [`Instant`],
 //! which makes the limiter deterministic in tests). A command over the limit is answered with a
 //! `rate_limited` error frame and not executed; that never closes the connection by itself.
-//! Only *sustained* abuse does (PROTOCOL.md: close code 1008): more than
+//! Only *sustained* abuse does (docs/PROTOCOL.md: close code 1008): more than
 //! [`RateLimitConfig::max_rejections`] rejections within one
 //! [`RateLimitConfig::rejection_window`].
 //!

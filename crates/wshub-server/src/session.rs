@@ -1,4 +1,4 @@
-//! One WebSocket connection speaking the JSON protocol (PROTOCOL.md): the welcome frame,
+//! One WebSocket connection speaking the JSON protocol (docs/PROTOCOL.md): the welcome frame,
 //! then each command in, its reply out, until the connection ends or its token expires.
 
 use std::{
@@ -66,7 +66,7 @@ pub async fn run(state: Arc<ServerState>, conn: Connection) {
         session.state.options.hub.ping_interval,
     ));
 
-    // A token's `exp` ends the connection with 1008 when it passes (PROTOCOL.md, Tokens).
+    // A token's `exp` ends the connection with 1008 when it passes (docs/PROTOCOL.md, Tokens).
     let expiry = session
         .claims
         .as_ref()
@@ -123,7 +123,7 @@ impl Session {
 
     async fn handle(&mut self, message: Message) {
         let Some(text) = message.as_text() else {
-            // PROTOCOL.md, Transport: a binary frame on this endpoint closes with 1003.
+            // docs/PROTOCOL.md, Transport: a binary frame on this endpoint closes with 1003.
             self.conn.close(
                 CloseCode::UNSUPPORTED_DATA,
                 "binary frames are not accepted; send JSON text",

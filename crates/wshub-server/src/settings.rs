@@ -857,7 +857,7 @@ pub const SPECS: &[Spec] = &[
     COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER,
 ];
 
-/// The routes the server serves besides the WebSocket endpoint (PROTOCOL.md); the endpoint
+/// The routes the server serves besides the WebSocket endpoint (docs/PROTOCOL.md); the endpoint
 /// may not take one of them.
 const RESERVED_PATHS: &[&str] = &[
     "/healthz",

@@ -1,10 +1,10 @@
-//! Token verification: HS256 JWTs signed with the server's secret (PROTOCOL.md, "Tokens").
+//! Token verification: HS256 JWTs signed with the server's secret (docs/PROTOCOL.md, "Tokens").
 //!
 //! [`TokenVerifier::verify`] checks the signature and the claims and returns the
 //! [`Claims`]; only `sub` is required, and `exp` is enforced when present, with no leeway
 //! (a token is valid up to and including its `exp` second). What a valid token permits is
 //! [`may_subscribe`] and [`may_publish`]. Errors say which of the four failures of
-//! PROTOCOL.md happened; all are answered `401 unauthorized` before the upgrade, and an
+//! docs/PROTOCOL.md happened; all are answered `401 unauthorized` before the upgrade, and an
 //! expiry during a live connection closes it with 1008 (schedule it from
 //! [`Claims::expires_at`]).
 
@@ -62,7 +62,7 @@ impl TokenVerifier {
     /// secret). An empty secret is accepted here; configuration should refuse it.
     pub fn new(secret: &[u8]) -> TokenVerifier {
         let mut validation = Validation::new(Algorithm::HS256);
-        // PROTOCOL.md: `sub` is required, `exp` optional but enforced when present.
+        // docs/PROTOCOL.md: `sub` is required, `exp` optional but enforced when present.
         validation.set_required_spec_claims(&["sub"]);
         validation.validate_exp = true;
         validation.leeway = 0;

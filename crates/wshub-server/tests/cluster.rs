@@ -1,7 +1,7 @@
 //! Three `wshub` nodes in-process, on three loopback ports, sharing a real Redis (started
 //! here when none listens on 127.0.0.1:6379) or a real NATS with JetStream (started here
 //! when none listens on 127.0.0.1:4222), with clients spread over them: the cluster behaves
-//! as one server (PROTOCOL.md's cluster sentences), whichever backplane it shares.
+//! as one server (docs/PROTOCOL.md's cluster sentences), whichever backplane it shares.
 
 mod support;
 

@@ -152,7 +152,7 @@ async fn deeply_nested_json_anywhere_in_a_command_is_refused_without_harm() {
         send_raw(&mut attacker, &text).await;
         let reply = next(&mut attacker).await;
         if what == "an unknown field" {
-            // Unknown fields are skipped (PROTOCOL.md), however deep, without recursion.
+            // Unknown fields are skipped (docs/PROTOCOL.md), however deep, without recursion.
             assert_eq!(reply, json!({"type":"pong","id":"u"}), "{what}");
         } else {
             assert_eq!(reply["type"], "error", "{what}: {reply}");

@@ -1,5 +1,5 @@
 //! The JSON protocol over real sockets: every command, reply, error code and close code of
-//! PROTOCOL.md.
+//! docs/PROTOCOL.md.
 
 mod support;
 
