@@ -27,9 +27,11 @@ pub type OriginCheck = Arc<dyn Fn(&str, Option<&str>) -> bool + Send + Sync>;
 /// an origin check protects browser users against cross-site WebSocket hijacking.
 #[derive(Clone)]
 pub enum OriginPolicy {
-    /// The origin's host must equal the request's `Host`, or the origin must be in the list
-    /// (exact matches such as `https://app.example.com`, or `*` for any). The default, with
-    /// an empty list.
+    /// The origin's scheme must be `http` or `https` and its host (with the port) must equal
+    /// the request's `Host`, or the origin must be in the list (exact matches such as
+    /// `https://app.example.com`, or `*` for any). The default, with an empty list. A page
+    /// served under a name that resolves to this server by DNS rebinding passes this
+    /// check; [`HubConfig::allowed_hosts`] is what stops it.
     SameOrigin {
         /// Origins allowed besides the same origin.
         allowed: Vec<String>,
@@ -38,6 +40,19 @@ pub enum OriginPolicy {
     Any,
     /// A user function decides.
     Custom(OriginCheck),
+}
+
+/// The names of a loopback address, for [`HubConfig::allowed_hosts`] when a server listens
+/// on one: `localhost`, `127.0.0.1` and `[::1]`.
+pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+/// A `Host` header's name without its port: `example.com:8080` → `example.com`,
+/// `[::1]:8080` → `[::1]`.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
 impl Default for OriginPolicy {
@@ -74,12 +89,16 @@ impl OriginPolicy {
                 {
                     return true;
                 }
-                // The origin is "scheme://host[:port]"; compare its authority with Host.
-                let authority = origin
-                    .split_once("://")
-                    .map_or(origin, |(_, rest)| rest)
-                    .trim_end_matches('/');
-                host.is_some_and(|host| authority.eq_ignore_ascii_case(host))
+                // The origin is "scheme://host[:port]": a web page's scheme, and an authority
+                // equal to Host. `null` (a sandboxed frame, a file) and other schemes (an
+                // extension, `file:`) are never the same origin.
+                let Some((scheme, authority)) = origin.split_once("://") else {
+                    return false;
+                };
+                let web =
+                    scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+                let authority = authority.trim_end_matches('/');
+                web && host.is_some_and(|host| authority.eq_ignore_ascii_case(host))
             }
         }
     }
@@ -153,6 +172,14 @@ pub struct HubConfig {
     pub overflow_policy: OverflowPolicy,
     /// Which `Origin`s may connect. Default: the same origin only.
     pub origin_policy: OriginPolicy,
+    /// The host names a browser may reach this hub by: an upgrade request with an `Origin`
+    /// header whose `Host` (without its port) is not one of them is refused with 403,
+    /// whatever the origin policy says. This stops DNS rebinding, where a page at
+    /// `http://evil.example:8080` has its name re-pointed at this server's address and so
+    /// looks same-origin. An entry starting with a dot (`.example.com`) also allows every
+    /// subdomain. Requests without `Origin` (not from a browser) are not checked. Empty,
+    /// the default, checks nothing; [`LOOPBACK_HOSTS`] suits a server on a loopback address.
+    pub allowed_hosts: Vec<String>,
     /// How many received messages may wait for an async handler to `recv` them before the
     /// server stops reading from that socket. Default 64.
     pub inbox_capacity: usize,
@@ -192,6 +219,7 @@ impl Default for HubConfig {
             send_queue_max_bytes: 4 * 1024 * 1024,
             overflow_policy: OverflowPolicy::Close,
             origin_policy: OriginPolicy::default(),
+            allowed_hosts: Vec::new(),
             inbox_capacity: 64,
             keep_headers: false,
             rate_limit: None,
@@ -312,6 +340,36 @@ impl HubConfig {
         };
         self
     }
+    /// Sets [`allowed_hosts`](Self::allowed_hosts).
+    pub fn allowed_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Whether a browser's request with this `Host` header may connect (see
+    /// [`allowed_hosts`](Self::allowed_hosts)).
+    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+        if self.allowed_hosts.is_empty() {
+            return true;
+        }
+        let Some(name) = host.map(host_name) else {
+            return false;
+        };
+        self.allowed_hosts
+            .iter()
+            .any(|allowed| match allowed.strip_prefix('.') {
+                Some(domain) => {
+                    let (name, allowed) = (name.as_bytes(), allowed.as_bytes());
+                    name.eq_ignore_ascii_case(domain.as_bytes())
+                        || name.len() > allowed.len()
+                            && name[name.len() - allowed.len()..].eq_ignore_ascii_case(allowed)
+                }
+                None => name.eq_ignore_ascii_case(allowed),
+            })
+    }
     /// Sets [`inbox_capacity`](Self::inbox_capacity).
     pub fn inbox_capacity(mut self, n: usize) -> Self {
         self.inbox_capacity = n;
@@ -348,6 +406,34 @@ mod tests {
         assert!(policy.allows("https://LOCALHOST:8080/", Some("localhost:8080")));
         assert!(!policy.allows("http://evil.example", Some("localhost:8080")));
         assert!(!policy.allows("http://localhost:8080", None));
+    }
+
+    #[test]
+    fn same_origin_needs_a_web_scheme() {
+        let policy = OriginPolicy::default();
+        assert!(!policy.allows("chrome-extension://localhost:8080", Some("localhost:8080")));
+        assert!(!policy.allows("file://localhost:8080", Some("localhost:8080")));
+        assert!(!policy.allows("null", Some("null")));
+        assert!(!policy.allows("localhost:8080", Some("localhost:8080")));
+    }
+
+    #[test]
+    fn allowed_hosts_compare_the_name_without_the_port() {
+        let open = HubConfig::default();
+        assert!(open.host_allowed(Some("evil.example:8080")));
+        assert!(open.host_allowed(None));
+        let local = HubConfig::default().allowed_hosts(LOOPBACK_HOSTS);
+        assert!(local.host_allowed(Some("localhost:8080")));
+        assert!(local.host_allowed(Some("LOCALHOST")));
+        assert!(local.host_allowed(Some("127.0.0.1:9")));
+        assert!(local.host_allowed(Some("[::1]:8080")));
+        assert!(!local.host_allowed(Some("evil.example:8080")));
+        assert!(!local.host_allowed(Some("localhost.evil.example")));
+        assert!(!local.host_allowed(None));
+        let domain = HubConfig::default().allowed_hosts([".example.com"]);
+        assert!(domain.host_allowed(Some("example.com")));
+        assert!(domain.host_allowed(Some("app.EXAMPLE.com:443")));
+        assert!(!domain.host_allowed(Some("badexample.com")));
     }
 
     #[test]

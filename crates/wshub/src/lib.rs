@@ -42,7 +42,7 @@ mod upgrade;
 mod users;
 
 pub use close::{CloseCode, Disconnect};
-pub use config::{HubConfig, OriginCheck, OriginPolicy, OverflowPolicy};
+pub use config::{HubConfig, LOOPBACK_HOSTS, OriginCheck, OriginPolicy, OverflowPolicy};
 pub use connection::{Connection, ConnectionId, ConnectionInfo, Identity, InvalidConnectionId};
 pub use deflate::Compression;
 pub use error::Error;

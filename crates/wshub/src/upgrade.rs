@@ -199,6 +199,9 @@ async fn accept(hub: &Hub, mut request: Request<Body>) -> Result<Response, Rejec
             .to_str()
             .map_err(|_| Rejection::forbidden("origin not allowed"))?;
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        if !inner.config.host_allowed(host) {
+            return Err(Rejection::forbidden("host not allowed"));
+        }
         if !inner.config.origin_policy.allows(origin, host) {
             return Err(Rejection::forbidden("origin not allowed"));
         }

@@ -253,3 +253,50 @@ async fn invalid_utf8_closes_with_1007() {
     assert_eq!(next_text(&mut other).await, "ok");
     stop(server).await;
 }
+
+#[tokio::test]
+async fn browsers_must_use_an_allowed_host_name() {
+    // DNS rebinding: a page at http://evil.example:PORT whose name now resolves to this
+    // server sends Origin and Host both naming evil.example, which looks same-origin.
+    let hub = Hub::new(HubConfig::default().allowed_hosts(wshub::LOOPBACK_HOSTS));
+    let server = start_server(hub.clone()).await;
+    let addr = server.local_addr();
+    let port = addr.port();
+    let rebound = format!("evil.example:{port}");
+    let rebound_origin = format!("http://{rebound}");
+    assert_eq!(
+        connect_with_headers(
+            addr,
+            "/ws",
+            &[("host", &rebound), ("origin", &rebound_origin)]
+        )
+        .await
+        .err(),
+        Some(403),
+        "a browser on a rebound name is refused"
+    );
+    let local = format!("localhost:{port}");
+    let local_origin = format!("http://{local}");
+    assert!(
+        connect_with_headers(addr, "/ws", &[("host", &local), ("origin", &local_origin)])
+            .await
+            .is_ok(),
+        "a page served by this server under localhost connects"
+    );
+    assert!(
+        connect_with_headers(addr, "/ws", &[("host", &rebound)])
+            .await
+            .is_ok(),
+        "a client that is not a browser (no Origin) is not checked"
+    );
+    let extension = format!("chrome-extension://{local}");
+    assert_eq!(
+        connect_with_headers(addr, "/ws", &[("host", &local), ("origin", &extension)])
+            .await
+            .err(),
+        Some(403),
+        "an origin that is not a web page's is never the same origin"
+    );
+    assert_eq!(hub.stats().rejected_forbidden, 2);
+    stop(server).await;
+}
