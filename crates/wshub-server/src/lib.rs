@@ -43,6 +43,7 @@
 //!   browser client).
 //! - [`history`]: per-room history with gap-free offsets and epochs, bounded by count and
 //!   age, and the room lock that makes subscribe-with-recovery atomic with publishes.
+//! - [`presence_events`]: `join` and `leave` of big rooms, coalesced per tick.
 //! - [`token`]: HS256 JWT verification and the permissions its claims grant.
 //! - [`rate_limit`]: a token bucket per connection and the detector of sustained abuse.
 //! - [`clock`]: the time source of history expiry, replaceable in tests.
@@ -57,6 +58,7 @@ pub(crate) mod delivery;
 pub mod history;
 pub mod logging;
 pub mod metrics;
+pub mod presence_events;
 pub mod rate_limit;
 pub mod session;
 pub mod settings;

@@ -96,6 +96,7 @@ pub struct ServerCounters {
     rate_limited: AtomicU64,
     api_refused: [AtomicU64; ApiRefusal::ALL.len()],
     address_refused: AtomicU64,
+    presence_coalesced: AtomicU64,
 }
 
 impl ServerCounters {
@@ -125,6 +126,18 @@ impl ServerCounters {
     /// Counts one WebSocket connection closed because its address had too many open.
     pub fn record_address_refused(&self) {
         self.address_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Counts `n` presence events of big rooms not sent because a later change of the same
+    /// member in the same tick undid or replaced them.
+    pub fn record_presence_coalesced(&self, n: u64) {
+        self.presence_coalesced.fetch_add(n, Relaxed);
+    }
+
+    /// Presence events not sent because they were coalesced (see
+    /// [`record_presence_coalesced`](Self::record_presence_coalesced)).
+    pub fn presence_coalesced(&self) -> u64 {
+        self.presence_coalesced.load(Relaxed)
     }
 
     /// WebSocket connections closed because their address had too many open.
@@ -260,6 +273,13 @@ pub fn render(
         "WebSocket connections closed with 1008 because their IP address had \
          --max-connections-per-ip open.",
         &[("", counters.address_refused())],
+    );
+    metric(
+        "wshub_presence_events_coalesced_total",
+        "counter",
+        "join and leave events of big rooms not sent because the same member's next change \
+         in the same tick undid or replaced them.",
+        &[("", counters.presence_coalesced())],
     );
     let refused: Vec<(String, u64)> = ApiRefusal::ALL
         .iter()

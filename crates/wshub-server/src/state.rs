@@ -24,6 +24,7 @@ use crate::{
     delivery::Rooms,
     history::HistoryConfig,
     metrics::{OutKind, ServerCounters},
+    presence_events::{Announcement, PresenceBatcher},
     rate_limit::{AddressLimits, RateLimitConfig},
     token::TokenVerifier,
 };
@@ -213,6 +214,8 @@ pub struct ServerState {
     pub counters: ServerCounters,
     /// Connections and commands per client IP address.
     pub addresses: Arc<AddressLimits>,
+    /// The presence events of big rooms waiting for the end of their tick.
+    pub(crate) presence_batcher: PresenceBatcher,
 }
 
 impl ServerState {
@@ -233,6 +236,7 @@ impl ServerState {
                 options.max_connections_per_ip,
                 options.rate_limit.and_then(|limit| limit.per_address),
             )),
+            presence_batcher: PresenceBatcher::default(),
             options,
         })
     }
@@ -385,7 +389,8 @@ impl ServerState {
         })
     }
 
-    /// Tells a room's other members, on every node, that `conn` joined or left.
+    /// Tells a room's other members, on every node, that `conn` joined or left: at once in
+    /// a small room, at the end of the tick in a big one (see [`crate::presence_events`]).
     pub fn presence_event(
         self: &Arc<Self>,
         hub: &Hub,
@@ -393,22 +398,41 @@ impl ServerState {
         conn: &Connection,
         joined: bool,
     ) {
-        if !self.options.presence_events {
+        if !self.options.presence_events
+            || self.presence_batcher.hold(self, hub, room, conn, joined)
+        {
             return;
         }
-        let client = conn.id().to_string();
-        let user = user_of(conn);
+        self.announce_presence(
+            hub,
+            Announcement {
+                room: room.clone(),
+                id: conn.id(),
+                user: user_of(conn).map(str::to_owned),
+                joined,
+            },
+        );
+    }
+
+    /// Sends one `join` or `leave` to the room's members here and on the other nodes.
+    pub(crate) fn announce_presence(self: &Arc<Self>, hub: &Hub, announcement: Announcement) {
+        let Announcement {
+            room,
+            id,
+            user,
+            joined,
+        } = announcement;
+        let client = id.to_string();
         let frame = if joined {
-            encode::join(room, &client, user)
+            encode::join(&room, &client, user.as_deref())
         } else {
-            encode::leave(room, &client, user)
+            encode::leave(&room, &client, user.as_deref())
         };
         if let Some(message) = text(frame.clone()) {
-            let delivered = hub.broadcast_to_room_except(room.as_str(), message, conn.id());
+            let delivered = hub.broadcast_to_room_except(room.as_str(), message, id);
             self.counters.record_out(OutKind::Presence, delivered);
         }
         let state = Arc::clone(self);
-        let room = room.clone();
         tokio::spawn(async move {
             if let Err(error) = state.backplane().room_event(&room, frame).await {
                 tracing::debug!(%error, "presence event not sent to other nodes");

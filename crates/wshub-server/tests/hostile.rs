@@ -329,3 +329,98 @@ async fn room_names_with_invisible_or_bidirectional_characters_are_refused() {
     nothing_pending(&mut ws).await;
     stop(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_churn_in_a_big_room_is_coalesced_per_tick() {
+    use wshub_server::presence_events::{COALESCE_FROM_MEMBERS, TICK};
+    let options = ServerOptions {
+        rate_limit: None,
+        ..ServerOptions::default()
+    };
+    let server = start(options).await;
+    let addr = server.local_addr();
+    let (mut watcher, _) = connect(addr).await;
+    let reply = request(
+        &mut watcher,
+        json!({"type":"subscribe","room":"big","id":0}),
+    )
+    .await;
+    assert_eq!(reply["type"], "ok", "{reply}");
+    let mut members = Vec::new();
+    for i in 0..COALESCE_FROM_MEMBERS {
+        let (mut member, _) = connect(addr).await;
+        let reply = request(&mut member, json!({"type":"subscribe","room":"big","id":i})).await;
+        assert_eq!(reply["type"], "ok", "{reply}");
+        members.push(member);
+    }
+    // The watcher hears of every member, the last ones at the end of a tick.
+    for _ in 0..COALESCE_FROM_MEMBERS {
+        assert_eq!(next(&mut watcher).await["type"], "join");
+    }
+    nothing_pending(&mut watcher).await;
+
+    // 50 subscribes and unsubscribes, pipelined: 100 events in a room of 101 without
+    // coalescing; at most one per tick with it.
+    let (mut churner, churner_id) = connect(addr).await;
+    let started = Instant::now();
+    for i in 0..50 {
+        for kind in ["subscribe", "unsubscribe"] {
+            within(
+                "feed",
+                churner.feed(WsMessage::text(
+                    json!({"type":kind,"room":"big","id":i}).to_string(),
+                )),
+            )
+            .await
+            .expect("feed");
+        }
+    }
+    within("flush", churner.flush()).await.expect("flush");
+    for _ in 0..100 {
+        assert_eq!(next(&mut churner).await["type"], "ok");
+    }
+    let ticks = (started.elapsed().as_millis() / TICK.as_millis()) as usize + 1;
+    tokio::time::sleep(TICK * 3).await;
+    // Everything the watcher heard, up to the pong of a ping sent now.
+    send(&mut watcher, json!({"type":"ping","id":"sync"})).await;
+    let mut heard = Vec::new();
+    loop {
+        let frame = next(&mut watcher).await;
+        if frame["type"] == "pong" {
+            break;
+        }
+        assert_eq!(frame["client"], churner_id.as_str(), "{frame}");
+        heard.push(frame["type"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(
+        heard.len() <= 2 * ticks && heard.len() < 20,
+        "{} events in {ticks} ticks: {heard:?}",
+        heard.len()
+    );
+    // What was heard alternates and ends where the churner is: outside the room.
+    for (i, kind) in heard.iter().enumerate() {
+        assert_eq!(kind, if i % 2 == 0 { "join" } else { "leave" }, "{heard:?}");
+    }
+    assert_eq!(heard.len() % 2, 0, "{heard:?}");
+    let (_, metrics) = http(addr, "GET", "/metrics", &[], None).await;
+    let coalesced: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("wshub_presence_events_coalesced_total "))
+        .and_then(|value| value.parse().ok())
+        .expect("the coalescing metric");
+    assert!(coalesced >= 100 - heard.len() as u64, "{coalesced}");
+
+    // A join that stays is announced once, within a tick or two.
+    let reply = request(
+        &mut churner,
+        json!({"type":"subscribe","room":"big","id":"stay"}),
+    )
+    .await;
+    assert_eq!(reply["type"], "ok");
+    let join = next(&mut watcher).await;
+    assert_eq!(join["type"], "join");
+    assert_eq!(join["client"], churner_id.as_str());
+    nothing_pending(&mut watcher).await;
+    drop(members);
+    stop(server).await;
+}
