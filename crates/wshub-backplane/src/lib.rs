@@ -59,7 +59,7 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use wshub::ConnectionId;
-use wshub_protocol::{RoomName, StreamPosition};
+use wshub_protocol::{Offset, RoomName, StreamPosition};
 
 pub mod clock;
 pub mod history;
@@ -122,6 +122,19 @@ pub struct HistoryPage {
     /// is beyond the latest one. Always true for [`HistoryQuery::Latest`]. It does not
     /// depend on `limit`.
     pub recovered: bool,
+}
+
+impl HistoryPage {
+    /// The page of a room that has no state, for [`Backplane::read_history`]: empty, under
+    /// an epoch nobody has seen, so that a client resuming from any position learns that
+    /// nothing can be recovered.
+    pub fn of_unused_room(query: &HistoryQuery) -> Self {
+        Self {
+            publications: Vec::new(),
+            position: StreamPosition::new(history::new_epoch(), Offset::ZERO),
+            recovered: matches!(query, HistoryQuery::Latest { .. }),
+        }
+    }
 }
 
 /// One member of a room, as [`Backplane::presence`] lists it.
@@ -427,10 +440,9 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<StreamPosition, Error>>;
 
     /// Reads a room's history and position for a client's or the API's `history`: like
-    /// [`Backplane::history`], except that a backplane that keeps room state in this
-    /// process creates none for a room that has none (it answers an empty page under an
-    /// epoch nobody has seen, `recovered: false` for a `since` query), so reading unused
-    /// names costs nothing to keep. Default: [`Backplane::history`].
+    /// [`Backplane::history`], except that it creates no state for a room that has none
+    /// (it answers [`HistoryPage::of_unused_room`]), so reading unused names costs nothing
+    /// to keep, in this process or in the shared server. Default: [`Backplane::history`].
     fn read_history<'a>(
         &'a self,
         room: &'a RoomName,

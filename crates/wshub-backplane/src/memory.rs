@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use wshub::ConnectionId;
-use wshub_protocol::{Offset, RoomName, StreamPosition};
+use wshub_protocol::{RoomName, StreamPosition};
 
 use crate::{
     Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health, HistoryPage,
@@ -99,13 +99,7 @@ impl MemoryBackplane {
         } else {
             self.history.peek(room, read)
         };
-        // A room without state reads as empty, under an epoch nobody has seen: a client
-        // resuming from any position learns that nothing can be recovered.
-        page.unwrap_or_else(|| HistoryPage {
-            publications: Vec::new(),
-            position: StreamPosition::new(crate::history::new_epoch(), Offset::ZERO),
-            recovered: matches!(query, HistoryQuery::Latest { .. }),
-        })
+        page.unwrap_or_else(|| HistoryPage::of_unused_room(query))
     }
 
     /// Hands the event made with a fresh [`Reply`] to this node when `to` is one of its

@@ -736,8 +736,22 @@ impl Inner {
         Ok(messages)
     }
 
-    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<HistoryPage, Error> {
-        let tip = self.tip_or_create(room).await?;
+    /// Reads a room's history; a room without a record gets one when `create`, and reads
+    /// as [`HistoryPage::of_unused_room`] otherwise.
+    async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+        create: bool,
+    ) -> Result<HistoryPage, Error> {
+        let tip = if create {
+            self.tip_or_create(room).await?
+        } else {
+            match self.read_tip(room).await? {
+                Some(tip) => tip,
+                None => return Ok(HistoryPage::of_unused_room(&query)),
+            }
+        };
         let epoch = tip.epoch.clone();
         let latest = tip.offset;
         let max = self.config.history.max_messages;
@@ -1085,7 +1099,15 @@ impl Backplane for NatsBackplane {
         room: &'a RoomName,
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
-        Box::pin(self.inner.history(room, query))
+        Box::pin(self.inner.history(room, query, true))
+    }
+
+    fn read_history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
+        Box::pin(self.inner.history(room, query, false))
     }
 
     fn renew_epoch<'a>(

@@ -199,9 +199,13 @@ return {epoch, string.format('%d', offset)}
 ";
 
 /// Reads a room's position and history. KEYS: meta, stream. ARGV: new epoch, ttl ms, meta
-/// ttl ms, mode (`s` since, `l` latest), the reader's epoch, first id wanted, limit.
+/// ttl ms, mode (`s` since, `l` latest), the reader's epoch, first id wanted, limit, and
+/// `1` to create the room's record when it has none (`0`: answer `{}` and keep nothing).
 /// Returns `{epoch, offset, oldest id or '', id1, payload1, id2, payload2, ...}`.
 const READ: &str = r"
+if ARGV[8] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then
+  return {}
+end
 local epoch = room_epoch(KEYS[1], KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local offset = redis.call('HGET', KEYS[1], 's')
@@ -503,7 +507,14 @@ impl Inner {
         self.config.history.meta_ttl.max(self.config.history.ttl)
     }
 
-    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<HistoryPage, Error> {
+    /// Reads a room's history; a room without a record gets one when `create`, and reads
+    /// as [`HistoryPage::of_unused_room`] otherwise.
+    async fn history(
+        &self,
+        room: &RoomName,
+        query: HistoryQuery,
+        create: bool,
+    ) -> Result<HistoryPage, Error> {
         let (mode, reader_epoch, from, limit) = match &query {
             HistoryQuery::Since { position, limit } => (
                 "s",
@@ -526,9 +537,13 @@ impl Inner {
             .arg(reader_epoch)
             .arg(from)
             .arg(limit)
+            .arg(if create { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await;
         let reply = self.observe(result)?;
+        if reply.is_empty() {
+            return Ok(HistoryPage::of_unused_room(&query));
+        }
         let mut fields = reply.into_iter();
         let mut text = |what: &str| {
             fields
@@ -962,7 +977,15 @@ impl Backplane for RedisBackplane {
         room: &'a RoomName,
         query: HistoryQuery,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
-        Box::pin(self.inner.history(room, query))
+        Box::pin(self.inner.history(room, query, true))
+    }
+
+    fn read_history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
+        Box::pin(self.inner.history(room, query, false))
     }
 
     fn renew_epoch<'a>(

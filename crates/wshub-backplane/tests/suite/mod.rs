@@ -83,12 +83,49 @@ pub async fn single_node(factory: Factory) {
     history_since_and_latest(&*backplane).await;
     concurrent_publishes_get_distinct_consecutive_offsets(Arc::clone(&backplane)).await;
     presence_add_list_remove(&*backplane).await;
+    reading_an_unused_room_keeps_nothing(&*backplane).await;
     assert_eq!(backplane.clamp_limit(None), 100);
     assert_eq!(backplane.clamp_limit(Some(5)), 5);
     assert_eq!(backplane.clamp_limit(Some(500)), 100);
     assert!(backplane.health().is_connected());
     assert!(backplane.take_events().is_some());
     assert!(backplane.take_events().is_none(), "events are taken once");
+}
+
+/// `read_history` (a client's `history`) of a room that has no state keeps none: each read
+/// answers an empty page under an epoch of its own, where `history` (a subscribe's read)
+/// creates the room's epoch, which later reads of either kind then see.
+async fn reading_an_unused_room_keeps_nothing(backplane: &dyn Backplane) {
+    let r = room("read:unused");
+    let read = || async {
+        within(
+            "read_history",
+            backplane.read_history(
+                &r,
+                HistoryQuery::Since {
+                    position: StreamPosition::new(Epoch::from("gone"), Offset(3)),
+                    limit: 10,
+                },
+            ),
+        )
+        .await
+        .unwrap()
+    };
+    let first = read().await;
+    let second = read().await;
+    for page in [&first, &second] {
+        assert!(page.publications.is_empty());
+        assert_eq!(page.position.offset, Offset::ZERO);
+        assert!(!page.recovered, "nothing of epoch `gone` can be recovered");
+    }
+    assert_ne!(
+        first.position.epoch, second.position.epoch,
+        "the first read kept the room's state"
+    );
+    let created = history(backplane, &r, HistoryQuery::Latest { limit: 0 }).await;
+    assert_eq!(read().await.position.epoch, created.position.epoch);
+    let published = publish(backplane, &r, "z").await;
+    assert_eq!(published.position.epoch, created.position.epoch);
 }
 
 async fn offsets_start_at_one_and_have_no_gaps(backplane: &dyn Backplane) {
