@@ -4,7 +4,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use unicode_normalization::UnicodeNormalization;
 use wshub_protocol::{RoomName, pattern_matches};
+
+/// The invisible formatting characters a room name may not hold (SECURITY.md's list):
+/// zero-width and bidirectional controls.
+fn invisible(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0x061C | 0x180E | 0xFEFF
+    )
+}
 
 /// `*` matches any run of bytes, everything else itself: the textbook table.
 fn reference(pattern: &[u8], name: &[u8]) -> bool {
@@ -45,7 +55,11 @@ fuzz_target!(|data: &[u8]| {
     for candidate in [pattern, name, text] {
         let valid = !candidate.is_empty()
             && candidate.len() <= RoomName::MAX_BYTES
-            && !candidate.chars().any(|c| c.is_whitespace() || c.is_control());
+            && !candidate
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
+            // One spelling per name: Normalization Form C, composed the long way round.
+            && candidate.nfc().eq(candidate.chars());
         assert_eq!(RoomName::validate(candidate).is_ok(), valid, "{candidate:?}");
         if let Ok(room) = RoomName::parse(candidate) {
             assert_eq!(room.as_str(), candidate);
