@@ -12,6 +12,7 @@ use wshub_client::{
     Backoff, Error, FixedJitter, ReconnectPolicy, Subscription, SubscriptionEvent, WshubClient,
     WshubClientBuilder, WshubEvent,
 };
+use wshub_protocol::{LostRange, Offset};
 
 /// A client whose first reconnect attempt comes exactly `delay` after a drop, so a test
 /// can act "while the client is away" without racing it.
@@ -163,10 +164,21 @@ async fn server_restart_on_the_same_port_delivers_the_50_once_in_order() {
             since,
             epoch,
             latest,
+            lost,
         } => {
             assert_eq!(since, old);
             assert_ne!(epoch, old.epoch);
             assert_eq!(latest.0, 50);
+            // Whatever the old server numbered after offset 3 is gone (its end unknown);
+            // the new epoch is replayed whole.
+            assert_eq!(
+                lost,
+                [LostRange {
+                    epoch: old.epoch.clone(),
+                    from: Offset(4),
+                    to: None,
+                }]
+            );
             epoch
         }
         other => panic!("expected RecoveryFailed, got {other:?}"),
