@@ -368,7 +368,8 @@ impl RunningServer {
     }
 
     /// Calls [`RunningServer::reload_tls`] on every SIGHUP the process receives, from a
-    /// task of its own (none when the server does not serve TLS).
+    /// task of its own. A server without TLS installs no handler: SIGHUP keeps its default
+    /// effect.
     ///
     /// # Errors
     /// When the signal handler cannot be installed.
