@@ -57,6 +57,17 @@ export interface DirectFrame<T = Json> {
 }
 
 /**
+ * A run of a room's offsets that were lost: `from` to `to`, both inclusive, in `epoch`.
+ * `to` is absent when that epoch ended (the room's history was lost): every offset of
+ * it from `from` on is gone.
+ */
+export interface LostRange {
+  epoch: string;
+  from: number;
+  to?: number;
+}
+
+/**
  * The server lost publications of a room this connection is in (a cluster's backplane
  * lost them): those up to `epoch`/`offset` it has not received are gone; the next
  * `message` of the room follows `offset` in `epoch`.
@@ -67,6 +78,8 @@ export interface UnrecoverableFrame {
   epoch: string;
   offset: number;
   recovered: false;
+  /** Which offsets were lost, oldest first (absent from a server that does not say). */
+  lost?: LostRange[];
 }
 
 /** A broadcast to every connection. */
@@ -99,6 +112,8 @@ export interface SubscribeReply extends OkReply {
   offset: number;
   /** Present when `since` was sent: whether every missed message is replayed. */
   recovered?: boolean;
+  /** With `recovered: false`: the offsets neither replayed nor coming, oldest first. */
+  lost?: LostRange[];
 }
 
 export interface PublishReply extends OkReply {
@@ -120,7 +135,13 @@ export interface HistoryReply extends OkReply {
   room: string;
   epoch: string;
   messages: MessageFrame[];
+  /** Present when `since` was sent: whether the history reaches back to it. */
   recovered?: boolean;
+  /**
+   * True when the reply was cut to keep within the server's 1 MiB limit: more messages
+   * follow; ask again with `since` the last message's position. Absent otherwise.
+   */
+  more?: boolean;
 }
 
 /** Options of a single request. */
@@ -216,6 +237,11 @@ export interface SubscribedEvent {
   offset: number;
   /** Present when the subscribe carried `since`; false when messages were lost. */
   recovered: boolean | undefined;
+  /**
+   * With `recovered: false`: which offsets were lost, oldest first (empty when the server
+   * does not say); undefined otherwise. Fetch just these from the application's source.
+   */
+  lost: LostRange[] | undefined;
   /** True when this is the automatic resubscribe after a reconnect. */
   resubscribed: boolean;
 }

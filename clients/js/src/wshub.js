@@ -263,13 +263,17 @@ export class WshubClient {
    * - `reconnect-failed` ({attempts}): gave up; state `failed`.
    * - `state` ({state, previous, attempt}): the connection state changed.
    * - `error` (WshubError or Error): an error frame without `id`, or a transport error.
-   * - `subscribed` ({room, epoch, offset, recovered, resubscribed}): a room's subscribe
-   *   (or resubscribe after a reconnect) was accepted; `recovered: false` means messages
-   *   were missed and could not be replayed.
+   * - `subscribed` ({room, epoch, offset, recovered, lost, resubscribed}): a room's
+   *   subscribe (or resubscribe after a reconnect) was accepted; `recovered: false` means
+   *   messages were missed and could not be replayed, and `lost` (an array of
+   *   {epoch, from, to?}, inclusive offsets; `to` absent when that epoch ended) says which:
+   *   fetch just those from the application's own source. `lost` is undefined when
+   *   `recovered` is not false, and empty when the server does not say.
    * - `message`, `join`, `leave` (frame): a room's frames, after its handlers.
-   * - `unrecoverable` ({room, epoch, offset, recovered: false}): the server lost the
-   *   room's publications up to `epoch`/`offset` that this client had not received (a
-   *   cluster's backplane lost them); the room's position moves there.
+   * - `unrecoverable` ({room, epoch, offset, recovered: false, lost}): the server lost
+   *   the room's publications up to `epoch`/`offset` that this client had not received
+   *   (a cluster's backplane lost them), `lost` names them as on `subscribed`; the
+   *   room's position moves there.
    * - `direct`, `broadcast` (frame): a `send` to this connection, a broadcast.
    * - any other frame type the server sends (frame), by its `type`.
    * - `frame` (frame): every frame from the server, first.
@@ -774,6 +778,7 @@ export class WshubClient {
           epoch: ok.epoch,
           offset: ok.offset,
           recovered: ok.recovered,
+          lost: ok.recovered === false ? (Array.isArray(ok.lost) ? ok.lost : []) : undefined,
           resubscribed,
         });
       },

@@ -156,6 +156,7 @@ test("recovery after the server drops the connection: every missed message once,
   assert.notEqual(welcome.client, firstId, "a new connection");
   const event = await resubscribed;
   assert.equal(event.recovered, true);
+  assert.equal(event.lost, undefined, "nothing lost");
   assert.equal(event.resubscribed, true);
   assert.equal((await whileAway).offset, 22);
   await waitFor("the 20 missed messages and the queued one", () => got.length >= 22);
@@ -164,6 +165,59 @@ test("recovery after the server drops the connection: every missed message once,
   await sleep(100); // room for a duplicate to show up
   assert.deepEqual(got, [0, ...Array.from({ length: 20 }, (_, i) => i + 1), "while away", "live"]);
   assert.deepEqual(alice.position(room).offset, 23);
+});
+
+test("a resume past the trimmed history: `lost` on `subscribed` names exactly the trimmed offsets", { timeout: 20_000 }, async () => {
+  // A server of its own that keeps 5 messages per room.
+  const small = await startServer({ args: ["--history-size", "5"] });
+  try {
+    let openGate;
+    let gate = Promise.resolve();
+    const alice = await connect({
+      url: small.ws,
+      token: async () => {
+        await gate;
+        return null;
+      },
+      shouldReconnect: () => true,
+    });
+    const room = freshRoom("trimmed");
+    const got = [];
+    await alice.subscribe(room, (frame) => {
+      if (frame.type === "message") got.push(frame.offset);
+    });
+    for (let n = 1; n <= 3; n++) await alice.publish(room, n);
+    await waitFor("the first three", () => got.length === 3);
+    const epoch = alice.position(room).epoch;
+
+    gate = new Promise((resolve) => {
+      openGate = resolve;
+    });
+    const closed = nextEvent(alice, "close");
+    await small.api("POST", "/api/disconnect", { client: alice.clientId });
+    await closed;
+    // 20 while away: offsets 4 to 23, of which the history keeps 19 to 23.
+    for (let n = 4; n <= 23; n++) {
+      const answer = await small.api("POST", "/api/publish", { room, data: n });
+      assert.equal(answer.body.offset, n);
+    }
+    const resubscribed = nextEvent(alice, "subscribed", { filter: (e) => e.room === room });
+    openGate();
+    const event = await resubscribed;
+    assert.equal(event.recovered, false);
+    assert.equal(event.offset, 23);
+    assert.deepEqual(event.lost, [{ epoch, from: 4, to: 18 }]);
+    await waitFor("the retained five", () => got.length === 8);
+    await sleep(100); // room for a duplicate to show up
+    // Every offset after 3 exactly once: delivered, or named lost.
+    const lost = [];
+    for (const range of event.lost) for (let o = range.from; o <= range.to; o++) lost.push(o);
+    assert.deepEqual(got, [1, 2, 3, 19, 20, 21, 22, 23]);
+    assert.deepEqual([...lost, ...got.slice(3)], Array.from({ length: 20 }, (_, i) => i + 4));
+    assert.deepEqual(alice.position(room), { epoch, offset: 23 });
+  } finally {
+    await small.kill();
+  }
 });
 
 test("by default, a disconnect by the server (1000) is final", { timeout: 10_000 }, async () => {
@@ -221,6 +275,8 @@ test("a restart on the same port: reconnects, resubscribes, replays the new epoc
     const event = await nextEvent(client, "subscribed", { timeout: 15_000, filter: (e) => e.resubscribed });
     assert.equal(event.recovered, false, "the history was lost with the process");
     assert.notEqual(event.epoch, oldEpoch);
+    // The rest of the old epoch, however long it was; the new one is replayed whole.
+    assert.deepEqual(event.lost, [{ epoch: oldEpoch, from: 2 }]);
     await client.publish(room, "after");
     await waitFor("the replayed and the live message", () => got.length === 3);
     assert.deepEqual(got, [

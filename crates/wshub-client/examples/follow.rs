@@ -80,10 +80,18 @@ async fn follow(
                 Some(SubscriptionEvent::Recovered { since, .. }) => {
                     eprintln!("back, nothing missed since offset {}", since.offset)
                 }
-                Some(SubscriptionEvent::RecoveryFailed { since, epoch, .. }) => eprintln!(
-                    "back, but messages after offset {} may be lost (history is now epoch {epoch})",
-                    since.offset
-                ),
+                Some(SubscriptionEvent::RecoveryFailed { since, epoch, lost, .. }) => {
+                    eprintln!(
+                        "back, but messages after offset {} were lost (history is now epoch {epoch})",
+                        since.offset
+                    );
+                    for range in lost {
+                        match range.to {
+                            Some(to) => eprintln!("  lost {}: {} to {to}", range.epoch, range.from),
+                            None => eprintln!("  lost {}: {} onwards", range.epoch, range.from),
+                        }
+                    }
+                }
                 Some(SubscriptionEvent::Failed(error)) => return Err(error),
                 Some(_) => {}
                 None => break,

@@ -928,6 +928,7 @@ impl Core {
                             since,
                             epoch: lost.epoch.clone(),
                             latest: lost.offset,
+                            lost: lost.lost.clone(),
                         };
                         deliveries.push((room.events.clone(), event));
                     }
@@ -1045,6 +1046,7 @@ impl Core {
                         since,
                         epoch,
                         latest,
+                        lost: ok.lost,
                     }),
                     _ => None,
                 };

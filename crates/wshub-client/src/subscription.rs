@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use tokio::sync::mpsc;
-use wshub_protocol::{Epoch, MessageFrame, Offset, PresenceEvent, RoomName, StreamPosition};
+use wshub_protocol::{
+    Epoch, LostRange, MessageFrame, Offset, PresenceEvent, RoomName, StreamPosition,
+};
 
 use crate::error::Error;
 use crate::protocol::Core;
@@ -30,17 +32,26 @@ pub enum SubscriptionEvent {
         /// The room's latest offset when it was joined again.
         latest: Offset,
     },
-    /// After a reconnect, the room was joined again but messages published while away may
-    /// be lost: the retained history no longer reaches back to `since`, or the room's
-    /// history was replaced (a new `epoch`, e.g. the server restarted). Whatever history
-    /// is left is replayed next; reload the room's state from elsewhere if it matters.
+    /// Messages of the room were lost: after a reconnect, the room was joined again but the
+    /// retained history no longer reaches back to `since` (or the replay was cut for size),
+    /// or the room's history was replaced (a new `epoch`, e.g. the server restarted); or,
+    /// while subscribed, the server sent `unrecoverable`. Whatever history is left is
+    /// replayed next. `lost` says exactly which offsets are gone, so that only those need
+    /// fetching from elsewhere.
     RecoveryFailed {
-        /// The last message delivered before the drop.
+        /// The last message delivered before the loss.
         since: StreamPosition,
         /// The room's epoch now.
         epoch: Epoch,
-        /// The room's latest offset now.
+        /// The room's latest offset now (for `unrecoverable`: the position delivery
+        /// continues after).
         latest: Offset,
+        /// The offsets that are lost, oldest first (docs/PROTOCOL.md, "Lost ranges"): in
+        /// `since.epoch` from `since.offset + 1`, without an end (`to: None`) when the epoch
+        /// changed, and in `epoch` up to the offset before the first replayed message. Empty
+        /// when the server does not say (a version before lost ranges, or a `since` beyond
+        /// the room's latest offset).
+        lost: Vec<LostRange>,
     },
     /// The server refused to join the room again after a reconnect (say, the token no
     /// longer allows it); the subscription ends after this event.

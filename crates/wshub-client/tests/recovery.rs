@@ -12,6 +12,7 @@ use wshub_client::{
     Backoff, Error, FixedJitter, ReconnectPolicy, Subscription, SubscriptionEvent, WshubClient,
     WshubClientBuilder, WshubEvent,
 };
+use wshub_protocol::{LostRange, Offset};
 
 /// A client whose first reconnect attempt comes exactly `delay` after a drop, so a test
 /// can act "while the client is away" without racing it.
@@ -108,6 +109,73 @@ async fn missed_messages_are_recovered_after_a_dropped_connection() {
     stop(server).await;
 }
 
+/// Resuming past what the history keeps (5 messages here): `RecoveryFailed` names exactly
+/// the trimmed offsets, and every offset after the client's is either named there or
+/// delivered, once.
+#[tokio::test]
+async fn a_trimmed_history_is_reported_with_the_exact_lost_offsets() {
+    let mut small = options();
+    small.history.max_messages = 5;
+    let server = wshub_server::app::serve(small, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("serve");
+    let addr = server.local_addr();
+    let (client, mut events) = client_with_fixed_delay(ws_url(addr), Duration::from_secs(1))
+        .connection(|c| c.reconnect_policy(ReconnectPolicy::Always))
+        .build()
+        .unwrap();
+    let first_id = within("ready", client.ready()).await.unwrap().client;
+    let mut sub = within("subscribe", client.subscribe("feed")).await.unwrap();
+    for n in 0..3 {
+        publish(addr, "feed", json!({"n": n})).await;
+    }
+    assert_eq!(messages(&mut sub, 3).await, [(1, 0), (2, 1), (3, 2)]);
+    let old = sub.position().unwrap();
+
+    api(addr, "/api/disconnect", json!({"client": first_id})).await;
+    next_wshub_event(&mut events, |e| {
+        matches!(e, WshubEvent::Disconnected { .. })
+    })
+    .await;
+    // 20 while away: offsets 4 to 23, of which the history keeps 19 to 23.
+    for n in 3..23 {
+        publish(addr, "feed", json!({"n": n})).await;
+    }
+    assert!(!client.is_ready(), "published while the client was away");
+
+    let lost = match next_in(&mut sub).await {
+        SubscriptionEvent::RecoveryFailed {
+            since,
+            epoch,
+            latest,
+            lost,
+        } => {
+            assert_eq!(since, old);
+            assert_eq!((epoch, latest), (old.epoch.clone(), Offset(23)));
+            lost
+        }
+        other => panic!("expected RecoveryFailed, got {other:?}"),
+    };
+    assert_eq!(
+        lost,
+        [LostRange {
+            epoch: old.epoch.clone(),
+            from: Offset(4),
+            to: Some(Offset(18)),
+        }]
+    );
+    let replayed = messages(&mut sub, 5).await;
+    assert_eq!(replayed, (19..=23).zip(18..23).collect::<Vec<_>>());
+    let mut every: Vec<u64> = (lost[0].from.0..=lost[0].to.unwrap().0)
+        .chain(replayed.iter().map(|(offset, _)| *offset))
+        .collect();
+    every.sort_unstable();
+    assert_eq!(every, (4..=23).collect::<Vec<_>>());
+    marker_is_next(addr, &mut sub, 24).await;
+    client.close().await;
+    stop(server).await;
+}
+
 /// The test: the server is killed and started again on the same port while the
 /// client is subscribed; 50 messages are published through the HTTP API while the client
 /// is away; it receives all 50, in order, once, with its subscription back.
@@ -163,10 +231,21 @@ async fn server_restart_on_the_same_port_delivers_the_50_once_in_order() {
             since,
             epoch,
             latest,
+            lost,
         } => {
             assert_eq!(since, old);
             assert_ne!(epoch, old.epoch);
             assert_eq!(latest.0, 50);
+            // Whatever the old server numbered after offset 3 is gone (its end unknown);
+            // the new epoch is replayed whole.
+            assert_eq!(
+                lost,
+                [LostRange {
+                    epoch: old.epoch.clone(),
+                    from: Offset(4),
+                    to: None,
+                }]
+            );
             epoch
         }
         other => panic!("expected RecoveryFailed, got {other:?}"),

@@ -7,7 +7,7 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use support::*;
 use wshub_client::{SubscriptionEvent, WshubClient};
-use wshub_protocol::{Epoch, Offset, StreamPosition};
+use wshub_protocol::{Epoch, LostRange, Offset, StreamPosition};
 
 #[tokio::test]
 async fn a_lost_stretch_is_reported_and_delivery_resumes_after_it() {
@@ -35,7 +35,8 @@ async fn a_lost_stretch_is_reported_and_delivery_resumes_after_it() {
         let frames = [
             serde_json::json!({"type":"ok","id":id,"room":"r","epoch":"e1","offset":0}),
             serde_json::json!({"type":"message","room":"r","data":1,"from":null,"offset":1,"epoch":"e1"}),
-            serde_json::json!({"type":"unrecoverable","room":"r","epoch":"e2","offset":5,"recovered":false}),
+            serde_json::json!({"type":"unrecoverable","room":"r","epoch":"e2","offset":5,"recovered":false,
+                "lost":[{"epoch":"e1","from":2},{"epoch":"e2","from":1,"to":5}]}),
             serde_json::json!({"type":"message","room":"r","data":6,"from":null,"offset":6,"epoch":"e2"}),
         ];
         for frame in frames {
@@ -59,10 +60,26 @@ async fn a_lost_stretch_is_reported_and_delivery_resumes_after_it() {
             since,
             epoch,
             latest,
+            lost,
         } => {
             assert_eq!(since, StreamPosition::new(Epoch::from("e1"), Offset(1)));
             assert_eq!(epoch, Epoch::from("e2"));
             assert_eq!(latest, Offset(5));
+            assert_eq!(
+                lost,
+                [
+                    LostRange {
+                        epoch: Epoch::from("e1"),
+                        from: Offset(2),
+                        to: None,
+                    },
+                    LostRange {
+                        epoch: Epoch::from("e2"),
+                        from: Offset(1),
+                        to: Some(Offset(5)),
+                    },
+                ]
+            );
         }
         other => panic!("expected the loss, got {other:?}"),
     }

@@ -19,7 +19,7 @@ use crate::error::ErrorCode;
 use crate::frame::{MessageFrame, PresenceClient};
 use crate::id::CommandId;
 use crate::room::RoomName;
-use crate::stream::{Epoch, Offset, StreamPosition};
+use crate::stream::{Epoch, LostRange, Offset, StreamPosition};
 
 /// What [`to_bytes`] returns if serialization ever failed; it cannot for the types of this
 /// module (strings, numbers, and raw JSON already validated), but the encoders must not
@@ -88,6 +88,8 @@ pub(crate) struct UnrecoverableOut<'a> {
     pub(crate) epoch: &'a Epoch,
     pub(crate) offset: Offset,
     pub(crate) recovered: bool,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub(crate) lost: &'a [LostRange],
 }
 
 /// `ok` frames, with the optional fields each command adds.
@@ -104,6 +106,8 @@ pub(crate) struct OkOut<'a> {
     pub(crate) offset: Option<Offset>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) recovered: Option<bool>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub(crate) lost: &'a [LostRange],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) more: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,6 +125,7 @@ impl<'a> OkOut<'a> {
             epoch: None,
             offset: None,
             recovered: None,
+            lost: &[],
             more: false,
             clients: None,
             messages: None,
@@ -243,17 +248,25 @@ fn presence_event(ty: &'static str, room: &RoomName, client: &str, user: Option<
     )
 }
 
-/// `{"type":"unrecoverable","room":...,"epoch":...,"offset":...,"recovered":false}` (a wshub
-/// extension): publications of `room` were lost; delivery continues after `position`.
-pub fn unrecoverable(room: &RoomName, position: &StreamPosition) -> Bytes {
+/// `{"type":"unrecoverable","room":...,"epoch":...,"offset":...,"recovered":false,"lost":[...]}`
+/// (a wshub extension): publications of `room` were lost, the offsets `lost` lists (the
+/// field is left out when empty); delivery continues after `position`.
+pub fn unrecoverable(room: &RoomName, position: &StreamPosition, lost: &[LostRange]) -> Bytes {
     let frame = UnrecoverableOut {
         ty: "unrecoverable",
         room,
         epoch: &position.epoch,
         offset: position.offset,
         recovered: false,
+        lost,
     };
-    to_bytes(&frame, FRAME_OVERHEAD_BYTES + room.as_str().len())
+    let capacity = FRAME_OVERHEAD_BYTES
+        + room.as_str().len()
+        + lost
+            .iter()
+            .map(|range| 64 + range.epoch.as_str().len())
+            .sum::<usize>();
+    to_bytes(&frame, capacity)
 }
 
 /// `{"type":"ok","id":...}`, the reply to `send` and `broadcast`.
@@ -270,23 +283,32 @@ pub fn ok_room(id: &CommandId, room: &RoomName) -> Bytes {
     to_bytes(&frame, FRAME_OVERHEAD_BYTES + room.as_str().len())
 }
 
-/// `{"type":"ok","id":...,"room":...,"epoch":...,"offset":...,"recovered":...}`, the reply
-/// to `subscribe`. `position` is the room's latest; `recovered` is `Some` exactly when the
-/// subscribe had a `since`.
+/// `{"type":"ok","id":...,"room":...,"epoch":...,"offset":...,"recovered":...,"lost":[...]}`,
+/// the reply to `subscribe`. `position` is the room's latest; `recovered` is `Some` exactly
+/// when the subscribe had a `since`; `lost` (left out when empty) lists the offsets after
+/// `since` that are neither replayed nor coming ([`LostRange::between`]).
 pub fn ok_subscribe(
     id: &CommandId,
     room: &RoomName,
     position: &StreamPosition,
     recovered: Option<bool>,
+    lost: &[LostRange],
 ) -> Bytes {
     let frame = OkOut {
         room: Some(room),
         epoch: Some(&position.epoch),
         offset: Some(position.offset),
         recovered,
+        lost,
         ..OkOut::new(id)
     };
-    let capacity = FRAME_OVERHEAD_BYTES + room.as_str().len() + position.epoch.as_str().len();
+    let capacity = FRAME_OVERHEAD_BYTES
+        + room.as_str().len()
+        + position.epoch.as_str().len()
+        + lost
+            .iter()
+            .map(|range| 64 + range.epoch.as_str().len())
+            .sum::<usize>();
     to_bytes(&frame, capacity)
 }
 
@@ -494,16 +516,25 @@ mod tests {
             r#"{"type":"ok","id":1,"room":"r"}"#,
         );
         check(
-            ok_subscribe(&id, &room("r"), &pos("e", 5), None),
+            ok_subscribe(&id, &room("r"), &pos("e", 5), None, &[]),
             r#"{"type":"ok","id":1,"room":"r","epoch":"e","offset":5}"#,
         );
         check(
-            ok_subscribe(&id, &room("r"), &pos("e", 5), Some(true)),
+            ok_subscribe(&id, &room("r"), &pos("e", 5), Some(true), &[]),
             r#"{"type":"ok","id":1,"room":"r","epoch":"e","offset":5,"recovered":true}"#,
         );
         check(
-            ok_subscribe(&id, &room("r"), &pos("e", 0), Some(false)),
+            ok_subscribe(&id, &room("r"), &pos("e", 0), Some(false), &[]),
             r#"{"type":"ok","id":1,"room":"r","epoch":"e","offset":0,"recovered":false}"#,
+        );
+        let lost = [LostRange {
+            epoch: "e".into(),
+            from: Offset(3),
+            to: Some(Offset(7)),
+        }];
+        check(
+            ok_subscribe(&id, &room("r"), &pos("e", 12), Some(false), &lost),
+            r#"{"type":"ok","id":1,"room":"r","epoch":"e","offset":12,"recovered":false,"lost":[{"epoch":"e","from":3,"to":7}]}"#,
         );
         check(
             ok_publish(&id, &room("r"), Offset(9)),

@@ -16,7 +16,7 @@ use crate::error::{ErrorCode, ProtocolError};
 use crate::id::CommandId;
 use crate::payload::Payload;
 use crate::room::RoomName;
-use crate::stream::{Epoch, Offset, StreamPosition};
+use crate::stream::{Epoch, LostRange, Offset, StreamPosition};
 
 /// Any frame a server sends, tagged on `type`.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +45,7 @@ pub enum ServerFrame {
     Unrecoverable(UnrecoverableFrame),
 }
 
-/// `{"type":"unrecoverable","room":...,"epoch":...,"offset":...,"recovered":false}`.
+/// `{"type":"unrecoverable","room":...,"epoch":...,"offset":...,"recovered":false,"lost":[...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct UnrecoverableFrame {
     /// The room whose publications were lost.
@@ -54,6 +54,9 @@ pub struct UnrecoverableFrame {
     pub epoch: Epoch,
     /// Delivery continues with the publications after this offset.
     pub offset: Offset,
+    /// The offsets that were lost, oldest first (empty from a server that does not say).
+    #[serde(default)]
+    pub lost: Vec<LostRange>,
 }
 
 impl UnrecoverableFrame {
@@ -154,6 +157,10 @@ pub struct OkFrame {
     /// Whether every missed message was replayed (subscribe and history with `since`).
     #[serde(default)]
     pub recovered: Option<bool>,
+    /// With `recovered: false` on a subscribe: the offsets after its `since` that are
+    /// neither replayed nor coming, oldest first (empty when the server cannot say).
+    #[serde(default)]
+    pub lost: Vec<LostRange>,
     /// True when a history reply was cut to keep within the server's byte limit: a
     /// `since` the last message's offset reads on.
     #[serde(default)]
@@ -289,6 +296,7 @@ impl Serialize for ServerFrame {
                 epoch: &f.epoch,
                 offset: f.offset,
                 recovered: false,
+                lost: &f.lost,
             }
             .serialize(s),
         }
@@ -344,6 +352,7 @@ impl Serialize for OkFrame {
             epoch: self.epoch.as_ref(),
             offset: self.offset,
             recovered: self.recovered,
+            lost: &self.lost,
             more: self.more,
             clients: self.clients.as_deref(),
             messages: self.messages.as_deref(),
@@ -421,7 +430,7 @@ mod unrecoverable_tests {
     fn unrecoverable_round_trips() {
         let room = RoomName::parse("chat").expect("room");
         let position = StreamPosition::new(Epoch::from("e2"), Offset(41));
-        let bytes = crate::encode::unrecoverable(&room, &position);
+        let bytes = crate::encode::unrecoverable(&room, &position, &[]);
         let text = std::str::from_utf8(&bytes).expect("utf8");
         assert_eq!(
             text,
@@ -431,6 +440,36 @@ mod unrecoverable_tests {
             panic!("not unrecoverable");
         };
         assert_eq!(frame.position(), position);
+        assert!(frame.lost.is_empty());
         assert_eq!(ServerFrame::Unrecoverable(frame).to_json(), text);
+    }
+
+    #[test]
+    fn lost_ranges_round_trip() {
+        let room = RoomName::parse("chat").expect("room");
+        let position = StreamPosition::new(Epoch::from("e2"), Offset(41));
+        let lost = LostRange::between(
+            &StreamPosition::new(Epoch::from("e1"), Offset(9)),
+            &position,
+            None,
+        );
+        let bytes = crate::encode::unrecoverable(&room, &position, &lost);
+        let text = std::str::from_utf8(&bytes).expect("utf8");
+        assert_eq!(
+            text,
+            r#"{"type":"unrecoverable","room":"chat","epoch":"e2","offset":41,"recovered":false,"lost":[{"epoch":"e1","from":10},{"epoch":"e2","from":1,"to":41}]}"#
+        );
+        let ServerFrame::Unrecoverable(frame) = ServerFrame::decode(text).expect("decodes") else {
+            panic!("not unrecoverable");
+        };
+        assert_eq!(frame.lost, lost);
+        assert_eq!(ServerFrame::Unrecoverable(frame).to_json(), text);
+
+        let ok = r#"{"type":"ok","id":1,"room":"chat","epoch":"e","offset":12,"recovered":false,"lost":[{"epoch":"e","from":3,"to":7}]}"#;
+        let ServerFrame::Ok(frame) = ServerFrame::decode(ok).expect("decodes") else {
+            panic!("not ok");
+        };
+        assert_eq!(frame.lost.len(), 1);
+        assert_eq!(ServerFrame::Ok(frame).to_json(), ok);
     }
 }

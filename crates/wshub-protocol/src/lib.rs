@@ -71,7 +71,7 @@ pub use frame::{
 pub use id::CommandId;
 pub use payload::Payload;
 pub use room::{RoomName, RoomNameError};
-pub use stream::{Epoch, Offset, StreamPosition};
+pub use stream::{Epoch, LostRange, Offset, StreamPosition};
 
 /// The protocol version this crate implements, sent as `version` in the `welcome` frame.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -136,6 +136,60 @@ impl StreamPosition {
     }
 }
 
+/// A run of a room's offsets that a client did not receive and never will:
+/// `{"epoch": "...", "from": F, "to": T}`, both ends inclusive, in `epoch`.
+///
+/// `to` is absent when the end is unknown: the epoch ended (the room's history was lost
+/// and a new epoch began), so every offset of `epoch` from `from` on is gone, however many
+/// there were. See "Lost ranges" in docs/PROTOCOL.md.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LostRange {
+    /// The epoch the offsets belong to.
+    pub epoch: Epoch,
+    /// The first lost offset.
+    pub from: Offset,
+    /// The last lost offset; `None` when every offset of `epoch` from `from` on is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Offset>,
+}
+
+impl LostRange {
+    /// What a client at `since` lost when it is told to carry on from `resumed` (an `ok`'s
+    /// or an `unrecoverable` frame's position) and is sent, before live messages, the
+    /// offsets of `resumed.epoch` from `first_replayed` to `resumed.offset` (`None`: no
+    /// replay). Empty when nothing is missing: `since` is `resumed`'s epoch and the replay
+    /// (or the live messages) follow it directly, or `since` claims more than `resumed`.
+    ///
+    /// At most two ranges, oldest first: when the epoch changed, the rest of `since`'s epoch
+    /// (without an end), then the start of the new epoch that is not replayed.
+    pub fn between(
+        since: &StreamPosition,
+        resumed: &StreamPosition,
+        first_replayed: Option<Offset>,
+    ) -> Vec<LostRange> {
+        let mut lost = Vec::new();
+        let from = if since.epoch == resumed.epoch {
+            since.offset.get().saturating_add(1)
+        } else {
+            lost.push(LostRange {
+                epoch: since.epoch.clone(),
+                from: Offset(since.offset.get().saturating_add(1)),
+                to: None,
+            });
+            1
+        };
+        let to = first_replayed.map_or(resumed.offset.get(), |first| first.get().saturating_sub(1));
+        if from <= to {
+            lost.push(LostRange {
+                epoch: resumed.epoch.clone(),
+                from: Offset(from),
+                to: Some(Offset(to)),
+            });
+        }
+        lost
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +214,51 @@ mod tests {
         );
         assert!(serde_json::from_str::<StreamPosition>(r#"{"epoch":1,"offset":3}"#).is_err());
         assert!(serde_json::from_str::<StreamPosition>(r#"{"epoch":"a"}"#).is_err());
+    }
+
+    fn range(epoch: &str, from: u64, to: Option<u64>) -> LostRange {
+        LostRange {
+            epoch: epoch.into(),
+            from: Offset(from),
+            to: to.map(Offset),
+        }
+    }
+
+    #[test]
+    fn lost_ranges() {
+        let at = |epoch: &str, offset: u64| StreamPosition::new(epoch.into(), Offset(offset));
+        // Trimmed: 3..=7 gone, 8..=12 replayed.
+        assert_eq!(
+            LostRange::between(&at("e", 2), &at("e", 12), Some(Offset(8))),
+            [range("e", 3, Some(7))]
+        );
+        // Nothing retained at all: everything after `since` is gone.
+        assert_eq!(
+            LostRange::between(&at("e", 2), &at("e", 12), None),
+            [range("e", 3, Some(12))]
+        );
+        // Fully recovered, or nothing missed, or a claim beyond the room: nothing lost.
+        assert!(LostRange::between(&at("e", 2), &at("e", 12), Some(Offset(3))).is_empty());
+        assert!(LostRange::between(&at("e", 12), &at("e", 12), None).is_empty());
+        assert!(LostRange::between(&at("e", 20), &at("e", 12), None).is_empty());
+        // A new epoch: the rest of the old one, then what the new one no longer holds.
+        assert_eq!(
+            LostRange::between(&at("old", 7), &at("new", 9), Some(Offset(5))),
+            [range("old", 8, None), range("new", 1, Some(4))]
+        );
+        assert_eq!(
+            LostRange::between(&at("old", 7), &at("new", 9), Some(Offset(1))),
+            [range("old", 8, None)]
+        );
+        assert_eq!(
+            LostRange::between(&at("old", 7), &at("new", 0), None),
+            [range("old", 8, None)]
+        );
+        assert_eq!(
+            serde_json::to_string(&LostRange::between(&at("old", 7), &at("new", 2), None)).unwrap(),
+            r#"[{"epoch":"old","from":8},{"epoch":"new","from":1,"to":2}]"#
+        );
+        let parsed: LostRange = serde_json::from_str(r#"{"epoch":"e","from":3,"to":7}"#).unwrap();
+        assert_eq!(parsed, range("e", 3, Some(7)));
     }
 }

@@ -351,12 +351,65 @@ impl RunningServer {
         &self.state
     }
 
+    /// Reads the TLS certificate chain and key files again (`--tls-cert`, `--tls-key`)
+    /// and serves connections accepted from now on with them; open connections keep
+    /// theirs. `Ok(false)` when the server does not serve TLS. On an error (a file missing,
+    /// unparsable, or a key that does not fit) the current certificate stays; the error is
+    /// logged and returned. SIGHUP calls this in the `wshub` binary
+    /// ([`RunningServer::reload_tls_on_sighup`]).
+    ///
+    /// # Errors
+    /// [`wshub::Error::Tls`] naming the file and what is wrong with it.
+    pub fn reload_tls(&self) -> Result<bool, wshub::Error> {
+        match &self.state.options.tls {
+            Some(tls) => reload_tls(tls).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Calls [`RunningServer::reload_tls`] on every SIGHUP the process receives, from a
+    /// task of its own. A server without TLS installs no handler: SIGHUP keeps its default
+    /// effect.
+    ///
+    /// # Errors
+    /// When the signal handler cannot be installed.
+    #[cfg(unix)]
+    pub fn reload_tls_on_sighup(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Some(tls) = self.state.options.tls.clone() else {
+            return Ok(());
+        };
+        let mut hangups = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the TLS certificate");
+                // Logged inside; the old certificate stays on an error.
+                let _ = reload_tls(&tls);
+            }
+        });
+        Ok(())
+    }
+
     /// Stops accepting and closes every connection with 1001 within `deadline`.
     pub async fn stop(&self, deadline: Duration) {
         self.sweeper.abort();
         self.server.stop(deadline).await;
         if let Some(pump) = &self.pump {
             pump.abort();
+        }
+    }
+}
+
+/// Reloads `tls` from its files, logging the outcome.
+fn reload_tls(tls: &wshub::TlsConfig) -> Result<(), wshub::Error> {
+    match tls.reload() {
+        Ok(()) => {
+            tracing::info!("TLS certificate reloaded; new connections get it");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(%error, "TLS certificate not reloaded; the current one stays");
+            Err(error)
         }
     }
 }

@@ -56,7 +56,7 @@ use std::{
 use bytes::Bytes;
 use wshub::{CloseCode, Connection, Hub};
 use wshub_backplane::{Answer, Event, Events, HistoryPage, HistoryQuery, Publication};
-use wshub_protocol::{Offset, RoomName, StreamPosition};
+use wshub_protocol::{LostRange, Offset, RoomName, StreamPosition};
 
 use crate::{
     metrics::OutKind,
@@ -261,10 +261,18 @@ impl ServerState {
         }
     }
 
-    /// Tells this node's subscribers of `room` that publications before `resumed` that they
-    /// have not received are lost, and that delivery continues after `resumed`.
-    fn tell_unrecoverable(&self, hub: &Hub, room: &RoomName, resumed: &StreamPosition) {
-        if let Some(message) = text(wshub_protocol::encode::unrecoverable(room, resumed)) {
+    /// Tells this node's subscribers of `room`, who received everything up to `delivered`,
+    /// that publications before `resumed` that they have not received are lost (the frame
+    /// lists them), and that delivery continues after `resumed`.
+    fn tell_unrecoverable(
+        &self,
+        hub: &Hub,
+        room: &RoomName,
+        delivered: &StreamPosition,
+        resumed: &StreamPosition,
+    ) {
+        let lost = LostRange::between(delivered, resumed, None);
+        if let Some(message) = text(wshub_protocol::encode::unrecoverable(room, resumed, &lost)) {
             let delivered = hub.broadcast_to_room(room.as_str(), message);
             self.counters.record_out(OutKind::Reply, delivered);
         }
@@ -362,7 +370,7 @@ impl ServerState {
             state.delivered = Some(resumed.clone());
             // Only publications of the delivered epoch wait here.
             state.pending.clear();
-            self.tell_unrecoverable(hub, room, &resumed);
+            self.tell_unrecoverable(hub, room, &delivered, &resumed);
             for publication in page.publications {
                 self.offer_locked(hub, state, publication, None);
             }
@@ -386,9 +394,10 @@ impl ServerState {
         };
         if to > delivered.offset.get() {
             tracing::warn!(%room, from = %delivered.offset, to, "publications lost; skipping ahead");
+            let before = delivered.clone();
             delivered.offset = Offset(to);
             let resumed = delivered.clone();
-            self.tell_unrecoverable(hub, room, &resumed);
+            self.tell_unrecoverable(hub, room, &before, &resumed);
             self.drain(hub, state);
         }
     }
@@ -401,7 +410,7 @@ impl ServerState {
         conn: &Connection,
         room: &RoomName,
         since: Option<&StreamPosition>,
-        reply: impl FnOnce(&StreamPosition, Option<bool>, Vec<Bytes>),
+        reply: impl FnOnce(&StreamPosition, Option<bool>, Vec<(Offset, Bytes)>),
     ) -> Result<Subscribed, Failure> {
         // Refused at once rather than after a command's timeout: the client tries again.
         if let wshub_backplane::Health::Degraded(why) = self.backplane().health() {
@@ -432,7 +441,7 @@ impl ServerState {
         conn: &Connection,
         room: &RoomName,
         since: Option<&StreamPosition>,
-        reply: impl FnOnce(&StreamPosition, Option<bool>, Vec<Bytes>),
+        reply: impl FnOnce(&StreamPosition, Option<bool>, Vec<(Offset, Bytes)>),
     ) -> Result<bool, Failure> {
         let state = self.rooms.get(room).ok_or(Failure::Internal)?;
         let mut reply = Some(reply);
@@ -464,7 +473,7 @@ impl ServerState {
         since: Option<&StreamPosition>,
         page: &HistoryPage,
         attempt: usize,
-        reply: &mut Option<impl FnOnce(&StreamPosition, Option<bool>, Vec<Bytes>)>,
+        reply: &mut Option<impl FnOnce(&StreamPosition, Option<bool>, Vec<(Offset, Bytes)>)>,
     ) -> Attempt {
         let mut guard = lock(state);
         // The first subscribe starts from the room's position.
@@ -505,7 +514,7 @@ impl ServerState {
                     .publications
                     .iter()
                     .filter(|p| p.position.offset <= delivered.offset)
-                    .filter_map(message_frame)
+                    .filter_map(|p| message_frame(p).map(|frame| (p.position.offset, frame)))
                     .collect();
                 (replay, Some(page.recovered))
             }

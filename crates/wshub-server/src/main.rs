@@ -1,5 +1,5 @@
 //! The `wshub` binary: read the settings, start logging, serve until SIGINT or SIGTERM,
-//! then shut down gracefully (every client gets 1001).
+//! then shut down gracefully (every client gets 1001). SIGHUP reloads the TLS certificate.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -54,6 +54,10 @@ async fn main() -> ExitCode {
         "wshub listening on {addr}: WebSocket {ws}://{addr}{path}, demo page {http}://{addr}/websocket",
         path = settings.path
     );
+    #[cfg(unix)]
+    if let Err(error) = server.reload_tls_on_sighup() {
+        tracing::warn!(%error, "cannot listen for SIGHUP; the TLS certificate is not reloaded on it");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.stop(SHUTDOWN_DEADLINE).await;

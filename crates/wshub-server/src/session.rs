@@ -9,7 +9,9 @@ use std::{
 use bytes::Bytes;
 use wshub::{CloseCode, Connection, ConnectionId, Message};
 use wshub_backplane::HistoryQuery;
-use wshub_protocol::{Claims, Command, ErrorCode, ProtocolError, RoomName, encode};
+use wshub_protocol::{
+    Claims, Command, ErrorCode, LostRange, Offset, ProtocolError, RoomName, encode,
+};
 
 use crate::{
     history::{MAX_HISTORY_REPLY_BYTES, cut_to_bytes},
@@ -203,20 +205,30 @@ impl Session {
                         &self.conn,
                         &cmd.room,
                         cmd.since.as_ref(),
-                        |position, recovered, mut replay| {
+                        |position, recovered, replay| {
                             // Under the room's delivery lock: nothing is delivered to the room
                             // between the replay and the join (see `delivery`).
                             // A replay larger than half the send queue would get the client
                             // cut off as slow, and again at each reconnect: its oldest part
                             // is given up, and the client told it was not recovered.
+                            let (offsets, mut replay): (Vec<Offset>, Vec<Bytes>) =
+                                replay.into_iter().unzip();
                             let recovered = if cut_to_bytes(&mut replay, max_replay, true) {
                                 Some(false)
                             } else {
                                 recovered
                             };
+                            // What is neither replayed nor coming live, said exactly.
+                            let lost = match (&cmd.since, recovered) {
+                                (Some(since), Some(false)) => {
+                                    let first = offsets.get(offsets.len() - replay.len());
+                                    LostRange::between(since, position, first.copied())
+                                }
+                                _ => Vec::new(),
+                            };
                             if let Some(id) = &cmd.id {
                                 self.reply(encode::ok_subscribe(
-                                    id, &cmd.room, position, recovered,
+                                    id, &cmd.room, position, recovered, &lost,
                                 ));
                             }
                             for frame in replay {

@@ -159,15 +159,36 @@ fn assert_each_offset_once_or_told(who: &str, watcher: &Watcher, accepted: &[Acc
         let frame_offset = frame["offset"].as_u64().expect("offset");
         if frame["type"] == "unrecoverable" {
             assert_eq!(frame["recovered"], false, "{who}: {frame}");
+            // What the frame must name as lost: everything between the subscriber's
+            // position and the frame's.
+            let mut expected = Vec::new();
             if frame_epoch == epoch {
                 assert!(
                     frame_offset >= offset,
                     "{who}: {frame} moves back from {epoch}/{offset}"
                 );
-                lost.push((epoch.clone(), offset, frame_offset));
+                if frame_offset > offset {
+                    expected.push(json!({"epoch": epoch, "from": offset + 1, "to": frame_offset}));
+                }
             } else {
-                lost.push((epoch.clone(), offset, u64::MAX));
-                lost.push((frame_epoch.clone(), 0, frame_offset));
+                expected.push(json!({"epoch": epoch, "from": offset + 1}));
+                if frame_offset > 0 {
+                    expected.push(json!({"epoch": frame_epoch, "from": 1, "to": frame_offset}));
+                }
+            }
+            let told = frame.get("lost").cloned().unwrap_or(json!([]));
+            assert_eq!(
+                told,
+                json!(expected),
+                "{who}: {frame} after {epoch}/{offset}"
+            );
+            // The subscriber trusts the frame's ranges.
+            for range in told.as_array().expect("lost ranges") {
+                lost.push((
+                    range["epoch"].as_str().expect("epoch").to_owned(),
+                    range["from"].as_u64().expect("from") - 1,
+                    range["to"].as_u64().unwrap_or(u64::MAX),
+                ));
             }
         } else {
             assert!(
@@ -244,6 +265,23 @@ async fn redis_restored_from_an_older_snapshot_starts_a_new_epoch_and_says_so() 
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(ok["recovered"], false, "{ok}");
     assert_ne!(ok["epoch"], json!(old_epoch), "{ok}");
+    // The rest of the old epoch is lost; the new one is replayed from its start, each
+    // offset once, up to the `ok`'s.
+    let latest = ok["offset"].as_u64().expect("offset");
+    assert_eq!(
+        ok["lost"],
+        json!([{"epoch": old_epoch, "from": 11}]),
+        "{ok}"
+    );
+    for offset in 1..=latest {
+        let message = next(&mut ws).await;
+        assert_eq!(
+            (&message["epoch"], message["offset"].as_u64()),
+            (&ok["epoch"], Some(offset)),
+            "{message}"
+        );
+    }
+    nothing_pending(&mut ws).await;
     stop(node).await;
 }
 

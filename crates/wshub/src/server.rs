@@ -243,7 +243,8 @@ async fn accept_loop(
                 None => serve_http(stream, peer, router, handshake_timeout, stop).await,
                 #[cfg(feature = "tls")]
                 Some(tls) => {
-                    match tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream)).await
+                    match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream))
+                        .await
                     {
                         Ok(Ok(stream)) => {
                             serve_http(stream, peer, router, handshake_timeout, stop).await;

@@ -1,7 +1,12 @@
 //! [`TlsConfig`]: TLS for the stand-alone [`Server`](crate::Server) with rustls, so that it
-//! serves `wss://` and `https://` itself.
+//! serves `wss://` and `https://` itself, with certificates replaced while it runs
+//! ([`TlsConfig::reload`]).
 
-use std::{fmt, path::Path, sync::Arc};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::{Arc, PoisonError, RwLock},
+};
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio_rustls::{TlsAcceptor, rustls};
@@ -15,12 +20,20 @@ use crate::Error;
 /// let tls = wshub::TlsConfig::from_pem_files("cert.pem", "key.pem")?;
 /// let hub = wshub::Hub::default();
 /// let router = hub.router();
-/// let server = wshub::Server::start_tls("0.0.0.0:443", hub, router, tls).await?;
+/// let server = wshub::Server::start_tls("0.0.0.0:443", hub, router, tls.clone()).await?;
+/// // Later, once the files were renewed: new connections get the new certificate.
+/// tls.reload()?;
 /// # Ok(()) }
 /// ```
+///
+/// Clones share one current certificate: [`TlsConfig::reload`] and [`TlsConfig::replace`]
+/// on any clone change what every server using it presents to the connections it accepts
+/// from then on; connections already open keep theirs.
 #[derive(Clone)]
 pub struct TlsConfig {
-    pub(crate) acceptor: TlsAcceptor,
+    acceptor: Arc<RwLock<TlsAcceptor>>,
+    /// The certificate chain and key files, when read from files.
+    files: Option<Arc<(PathBuf, PathBuf)>>,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -46,14 +59,58 @@ impl TlsConfig {
         };
         let certs = read(cert_chain.as_ref())?;
         let key = read(private_key.as_ref())?;
-        Self::from_pem(&certs, &key).map_err(|error| match error {
+        let mut config = Self::from_pem(&certs, &key).map_err(|error| match error {
             Error::Tls(message) => Error::Tls(format!(
                 "{message} ({}, {})",
                 cert_chain.as_ref().display(),
                 private_key.as_ref().display()
             )),
             other => other,
-        })
+        })?;
+        config.files = Some(Arc::new((
+            cert_chain.as_ref().to_path_buf(),
+            private_key.as_ref().to_path_buf(),
+        )));
+        Ok(config)
+    }
+
+    /// Reads the files this configuration was made from ([`TlsConfig::from_pem_files`])
+    /// again and, when they parse and fit, serves connections accepted from now on with
+    /// them. Connections already open keep the certificate they were accepted with. On an
+    /// error, nothing changes: the current certificate stays.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] as for [`TlsConfig::from_pem_files`], or when this configuration was
+    /// not read from files.
+    pub fn reload(&self) -> Result<(), Error> {
+        let Some(files) = &self.files else {
+            return Err(Error::Tls(
+                "this TLS configuration was not read from files; nothing to reload".to_owned(),
+            ));
+        };
+        let (cert_chain, private_key) = &**files;
+        let fresh = Self::from_pem_files(cert_chain, private_key)?;
+        self.replace(&fresh);
+        Ok(())
+    }
+
+    /// Serves connections accepted from now on with `other`'s certificate (and rustls
+    /// configuration); connections already open keep theirs. The files [`TlsConfig::reload`]
+    /// reads stay this configuration's own.
+    pub fn replace(&self, other: &TlsConfig) {
+        let fresh = other.acceptor();
+        *self
+            .acceptor
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+
+    /// The acceptor for the next connection.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Parses a PEM certificate chain (leaf first) and a PEM private key.
@@ -88,7 +145,8 @@ impl TlsConfig {
     /// certificate resolvers). Its ALPN list should offer `http/1.1`.
     pub fn from_rustls(config: Arc<rustls::ServerConfig>) -> Self {
         Self {
-            acceptor: TlsAcceptor::from(config),
+            acceptor: Arc::new(RwLock::new(TlsAcceptor::from(config))),
+            files: None,
         }
     }
 }

@@ -124,3 +124,49 @@ fn bad_certificates_are_named_errors() {
     );
     assert!(mismatch.is_err());
 }
+
+#[tokio::test]
+async fn replace_serves_new_connections_the_new_certificate_and_keeps_open_ones() {
+    let (tls, trusts_a) = certificate();
+    let hub = Hub::builder()
+        .on_message(|conn, msg| {
+            let _ = conn.send(msg);
+        })
+        .build();
+    let router = hub.router();
+    let server = Server::start_tls("127.0.0.1:0", hub, router, tls.clone())
+        .await
+        .expect("start");
+    let addr = server.local_addr();
+    let (mut open, _) = within(
+        "handshake",
+        tokio_tungstenite::client_async("wss://localhost/ws", tls_stream(&trusts_a, addr).await),
+    )
+    .await
+    .expect("websocket over TLS");
+
+    // The caller's clone is the server's: replacing it changes what new connections get.
+    let (b, trusts_b) = certificate();
+    tls.replace(&b);
+    let stream = tls_stream(&trusts_b, addr).await;
+    drop(stream);
+    let tcp = within("tcp", tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    assert!(
+        within("refused", trusts_a.connect(name, tcp))
+            .await
+            .is_err(),
+        "a client that trusts only the old certificate is refused"
+    );
+    // The open connection keeps working.
+    send_text(&mut open, "still here").await;
+    assert_eq!(next_text(&mut open).await, "still here");
+
+    // Not read from files: nothing to reload, and nothing changes.
+    let error = tls.reload().expect_err("no files");
+    assert!(error.to_string().contains("not read from files"), "{error}");
+    drop(tls_stream(&trusts_b, addr).await);
+    server.stop(std::time::Duration::from_millis(200)).await;
+}

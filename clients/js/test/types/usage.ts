@@ -1,7 +1,7 @@
 // Compiled by `npm run typecheck` (tsc --noEmit), never run: the declarations must accept
 // what the README and the demo page do, and refuse what the client would not accept.
 import { WshubClient, WshubError, backoffDelay, reconnectsAfter } from "wshub-client";
-import type { ConnectionState, MessageFrame, RoomFrame, StreamPosition } from "wshub-client";
+import type { ConnectionState, LostRange, MessageFrame, RoomFrame, StreamPosition } from "wshub-client";
 import { useRoom, useWshub } from "wshub-client/react";
 
 const client = new WshubClient({
@@ -25,7 +25,16 @@ client.on("reconnect-failed", ({ attempts }) => console.log(attempts));
 client.on("subscribed", (e) => {
   const recovered: boolean | undefined = e.recovered;
   const resubscribed: boolean = e.resubscribed;
+  const lost: LostRange[] | undefined = e.lost;
+  for (const range of lost ?? []) {
+    const to: number | undefined = range.to;
+    console.log(range.epoch, range.from, to);
+  }
   console.log(recovered, resubscribed);
+});
+client.on("unrecoverable", (frame) => {
+  const lost: LostRange[] | undefined = frame.lost;
+  console.log(frame.epoch, frame.offset, lost);
 });
 client.on("open", (welcome) => console.log(welcome.client, welcome.ping_interval_ms));
 client.on("close", ({ code, reason }) => console.log(code, reason));
@@ -53,6 +62,8 @@ async function demo(): Promise<void> {
   const members: string[] = presence.clients.map((c) => c.client);
   const history = await client.history("chat", { since, limit: 10 });
   const old: MessageFrame[] = history.messages;
+  const more: boolean | undefined = history.more;
+  console.log(more);
   await client.send("someone", 1);
   await client.broadcast([1, 2]);
   const rtt: number = await client.ping();
