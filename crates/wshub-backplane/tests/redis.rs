@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use wshub_backplane::{Backplane, PresenceMember, RedisBackplane, RedisConfig};
+use wshub_backplane::{Backplane, BackplaneConfig, PresenceMember, RedisBackplane};
 
 const URL: &str = "redis://127.0.0.1:6379";
 
@@ -65,13 +65,13 @@ fn clean(prefix: &str) {
     let _ = Command::new("sh").args(["-c", &script]).status();
 }
 
-fn config(prefix: &str, node_id: u64) -> RedisConfig {
-    RedisConfig {
+fn config(prefix: &str, node_id: u64) -> BackplaneConfig {
+    BackplaneConfig {
         prefix: prefix.to_owned(),
         node_id,
         presence_ttl: Duration::from_millis(600),
         answer_timeout: Duration::from_secs(1),
-        ..RedisConfig::new(URL)
+        ..BackplaneConfig::new(URL)
     }
 }
 
@@ -154,9 +154,9 @@ async fn a_dead_nodes_presence_vanishes_within_the_ttl() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_at_connect() {
-    let config = RedisConfig {
+    let config = BackplaneConfig {
         response_timeout: Duration::from_millis(500),
-        ..RedisConfig::new("redis://127.0.0.1:1")
+        ..BackplaneConfig::new("redis://127.0.0.1:1")
     };
     let error = suite::within("connect", RedisBackplane::connect(config))
         .await
@@ -165,7 +165,7 @@ async fn an_unreachable_redis_is_an_error_at_connect() {
         matches!(error, wshub_backplane::Error::Unavailable(_)),
         "{error}"
     );
-    let error = RedisBackplane::connect(RedisConfig::new("not a url"))
+    let error = RedisBackplane::connect(BackplaneConfig::new("not a url"))
         .await
         .unwrap_err();
     assert!(

@@ -171,6 +171,9 @@ async fn deeply_nested_json_anywhere_in_a_command_is_refused_without_harm() {
 async fn huge_and_odd_ids_are_echoed_exactly_or_answered_with_a_null_id() {
     let server = start(ServerOptions {
         rate_limit: None,
+        // Room for the half-megabyte id below: larger than the server's default
+        // `--max-message-size`, which would close the connection with 1009 instead.
+        hub: ServerOptions::default().hub.max_message_bytes(1 << 20),
         ..ServerOptions::default()
     })
     .await;

@@ -114,8 +114,7 @@ max_connections_per_ip = 9
 max_rooms_per_connection = 3
 log_level = "debug"
 log_format = "json"
-redis = "redis://127.0.0.1:6379"
-nats = "nats://127.0.0.1:4222"
+backplane = "nats://127.0.0.1:4222"
 presence_ttl = "5s"
 backplane_prefix = "chat-prod"
 tls_cert = "/etc/wshub/cert.pem"
@@ -167,20 +166,27 @@ compression_client_no_context_takeover = true
         config_file: Some(file.path().to_owned()),
         log_level: "debug".to_owned(),
         log_format: LogFormat::Json,
-        redis: Some("redis://127.0.0.1:6379".to_owned()),
-        nats: Some("nats://127.0.0.1:4222".to_owned()),
+        backplane: BackplaneUrl::Nats("nats://127.0.0.1:4222".to_owned()),
         presence_ttl: Duration::from_secs(5),
         backplane_prefix: "chat-prod".to_owned(),
         tls_cert: Some("/etc/wshub/cert.pem".into()),
         tls_key: Some("/etc/wshub/key.pem".into()),
-        compression: Some(
+        compression: true,
+        compression_level: 6,
+        compression_min_size: 1024,
+        compression_client_window_bits: 10,
+        compression_client_no_context_takeover: true,
+    };
+    assert_eq!(
+        expected.compression_config(),
+        Some(
             wshub::Compression::default()
                 .level(6)
                 .min_message_bytes(1024)
                 .client_max_window_bits(10)
                 .client_no_context_takeover(true),
-        ),
-    };
+        )
+    );
     assert_eq!(load(&["--config", &file.arg()], &[]).unwrap(), expected);
 
     // The same values as environment variables and as flags.
@@ -214,8 +220,7 @@ compression_client_no_context_takeover = true
         (&MAX_ROOMS_PER_CONNECTION, "3"),
         (&LOG_LEVEL, "debug"),
         (&LOG_FORMAT, "json"),
-        (&REDIS, "redis://127.0.0.1:6379"),
-        (&NATS, "nats://127.0.0.1:4222"),
+        (&BACKPLANE, "nats://127.0.0.1:4222"),
         (&PRESENCE_TTL, "5s"),
         (&BACKPLANE_PREFIX, "chat-prod"),
         (&TLS_CERT, "/etc/wshub/cert.pem"),
@@ -278,16 +283,19 @@ fn the_config_file_can_be_named_by_env_and_the_flag_wins() {
 
 #[test]
 fn compression_is_off_by_default_and_a_flag_alone_turns_it_on() {
-    assert_eq!(load(&[], &[]).unwrap().compression, None);
+    assert_eq!(load(&[], &[]).unwrap().compression_config(), None);
     let settings = load(&["--compression"], &[("WSHUB_COMPRESSION", "false")]).unwrap();
-    assert_eq!(settings.compression, Some(wshub::Compression::default()));
+    assert_eq!(
+        settings.compression_config(),
+        Some(wshub::Compression::default())
+    );
     assert_eq!(
         settings.hub_config().compression,
         Some(wshub::Compression::default())
     );
     // Its parameters alone do not turn it on.
     let settings = load(&["--compression-level", "9"], &[]).unwrap();
-    assert_eq!(settings.compression, None);
+    assert_eq!(settings.compression_config(), None);
 }
 
 #[test]
@@ -518,7 +526,7 @@ fn help_documents_every_flag_its_variable_and_its_default() {
             spec.flag
         );
         assert!(help.contains(spec.env), "{} in {help}", spec.env);
-        if let Some(default) = spec.default {
+        if let Some(default) = (spec.default)() {
             assert!(
                 help.contains(&format!("[default: {default}]")),
                 "{default} in {help}"
