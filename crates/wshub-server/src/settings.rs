@@ -1114,7 +1114,10 @@ pub fn config_table() -> String {
             } else {
                 format!("`{}`", spec.key)
             },
-            spec.help.replace('|', "\\|")
+            spec.help
+                .replace('|', "\\|")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
         ));
     }
     table
