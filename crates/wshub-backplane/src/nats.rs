@@ -95,9 +95,9 @@ use wshub::ConnectionId;
 use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
 
 use crate::{
-    Backplane, BackplaneConfig, BoxFuture, Error, Event, Events, Health, HistoryPage,
-    HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within, answer_word,
-    history::new_epoch, node_hex, parse_answer,
+    Backplane, BackplaneConfig, BoxFuture, Error, Event, Events, Health, HistoryPage, HistoryQuery,
+    PresenceMember, Publication, Reply, Routed, answer_within, answer_word, history::new_epoch,
+    node_hex, parse_answer,
 };
 
 const OFFSET: &str = "Wshub-Offset";

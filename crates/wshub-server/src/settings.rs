@@ -199,8 +199,8 @@ macro_rules! settings {
         [$(($ALIAS:ident, $aparse:expr)),*]) => {
         $sources.get_one_of(
             &[
-                (&$SPEC, &$parse as &dyn Fn(&str) -> Result<$ty, String>),
-                $((&$ALIAS, &$aparse as &dyn Fn(&str) -> Result<$ty, String>)),*
+                (&$SPEC, &$parse as Parser<'_, $ty>),
+                $((&$ALIAS, &$aparse as Parser<'_, $ty>)),*
             ],
             || $default,
         )?
@@ -369,8 +369,8 @@ settings! {
     /// How long a room without messages keeps its epoch and latest offset after its last
     /// use; a client resuming it later gets `recovered: false`. Default (`None`):
     /// [`MEMORY_META_TTL`] with the memory backplane, which keeps rooms that have
-    /// subscribers however quiet; [`SHARED_META_TTL`] with Redis or NATS, which cannot tell
-    /// that a quiet room still has subscribers.
+    /// subscribers however quiet; [`HistoryConfig`]'s default with Redis or NATS, which
+    /// cannot tell that a quiet room still has subscribers.
     history_meta_ttl: Option<Duration> = None => HISTORY_META_TTL {
         flag: "history-meta-ttl", env: "WSHUB_HISTORY_META_TTL", key: "history_meta_ttl",
         value_name: "DURATION",
@@ -698,8 +698,8 @@ impl Shown for Duration {
         let (secs, millis) = (self.as_secs(), self.subsec_millis());
         Some(match (secs, millis) {
             (_, 1..) => format!("{}ms", self.as_millis()),
-            (s, 0) if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
-            (s, 0) if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+            (s, 0) if s > 0 && s.is_multiple_of(3600) => format!("{}h", s / 3600),
+            (s, 0) if s > 0 && s.is_multiple_of(60) => format!("{}m", s / 60),
             (s, 0) => format!("{s}s"),
         })
     }
@@ -726,7 +726,7 @@ fn show_size(bytes: &usize) -> Option<String> {
     Some(
         [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
             .into_iter()
-            .find(|(_, unit)| bytes >= *unit && bytes % unit == 0)
+            .find(|(_, unit)| bytes >= *unit && bytes.is_multiple_of(*unit))
             .map_or_else(
                 || bytes.to_string(),
                 |(name, unit)| format!("{}{name}", bytes / unit),
@@ -850,7 +850,6 @@ impl SettingsError {
     }
 }
 
-
 /// `--redis (from flag --redis) and --backplane (from environment variable WSHUB_BACKPLANE)`.
 fn describe(settings: &[(&'static str, SettingSource)]) -> String {
     settings
@@ -878,11 +877,6 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// How long a quiet room's epoch is kept by default with the memory backplane, which keeps
 /// rooms that have subscribers whatever this says.
 pub const MEMORY_META_TTL: Duration = Duration::from_secs(10 * 60);
-
-/// The same with Redis or NATS, which cannot tell whether a quiet room has subscribers:
-/// a shorter one would give such a room a new epoch, and its subscribers an
-/// `unrecoverable`, at its next publish.
-pub const SHARED_META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// API keys shorter than this are accepted, with a warning: they can be guessed.
 const MIN_API_KEY_BYTES: usize = 16;
@@ -913,7 +907,6 @@ Example config file:
     history_size = 100
     rate_limit = \"50/100\"
     presence_events = true";
-
 
 impl Settings {
     /// The `wshub` command line, for parsing and for `--help`: every [`SPECS`] entry as a
@@ -1028,11 +1021,16 @@ impl Settings {
             max_messages: self.history_size,
             ttl: self.history_ttl,
             max_bytes: self.history_max_bytes,
-            meta_ttl: self.history_meta_ttl.unwrap_or(if self.backplane.is_shared() {
-                SHARED_META_TTL
-            } else {
-                MEMORY_META_TTL
-            }),
+            meta_ttl: self
+                .history_meta_ttl
+                .unwrap_or(if self.backplane.is_shared() {
+                    // The library's default (24 h): Redis and NATS cannot tell whether a quiet
+                    // room has subscribers, and a shorter one would give such a room a new
+                    // epoch, and its subscribers an `unrecoverable`, at its next publish.
+                    HistoryConfig::default().meta_ttl
+                } else {
+                    MEMORY_META_TTL
+                }),
             max_rooms: self.max_rooms,
         }
     }
@@ -1123,6 +1121,9 @@ pub fn config_table() -> String {
     table
 }
 
+/// A setting's parser: its value as written to its value, or what is wrong with it.
+type Parser<'a, T> = &'a dyn Fn(&str) -> Result<T, String>;
+
 /// The parsed command line, the environment and the config file, consulted in that order,
 /// and where each setting read so far came from.
 struct Sources<'a, E> {
@@ -1181,7 +1182,7 @@ impl<E: Fn(&str) -> Option<String>> Sources<'_, E> {
     /// sources, are a [`SettingsError::Conflict`].
     fn get_one_of<T>(
         &mut self,
-        names: &[(&'static Spec, &dyn Fn(&str) -> Result<T, String>)],
+        names: &[(&'static Spec, Parser<'_, T>)],
         default: impl FnOnce() -> T,
     ) -> Result<T, SettingsError> {
         let mut found = Vec::new();
@@ -1221,7 +1222,7 @@ impl<E: Fn(&str) -> Option<String>> Sources<'_, E> {
     fn parse<T>(
         &mut self,
         spec: &'static Spec,
-        parse: &dyn Fn(&str) -> Result<T, String>,
+        parse: Parser<'_, T>,
         value: String,
         from: SettingSource,
     ) -> Result<T, SettingsError> {
@@ -1315,7 +1316,6 @@ impl ConfigFile {
         }
     }
 }
-
 
 fn known_file_keys() -> String {
     SPECS

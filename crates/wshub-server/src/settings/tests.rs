@@ -844,7 +844,10 @@ fn the_backplane_is_chosen_by_the_urls_scheme() {
 
     // The aliases mean the same, each for its own schemes only.
     let redis = load(&[], &[("WSHUB_REDIS", "redis://h:1")]).unwrap();
-    assert_eq!(redis.backplane, BackplaneUrl::Redis("redis://h:1".to_owned()));
+    assert_eq!(
+        redis.backplane,
+        BackplaneUrl::Redis("redis://h:1".to_owned())
+    );
     let nats = load(&["--nats", "nats://h:2"], &[]).unwrap();
     assert_eq!(nats.backplane, BackplaneUrl::Nats("nats://h:2".to_owned()));
     let (setting, from, message) = invalid(load(&["--redis", "nats://h:2"], &[]));
@@ -877,7 +880,7 @@ fn the_backplane_is_chosen_by_the_urls_scheme() {
             prefix: "wshub".to_owned(),
         }
     );
-    assert_eq!(options.history.meta_ttl, SHARED_META_TTL);
+    assert_eq!(options.history.meta_ttl, HistoryConfig::default().meta_ttl);
 }
 
 #[test]
@@ -886,7 +889,10 @@ fn two_names_of_the_backplane_conflict_whatever_their_sources() {
         Err(SettingsError::Conflict { settings, reason }) => (settings, reason),
         other => panic!("expected a conflict, got {other:?}"),
     };
-    let (settings, reason) = conflict(load(&["--redis", "redis://h:1", "--nats", "nats://h:2"], &[]));
+    let (settings, reason) = conflict(load(
+        &["--redis", "redis://h:1", "--nats", "nats://h:2"],
+        &[],
+    ));
     assert_eq!(
         settings,
         vec![
@@ -897,11 +903,7 @@ fn two_names_of_the_backplane_conflict_whatever_their_sources() {
     assert!(reason.contains("--backplane, --redis, --nats"), "{reason}");
 
     let file = TempFile::new("backplane-twice", "redis = \"redis://h:1\"\n");
-    let error = load(
-        &["-c", &file.arg()],
-        &[("WSHUB_BACKPLANE", "nats://h:2")],
-    )
-    .unwrap_err();
+    let error = load(&["-c", &file.arg()], &[("WSHUB_BACKPLANE", "nats://h:2")]).unwrap_err();
     let message = error.to_string();
     assert!(
         message.contains("--backplane (from environment variable WSHUB_BACKPLANE)")
@@ -959,7 +961,10 @@ fn debug_hides_the_backplane_password() {
     let settings = load(&["--backplane", "rediss://user:hunter2@db:6380/0"], &[]).unwrap();
     let debug = format!("{settings:?}");
     assert!(!debug.contains("hunter2"), "{debug}");
-    assert!(debug.contains("rediss://user:<redacted>@db:6380/0"), "{debug}");
+    assert!(
+        debug.contains("rediss://user:<redacted>@db:6380/0"),
+        "{debug}"
+    );
 }
 
 /// Each default is written once: the server's options, the library configurations and
@@ -983,7 +988,10 @@ fn defaults_are_defined_once_and_shared() {
         options.max_publish_bytes_per_second,
         Some(settings.max_publish_bytes_per_second)
     );
-    assert_eq!(options.max_connections_per_ip, settings.max_connections_per_ip);
+    assert_eq!(
+        options.max_connections_per_ip,
+        settings.max_connections_per_ip
+    );
     assert_eq!(
         options.max_rooms_per_connection,
         settings.max_rooms_per_connection
@@ -1006,6 +1014,19 @@ fn defaults_are_defined_once_and_shared() {
     let compression = wshub::Compression::default();
     assert_eq!(settings.compression_level, compression.level);
     assert_eq!(settings.compression_min_size, compression.min_message_bytes);
+
+    // The one default written in help text rather than taken from a value.
+    assert_eq!(MEMORY_META_TTL.shown().as_deref(), Some("10m"));
+    assert_eq!(
+        HistoryConfig::default().meta_ttl.shown().as_deref(),
+        Some("24h")
+    );
+    assert!(
+        HISTORY_META_TTL
+            .help
+            .contains("10m with the memory backplane")
+    );
+    assert!(HISTORY_META_TTL.help.contains("24h with Redis or NATS"));
 
     // What --help and the docs show is the default the server runs with.
     for spec in SPECS.iter().filter(|spec| spec.alias_of.is_none()) {
@@ -1065,6 +1086,14 @@ fn config_table_lists_every_setting_once() {
             assert!(table.contains(&format!("| `{default}` |")), "{default}");
         }
     }
-    assert!(table.contains("| `--max-message-size` | `WSHUB_MAX_MESSAGE_SIZE` | `max_message_size` | `64KiB` |"), "{table}");
-    assert!(table.contains("| `--presence-ttl` | `WSHUB_PRESENCE_TTL` | `presence_ttl` | `30s` |"), "{table}");
+    assert!(
+        table.contains(
+            "| `--max-message-size` | `WSHUB_MAX_MESSAGE_SIZE` | `max_message_size` | `64KiB` |"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("| `--presence-ttl` | `WSHUB_PRESENCE_TTL` | `presence_ttl` | `30s` |"),
+        "{table}"
+    );
 }
