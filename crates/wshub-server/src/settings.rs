@@ -130,7 +130,7 @@ macro_rules! settings {
 
         $(
             #[doc = concat!("`--", $flag, "`, `", $env, "`, `", $key, "`: ", $help)]
-            pub const $SPEC: Spec = Spec {
+            const $SPEC: Spec = Spec {
                 flag: $flag,
                 env: $env,
                 key: $key,
@@ -146,7 +146,7 @@ macro_rules! settings {
             };
             $($(
                 #[doc = concat!("`--", $aflag, "`, `", $aenv, "`, `", $akey, "`: ", $ahelp)]
-                pub const $ALIAS: Spec = Spec {
+                const $ALIAS: Spec = Spec {
                     flag: $aflag,
                     env: $aenv,
                     key: $akey,
@@ -582,7 +582,7 @@ settings! {
 
 /// The config file: read before every other setting, so not a declaration of its own and
 /// not a key of the file.
-pub const CONFIG: Spec = Spec {
+const CONFIG: Spec = Spec {
     flag: "config",
     env: "WSHUB_CONFIG",
     key: "config",
