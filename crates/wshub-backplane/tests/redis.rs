@@ -152,6 +152,41 @@ async fn a_dead_nodes_presence_vanishes_within_the_ttl() {
     clean(&prefix);
 }
 
+/// The prefix the server gives (`--backplane-prefix`, the same for NATS) is followed by
+/// `:`; one that already ends with it is used as it is.
+#[tokio::test]
+async fn a_prefix_is_followed_by_a_colon() {
+    if !redis_available() {
+        return;
+    }
+    let plain = unique_prefix() + "plain";
+    let backplane = suite::within("connect", RedisBackplane::connect(config(&plain, 1)))
+        .await
+        .unwrap();
+    assert_eq!(backplane.config().prefix, format!("{plain}:"));
+    suite::within(
+        "publish",
+        backplane.publish(&suite::room("r"), bytes::Bytes::from_static(b"x")),
+    )
+    .await
+    .unwrap();
+    let exists = Command::new("redis-cli")
+        .args(["EXISTS", &format!("{plain}:meta:r")])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&exists.stdout).trim(), "1");
+    drop(backplane);
+    clean(&plain);
+
+    let colon = unique_prefix() + "colon:";
+    let backplane = suite::within("connect", RedisBackplane::connect(config(&colon, 1)))
+        .await
+        .unwrap();
+    assert_eq!(backplane.config().prefix, colon);
+    drop(backplane);
+    clean(&colon);
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_at_connect() {
     let config = BackplaneConfig {

@@ -39,7 +39,8 @@ pub enum BackplaneOptions {
     Redis {
         /// The server's URL, e.g. `redis://127.0.0.1:6379`.
         url: String,
-        /// What every key and channel name starts with (`wshub:` by default).
+        /// What every key and channel name starts with, followed by `:` (`wshub` by
+        /// default; see `wshub_backplane::BackplaneConfig::prefix`).
         prefix: String,
     },
     /// A NATS server with JetStream shared by every node (`--backplane nats://…`).
@@ -111,10 +112,9 @@ impl From<&crate::settings::Settings> for ServerOptions {
     fn from(settings: &crate::settings::Settings) -> Self {
         use crate::settings::BackplaneUrl;
         let backplane = match &settings.backplane {
-            // `wshub` by default: `wshub:` and `wshub`, as before the setting existed.
             BackplaneUrl::Redis(url) => BackplaneOptions::Redis {
                 url: url.clone(),
-                prefix: format!("{}:", settings.backplane_prefix),
+                prefix: settings.backplane_prefix.clone(),
             },
             BackplaneUrl::Nats(url) => BackplaneOptions::Nats {
                 url: url.clone(),

@@ -741,7 +741,7 @@ fn presence_ttl_and_backplane_prefix_reach_the_backplane_unchanged_by_default() 
         redis.backplane,
         BackplaneOptions::Redis {
             url: "redis://127.0.0.1:6379".to_owned(),
-            prefix: "wshub:".to_owned(),
+            prefix: "wshub".to_owned(),
         }
     );
     assert_eq!(redis.presence_ttl, Duration::from_secs(30));
@@ -763,7 +763,7 @@ fn presence_ttl_and_backplane_prefix_reach_the_backplane_unchanged_by_default() 
         redis.backplane,
         BackplaneOptions::Redis {
             url: "redis://h:1".to_owned(),
-            prefix: "blue_2:".to_owned(),
+            prefix: "blue_2".to_owned(),
         }
     );
     assert_eq!(redis.presence_ttl, Duration::from_millis(1500));
