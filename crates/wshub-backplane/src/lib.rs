@@ -61,6 +61,8 @@ use tokio::sync::{mpsc, oneshot};
 use wshub::ConnectionId;
 use wshub_protocol::{Offset, RoomName, StreamPosition};
 
+use crate::history::HistoryConfig;
+
 pub mod clock;
 pub mod history;
 mod memory;
@@ -71,9 +73,9 @@ mod redis;
 
 pub use memory::{MemoryBackplane, MemoryConfig};
 #[cfg(feature = "nats")]
-pub use nats::{NatsBackplane, NatsConfig};
+pub use nats::NatsBackplane;
 #[cfg(feature = "redis")]
-pub use redis::{RedisBackplane, RedisConfig};
+pub use redis::RedisBackplane;
 
 /// A boxed future, as the [`Backplane`] methods return them (the trait is used as
 /// `Arc<dyn Backplane>`, so its async methods cannot be `async fn`).
@@ -198,6 +200,65 @@ pub enum Event {
 /// well under a millisecond plus whatever its event queue holds; one that takes longer is
 /// hung or badly overloaded.
 pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the names of a cluster's data in a shared backplane start with, unless configured
+/// otherwise: `wshub`.
+pub const DEFAULT_PREFIX: &str = "wshub";
+
+/// How long a presence entry outlives the node that stopped refreshing it (it was killed, or
+/// lost the backplane), unless configured otherwise: 30 s. Each node rewrites its entries
+/// every third of it.
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(30);
+
+/// How long one request to a shared backplane's server may take before it fails, unless
+/// configured otherwise: 5 s.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The settings of a backplane that the nodes of a cluster share: one struct for Redis
+/// (`RedisBackplane::connect`) and NATS (`NatsBackplane::connect`), so that a node
+/// configures either the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackplaneConfig {
+    /// The server: `redis://` or `rediss://` for Redis, `nats://` or `tls://` for NATS (with
+    /// JetStream), e.g. `redis://127.0.0.1:6379` (`--backplane`).
+    pub url: String,
+    /// What the names of this cluster's data start with (`--backplane-prefix`). Default
+    /// [`DEFAULT_PREFIX`]. Redis keys and channels start with `<prefix>:` (a prefix that
+    /// already ends with `:` is used as it is); NATS subjects with `<prefix>.`, and its
+    /// streams are `<prefix>_history` and `<prefix>_presence`, so for NATS it is letters,
+    /// digits, `-` and `_` only. Nodes of one cluster share it; clusters sharing one server
+    /// need different ones.
+    pub prefix: String,
+    /// How much history each room keeps (count, age, and how long a room's epoch and offset
+    /// outlive its last use).
+    pub history: HistoryConfig,
+    /// This node's id (`Hub::node_id`): its own channel or subject.
+    pub node_id: u64,
+    /// How long a presence entry outlives the node that stopped refreshing it
+    /// (`--presence-ttl`). Default [`DEFAULT_PRESENCE_TTL`].
+    pub presence_ttl: Duration,
+    /// How long one command or request may take before it fails. Default
+    /// [`DEFAULT_RESPONSE_TIMEOUT`].
+    pub response_timeout: Duration,
+    /// How long a send or disconnect waits for the answer of the node holding the
+    /// connection before it is [`Routed::Unanswered`]. Default [`DEFAULT_ANSWER_TIMEOUT`].
+    pub answer_timeout: Duration,
+}
+
+impl BackplaneConfig {
+    /// Settings for `url` with every default.
+    pub fn new(url: impl Into<String>) -> BackplaneConfig {
+        BackplaneConfig {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            history: HistoryConfig::default(),
+            node_id: 0,
+            presence_ttl: DEFAULT_PRESENCE_TTL,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            answer_timeout: DEFAULT_ANSWER_TIMEOUT,
+        }
+    }
+}
 
 /// What the node holding a connection did with an [`Event::Send`] or
 /// [`Event::Disconnect`]: its answer, which travels back to the node that asked.

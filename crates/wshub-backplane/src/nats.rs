@@ -1,7 +1,7 @@
 //! The NATS backplane (feature `nats`): any number of nodes sharing one NATS server with
 //! JetStream.
 //!
-//! # Data layout (every subject starts with [`NatsConfig::prefix`], written `P` here)
+//! # Data layout (every subject starts with [`BackplaneConfig::prefix`], written `P` here)
 //!
 //! | subject or stream | what |
 //! |---|---|
@@ -50,11 +50,11 @@
 //!   it is given through the event's [`Reply`](crate::Reply). "No responders" (no node
 //!   subscribed: it is gone, whether it stopped or was killed, since NATS drops its
 //!   subscriptions with its connection) is [`Routed::NoSuchNode`], at once; no reply within
-//!   [`NatsConfig::answer_timeout`] (the node is hung or overloaded) is
+//!   [`BackplaneConfig::answer_timeout`] (the node is hung or overloaded) is
 //!   [`Routed::Unanswered`]. An empty reply comes from a node of an older version, which
 //!   answered on receipt: [`Routed::Delivered`], as it meant then.
 //! - **Presence.** One stream message per member, refreshed by its node every third of
-//!   [`NatsConfig::presence_ttl`]; the stream's `max_age` drops the entries of a node that
+//!   [`BackplaneConfig::presence_ttl`]; the stream's `max_age` drops the entries of a node that
 //!   stopped refreshing them. Listing reads the last message of each member's subject.
 //!
 //! # Differences from the Redis backplane
@@ -66,7 +66,7 @@
 //!   the room's last message, more when nodes race on one room.
 //! - The streams are created by the first node with this node's settings; nodes of one
 //!   cluster must use the same history settings (as with Redis). The presence stream's
-//!   `max_age` follows [`NatsConfig::presence_ttl`]: a node started with another one updates
+//!   `max_age` follows [`BackplaneConfig::presence_ttl`]: a node started with another one updates
 //!   it, so nodes of one cluster must also share their presence ttl.
 
 use std::{
@@ -95,9 +95,9 @@ use wshub::ConnectionId;
 use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
 
 use crate::{
-    Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health, HistoryPage,
-    HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within, answer_word,
-    history::HistoryConfig, history::new_epoch, node_hex, parse_answer,
+    Backplane, BackplaneConfig, BoxFuture, Error, Event, Events, Health, HistoryPage, HistoryQuery,
+    PresenceMember, Publication, Reply, Routed, answer_within, answer_word, history::new_epoch,
+    node_hex, parse_answer,
 };
 
 const OFFSET: &str = "Wshub-Offset";
@@ -117,44 +117,8 @@ const PUBLISH_ATTEMPTS: usize = 1000;
 /// publish). About 200 bytes each: 2 MB at most.
 const MAX_TIPS: usize = 10_000;
 
-/// The NATS backplane's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsConfig {
-    /// The server, e.g. `nats://127.0.0.1:4222` (`--nats`).
-    pub url: String,
-    /// The first token of every subject and the start of both stream names: letters,
-    /// digits, `-` and `_`. Default `wshub`. Nodes of one cluster share it; tests use a
-    /// unique one per run.
-    pub prefix: String,
-    /// How much history each room keeps (count, age, and how long a room's epoch and offset
-    /// outlive its last publish).
-    pub history: HistoryConfig,
-    /// This node's id (`Hub::node_id`): its own subject.
-    pub node_id: u64,
-    /// How long a presence entry outlives the node that stopped refreshing it. Default 30 s.
-    pub presence_ttl: Duration,
-    /// How long one request may take before it fails. Default 5 s.
-    pub response_timeout: Duration,
-    /// How long a send or disconnect waits for the answer of the node holding the
-    /// connection before it is [`Routed::Unanswered`]. Default
-    /// [`DEFAULT_ANSWER_TIMEOUT`] (2 s).
-    pub answer_timeout: Duration,
-}
-
-impl NatsConfig {
-    /// Settings for `url` with every default.
-    pub fn new(url: impl Into<String>) -> NatsConfig {
-        NatsConfig {
-            url: url.into(),
-            prefix: "wshub".to_owned(),
-            history: HistoryConfig::default(),
-            node_id: 0,
-            presence_ttl: Duration::from_secs(30),
-            response_timeout: Duration::from_secs(5),
-            answer_timeout: DEFAULT_ANSWER_TIMEOUT,
-        }
-    }
-
+/// The names of the NATS backplane's streams, from its [`BackplaneConfig::prefix`].
+impl BackplaneConfig {
     /// The stream holding every room's publications.
     pub fn history_stream(&self) -> String {
         format!("{}_history", self.prefix)
@@ -185,7 +149,7 @@ struct Tip {
 struct Inner {
     client: Client,
     js: jetstream::Context,
-    config: NatsConfig,
+    config: BackplaneConfig,
     health: Arc<Mutex<Health>>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: Mutex<Option<Events>>,
@@ -257,7 +221,7 @@ impl NatsBackplane {
     /// [`Error::InvalidConfig`] for a malformed URL or prefix, [`Error::Unavailable`] when
     /// NATS (or its JetStream) cannot be reached now (later outages are survived: see
     /// [`Health`]).
-    pub async fn connect(config: NatsConfig) -> Result<NatsBackplane, Error> {
+    pub async fn connect(config: BackplaneConfig) -> Result<NatsBackplane, Error> {
         let addr: ServerAddr = config
             .url
             .parse()
@@ -337,7 +301,7 @@ impl NatsBackplane {
     }
 
     /// The settings it runs with.
-    pub fn config(&self) -> &NatsConfig {
+    pub fn config(&self) -> &BackplaneConfig {
         &self.inner.config
     }
 }

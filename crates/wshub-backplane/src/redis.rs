@@ -1,6 +1,6 @@
 //! The Redis backplane (feature `redis`): any number of nodes sharing one Redis server.
 //!
-//! # Data layout (every key and channel starts with [`RedisConfig::prefix`])
+//! # Data layout (every key and channel starts with [`BackplaneConfig::prefix`], then `:`)
 //!
 //! | key or channel | type | what |
 //! |---|---|---|
@@ -32,7 +32,7 @@
 //! [`Event::Resumed`] tells the node, which catches up from the streams.
 //!
 //! Presence entries carry an expiry; this node refreshes its own every third of
-//! [`RedisConfig::presence_ttl`], so a dead node's entries are gone within that ttl.
+//! [`BackplaneConfig::presence_ttl`], so a dead node's entries are gone within that ttl.
 //! Reading presence drops expired entries first.
 //!
 //! Offsets are Lua numbers inside the scripts: exact up to 2⁵³, far beyond any room's life.
@@ -49,7 +49,7 @@
 //! got the request, so a node that is gone (its connection closed, whether it stopped or
 //! was killed: Redis drops its subscriptions with the connection) is known at once:
 //! [`Routed::NoSuchNode`]. A node that got the request and does not answer within
-//! [`RedisConfig::answer_timeout`] (hung, or overloaded) makes it [`Routed::Unanswered`];
+//! [`BackplaneConfig::answer_timeout`] (hung, or overloaded) makes it [`Routed::Unanswered`];
 //! its late answer is dropped. A node that does not know `Q` (wshub before answers) ignores
 //! it, so during a rolling upgrade a send from a new node to an old one is unanswered (and
 //! not delivered); an old node's `S <client> <payload>` and `D <client>` are still served,
@@ -79,52 +79,14 @@ use wshub::ConnectionId;
 use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
 
 use crate::{
-    Answer, Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health,
-    HistoryPage, HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within,
-    answer_word, history::HistoryConfig, history::new_epoch, node_hex, parse_answer,
+    Answer, Backplane, BackplaneConfig, BoxFuture, Error, Event, Events, Health, HistoryPage,
+    HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within, answer_word,
+    history::new_epoch, node_hex, parse_answer,
 };
 
-/// The Redis backplane's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisConfig {
-    /// The server, e.g. `redis://127.0.0.1:6379` (`--redis`).
-    pub url: String,
-    /// What every key and channel name starts with. Default `wshub:`. Nodes of one cluster
-    /// share it; tests use a unique one per run.
-    pub prefix: String,
-    /// How much history each room keeps (count, age, and how long a room's epoch and offset
-    /// outlive its last use).
-    pub history: HistoryConfig,
-    /// This node's id (`Hub::node_id`): its own channel.
-    pub node_id: u64,
-    /// How long a presence entry outlives the node that stopped refreshing it. Default 30 s.
-    pub presence_ttl: Duration,
-    /// How long one command may take before it fails. Default 5 s.
-    pub response_timeout: Duration,
-    /// How long a send or disconnect waits for the answer of the node holding the
-    /// connection before it is [`Routed::Unanswered`]. Default
-    /// [`DEFAULT_ANSWER_TIMEOUT`] (2 s).
-    pub answer_timeout: Duration,
-    /// How often the connection is checked (a `PING`), which is also how fast a lost
-    /// connection is noticed when no command is running. Default 1 s.
-    pub health_interval: Duration,
-}
-
-impl RedisConfig {
-    /// Settings for `url` with every default.
-    pub fn new(url: impl Into<String>) -> RedisConfig {
-        RedisConfig {
-            url: url.into(),
-            prefix: "wshub:".to_owned(),
-            history: HistoryConfig::default(),
-            node_id: 0,
-            presence_ttl: Duration::from_secs(30),
-            response_timeout: Duration::from_secs(5),
-            answer_timeout: DEFAULT_ANSWER_TIMEOUT,
-            health_interval: Duration::from_secs(1),
-        }
-    }
-}
+/// How often the connection is checked (a `PING`), which is also how fast a lost
+/// connection is noticed when no command is running.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The start of every script that reads or writes a room's record: `room_epoch(meta,
 /// stream, fresh)` is the room's epoch, made `fresh` (its stale stream dropped, offsets from
@@ -274,7 +236,7 @@ pub struct RedisBackplane {
 
 struct Inner {
     conn: ConnectionManager,
-    config: RedisConfig,
+    config: BackplaneConfig,
     health: Mutex<Health>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: Mutex<Option<Events>>,
@@ -356,7 +318,11 @@ impl RedisBackplane {
     /// # Errors
     /// [`Error::InvalidConfig`] for a malformed URL, [`Error::Unavailable`] when Redis
     /// cannot be reached now (later outages are survived: see [`Health`]).
-    pub async fn connect(config: RedisConfig) -> Result<RedisBackplane, Error> {
+    pub async fn connect(mut config: BackplaneConfig) -> Result<RedisBackplane, Error> {
+        // Names are `<prefix>:<kind>:<room>`; a prefix given with its `:` keeps it.
+        if !config.prefix.ends_with(':') {
+            config.prefix.push(':');
+        }
         let info = config
             .url
             .as_str()
@@ -431,7 +397,7 @@ impl RedisBackplane {
     }
 
     /// The settings it runs with.
-    pub fn config(&self) -> &RedisConfig {
+    pub fn config(&self) -> &BackplaneConfig {
         &self.inner.config
     }
 }
@@ -889,11 +855,11 @@ fn split_word(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&bytes[..space], &bytes[space + 1..]))
 }
 
-/// Checks the connection every `health_interval`, and at once when it closed; a failure or a
+/// Checks the connection every [`HEALTH_INTERVAL`], and at once when it closed; a failure or a
 /// closed connection marks the backplane degraded, the first success after one marks it
 /// connected and tells the node ([`Event::Resumed`]: catch up from history).
 async fn health_check(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(inner.config.health_interval);
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use wshub_backplane::{Backplane, NatsBackplane, NatsConfig, PresenceMember};
+use wshub_backplane::{Backplane, BackplaneConfig, NatsBackplane, PresenceMember};
 
 const URL: &str = "nats://127.0.0.1:4222";
 
@@ -66,9 +66,9 @@ fn unique_prefix(name: &str) -> String {
 /// Deletes the streams of `prefix`. Every backplane using them must be dropped first: a
 /// live one recreates them when it writes presence.
 async fn clean(prefix: &str) {
-    let config = NatsConfig {
+    let config = BackplaneConfig {
         prefix: prefix.to_owned(),
-        ..NatsConfig::new(URL)
+        ..BackplaneConfig::new(URL)
     };
     let Ok(Ok(client)) =
         tokio::time::timeout(suite::STEP, async_nats::connect("127.0.0.1:4222")).await
@@ -81,13 +81,13 @@ async fn clean(prefix: &str) {
     }
 }
 
-fn config(prefix: &str, node_id: u64) -> NatsConfig {
-    NatsConfig {
+fn config(prefix: &str, node_id: u64) -> BackplaneConfig {
+    BackplaneConfig {
         prefix: prefix.to_owned(),
         node_id,
         presence_ttl: Duration::from_millis(600),
         answer_timeout: Duration::from_secs(1),
-        ..NatsConfig::new(URL)
+        ..BackplaneConfig::new(URL)
     }
 }
 
@@ -206,9 +206,9 @@ async fn a_dead_nodes_presence_vanishes_within_the_ttl() {
 
 #[tokio::test]
 async fn an_unreachable_nats_is_an_error_at_connect() {
-    let config = NatsConfig {
+    let config = BackplaneConfig {
         response_timeout: Duration::from_millis(500),
-        ..NatsConfig::new("nats://127.0.0.1:1")
+        ..BackplaneConfig::new("nats://127.0.0.1:1")
     };
     let error = suite::within("connect", NatsBackplane::connect(config))
         .await
@@ -217,9 +217,9 @@ async fn an_unreachable_nats_is_an_error_at_connect() {
         matches!(error, wshub_backplane::Error::Unavailable(_)),
         "{error}"
     );
-    let error = NatsBackplane::connect(NatsConfig {
+    let error = NatsBackplane::connect(BackplaneConfig {
         prefix: "has.dots".to_owned(),
-        ..NatsConfig::new(URL)
+        ..BackplaneConfig::new(URL)
     })
     .await
     .unwrap_err();
@@ -240,9 +240,9 @@ async fn a_node_with_another_presence_ttl_sets_the_presence_streams_max_age() {
             .await
             .unwrap();
         let js = async_nats::jetstream::new(client);
-        let name = NatsConfig {
+        let name = BackplaneConfig {
             prefix,
-            ..NatsConfig::new(URL)
+            ..BackplaneConfig::new(URL)
         }
         .presence_stream();
         let mut stream = suite::within("stream", js.get_stream(name)).await.unwrap();
@@ -258,7 +258,7 @@ async fn a_node_with_another_presence_ttl_sets_the_presence_streams_max_age() {
     assert_eq!(max_age(prefix.clone()).await, Duration::from_millis(600));
     let second = suite::within(
         "connect",
-        NatsBackplane::connect(NatsConfig {
+        NatsBackplane::connect(BackplaneConfig {
             presence_ttl: Duration::from_secs(2),
             ..config(&prefix, 2)
         }),

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use wshub_backplane::{Backplane, PresenceMember, RedisBackplane, RedisConfig};
+use wshub_backplane::{Backplane, BackplaneConfig, PresenceMember, RedisBackplane};
 
 const URL: &str = "redis://127.0.0.1:6379";
 
@@ -65,13 +65,13 @@ fn clean(prefix: &str) {
     let _ = Command::new("sh").args(["-c", &script]).status();
 }
 
-fn config(prefix: &str, node_id: u64) -> RedisConfig {
-    RedisConfig {
+fn config(prefix: &str, node_id: u64) -> BackplaneConfig {
+    BackplaneConfig {
         prefix: prefix.to_owned(),
         node_id,
         presence_ttl: Duration::from_millis(600),
         answer_timeout: Duration::from_secs(1),
-        ..RedisConfig::new(URL)
+        ..BackplaneConfig::new(URL)
     }
 }
 
@@ -152,11 +152,46 @@ async fn a_dead_nodes_presence_vanishes_within_the_ttl() {
     clean(&prefix);
 }
 
+/// The prefix the server gives (`--backplane-prefix`, the same for NATS) is followed by
+/// `:`; one that already ends with it is used as it is.
+#[tokio::test]
+async fn a_prefix_is_followed_by_a_colon() {
+    if !redis_available() {
+        return;
+    }
+    let plain = unique_prefix() + "plain";
+    let backplane = suite::within("connect", RedisBackplane::connect(config(&plain, 1)))
+        .await
+        .unwrap();
+    assert_eq!(backplane.config().prefix, format!("{plain}:"));
+    suite::within(
+        "publish",
+        backplane.publish(&suite::room("r"), bytes::Bytes::from_static(b"x")),
+    )
+    .await
+    .unwrap();
+    let exists = Command::new("redis-cli")
+        .args(["EXISTS", &format!("{plain}:meta:r")])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&exists.stdout).trim(), "1");
+    drop(backplane);
+    clean(&plain);
+
+    let colon = unique_prefix() + "colon:";
+    let backplane = suite::within("connect", RedisBackplane::connect(config(&colon, 1)))
+        .await
+        .unwrap();
+    assert_eq!(backplane.config().prefix, colon);
+    drop(backplane);
+    clean(&colon);
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_at_connect() {
-    let config = RedisConfig {
+    let config = BackplaneConfig {
         response_timeout: Duration::from_millis(500),
-        ..RedisConfig::new("redis://127.0.0.1:1")
+        ..BackplaneConfig::new("redis://127.0.0.1:1")
     };
     let error = suite::within("connect", RedisBackplane::connect(config))
         .await
@@ -165,7 +200,7 @@ async fn an_unreachable_redis_is_an_error_at_connect() {
         matches!(error, wshub_backplane::Error::Unavailable(_)),
         "{error}"
     );
-    let error = RedisBackplane::connect(RedisConfig::new("not a url"))
+    let error = RedisBackplane::connect(BackplaneConfig::new("not a url"))
         .await
         .unwrap_err();
     assert!(

@@ -15,8 +15,8 @@ use wshub::{Hub, Identity, Rejection, Server};
 use wshub_protocol::RoomName;
 
 use wshub_backplane::{
-    Backplane, Health, MemoryBackplane, MemoryConfig, NatsBackplane, NatsConfig, RedisBackplane,
-    RedisConfig,
+    Backplane, BackplaneConfig, Health, MemoryBackplane, MemoryConfig, NatsBackplane,
+    RedisBackplane,
 };
 
 use crate::{
@@ -88,25 +88,19 @@ pub async fn build_connected(options: ServerOptions) -> Result<App, StartError> 
             history: state.options.history,
             node_id: hub.node_id(),
         })),
-        BackplaneOptions::Redis { url, prefix } => {
-            let config = RedisConfig {
+        BackplaneOptions::Redis { url, prefix } | BackplaneOptions::Nats { url, prefix } => {
+            let config = BackplaneConfig {
                 prefix: prefix.clone(),
                 history: state.options.history,
                 node_id: hub.node_id(),
                 presence_ttl: state.options.presence_ttl,
-                ..RedisConfig::new(url.clone())
+                ..BackplaneConfig::new(url.clone())
             };
-            Arc::new(RedisBackplane::connect(config).await?)
-        }
-        BackplaneOptions::Nats { url, prefix } => {
-            let config = NatsConfig {
-                prefix: prefix.clone(),
-                history: state.options.history,
-                node_id: hub.node_id(),
-                presence_ttl: state.options.presence_ttl,
-                ..NatsConfig::new(url.clone())
-            };
-            Arc::new(NatsBackplane::connect(config).await?)
+            if matches!(state.options.backplane, BackplaneOptions::Redis { .. }) {
+                Arc::new(RedisBackplane::connect(config).await?)
+            } else {
+                Arc::new(NatsBackplane::connect(config).await?)
+            }
         }
     };
     tracing::info!(backplane = backplane.kind(), node = %wshub_backplane::node_hex(hub.node_id()), "backplane connected");

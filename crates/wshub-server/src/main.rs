@@ -22,18 +22,14 @@ async fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
     let mut options = ServerOptions::from(&settings);
-    match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => match wshub::TlsConfig::from_pem_files(cert, key) {
+    // The settings hold both or neither (a `SettingsError::Conflict` otherwise).
+    if let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) {
+        match wshub::TlsConfig::from_pem_files(cert, key) {
             Ok(tls) => options.tls = Some(tls),
             Err(error) => {
                 eprintln!("wshub: --tls-cert/--tls-key: {error}");
                 return ExitCode::from(2);
             }
-        },
-        (None, None) => {}
-        _ => {
-            eprintln!("wshub: --tls-cert and --tls-key go together: give both or neither");
-            return ExitCode::from(2);
         }
     }
     let secure = options.tls.is_some();

@@ -1,6 +1,21 @@
 //! The `wshub` binary's settings: command-line flags, `WSHUB_*` environment variables and a
 //! TOML file, over built-in defaults.
 //!
+//! # One declaration per setting
+//!
+//! Each setting is declared once, in the `settings!` invocation below: its [`Settings`]
+//! field with its rustdoc and type, its default, its flag, environment variable and file
+//! key, its help text and its parser. Everything else is made from that declaration: the
+//! field, [`Settings::default`], `Debug` (secrets redacted), the [`Spec`] in [`SPECS`] that
+//! clap builds `--help` from, the lookup of the flag, the variable and the file key in
+//! [`Settings::load_from`], the list of known file keys, and the table of
+//! docs/configuration.md ([`config_table`], checked by a test). Adding a setting is adding
+//! its row and using its field where it takes effect. Defaults that a library crate also
+//! needs are written there once and named by the row (`HubConfig::default()`,
+//! `HistoryConfig::default()`, `wshub_backplane::DEFAULT_PRESENCE_TTL`, ...); the server's
+//! own options ([`ServerOptions::default`](crate::state::ServerOptions)) are made from
+//! [`Settings::default`].
+//!
 //! # Precedence
 //!
 //! For each setting the first of these that gives a value wins:
@@ -8,19 +23,20 @@
 //! 1. the flag (`--ping-interval 30s`),
 //! 2. the environment variable (`WSHUB_PING_INTERVAL=30s`),
 //! 3. the config file named by `--config` or `WSHUB_CONFIG` (`ping_interval = "30s"`),
-//! 4. the built-in default, written on each field of [`Settings`].
+//! 4. the built-in default.
 //!
 //! Every source is read as text and goes through the same parser, so `64KiB` means the same
 //! thing wherever it is written, and a bad value stops the server at start with a
 //! [`SettingsError::InvalidValue`] that names the setting and the [`SettingSource`] it came
-//! from (the flag, the variable's name, or the file's path and key).
+//! from (the flag, the variable's name, or the file's path and key). Settings that are
+//! valid alone but not together (`--tls-cert` without `--tls-key`, two of `--backplane`,
+//! `--redis` and `--nats`) are a [`SettingsError::Conflict`] naming each and its source.
 //!
 //! # Why clap and `toml`, not figment
 //!
-//! One table ([`SPECS`]) describes each setting once: its flag, variable, file key, default
-//! and help. clap builds `--help` from it; the environment and the file are looked up from
-//! it by our own code. figment would turn environment values into TOML-typed values (so
-//! `WSHUB_PING_INTERVAL=25` becomes an integer before our parser sees it), reports the
+//! clap builds `--help` from the declarations; the environment and the file are looked up
+//! from them by our own code. figment would turn environment values into TOML-typed values
+//! (so `WSHUB_PING_INTERVAL=25` becomes an integer before our parser sees it), reports the
 //! environment as one source rather than by variable name, and can only be tested by
 //! changing the process environment. clap's own `env` feature reads the process
 //! environment directly too; reading it ourselves through a function lets tests inject it
@@ -29,146 +45,577 @@
 use std::{ffi::OsString, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Arg, ArgAction, ArgMatches, Command, error::ErrorKind};
+use wshub::HubConfig;
 
 use crate::{history::HistoryConfig, logging::LogFormat, rate_limit::RateLimitConfig};
 
-/// Everything the `wshub` binary can be configured with. [`Settings::default()`] holds the
-/// built-in defaults; [`Settings::load`] reads the flags, the environment and the file.
-#[derive(Clone, PartialEq)]
-pub struct Settings {
-    /// The address and port to listen on (`--listen`, `WSHUB_LISTEN`, `listen`).
-    /// Default `127.0.0.1:8080`.
-    pub listen: SocketAddr,
-    /// The URL path of the WebSocket endpoint (`--path`). Default `/ws`. It starts with `/`
-    /// and is none of the server's other routes (`/api/…`, `/healthz`, `/stats`,
-    /// `/metrics`, `/websocket`, `/client.js`, `/websocket.js`).
-    pub path: String,
-    /// The most connections open at once (`--max-connections`); further upgrade requests
-    /// get 503 with `Retry-After`. Default 100 000.
-    pub max_connections: usize,
+/// Declares every setting; see the [module docs](self). Each row is
+///
+/// ```text
+/// /// The field's rustdoc.
+/// field: Type = default expression => SPEC_CONST {
+///     flag: "flag-name", env: "WSHUB_FLAG_NAME", key: "flag_name", value_name: "N",
+///     parse: parser,             // fn(&str) -> Result<Type, String>
+///     show: shower,              // optional: fn(&Type) -> Option<String>, the default as
+///                                // written in --help and the docs; default `Shown::shown`
+///     secret: true,              // optional: never repeated in messages, redacted in Debug
+///     bare: true,                // optional: the flag alone means true
+///     redact: redactor,          // optional: fn(&Type) -> Type, what Debug shows
+///     aliases: [ALIAS_CONST { flag, env, key, parse, help }, ...],  // optional
+///     help: "The --help text.",
+/// }
+/// ```
+macro_rules! settings {
+    (
+        $(
+            $(#[doc = $doc:literal])*
+            $field:ident: $ty:ty = $default:expr => $SPEC:ident {
+                flag: $flag:literal,
+                env: $env:literal,
+                key: $key:literal,
+                value_name: $value_name:literal,
+                parse: $parse:expr,
+                $(show: $show:expr,)?
+                $(secret: $secret:tt,)?
+                $(bare: $bare:tt,)?
+                $(redact: $redact:expr,)?
+                $(aliases: [$(
+                    $ALIAS:ident {
+                        flag: $aflag:literal,
+                        env: $aenv:literal,
+                        key: $akey:literal,
+                        parse: $aparse:expr,
+                        help: $ahelp:literal $(,)?
+                    }
+                ),* $(,)?],)?
+                help: $help:literal $(,)?
+            }
+        )*
+    ) => {
+        /// Everything the `wshub` binary can be configured with. [`Settings::default()`]
+        /// holds the built-in defaults; [`Settings::load`] reads the flags, the environment
+        /// and the file. Each field is declared once with its flag, variable, file key,
+        /// default and parser (see the [module docs](self)).
+        #[derive(Clone, PartialEq)]
+        pub struct Settings {
+            $(
+                $(#[doc = $doc])*
+                pub $field: $ty,
+            )*
+            /// The config file that was read (`--config`, `WSHUB_CONFIG`), if any. Default
+            /// none.
+            pub config_file: Option<PathBuf>,
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Settings {
+                    $($field: $default,)*
+                    config_file: None,
+                }
+            }
+        }
+
+        // Secrets never reach logs: `{:?}` of the settings is meant to be logged at start.
+        impl fmt::Debug for Settings {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut out = f.debug_struct("Settings");
+                $(
+                    settings!(@debug out, self.$field, stringify!($field)
+                        $(, secret $secret)? $(, redact $redact)?);
+                )*
+                out.field("config_file", &self.config_file).finish()
+            }
+        }
+
+        $(
+            #[doc = concat!("`--", $flag, "`, `", $env, "`, `", $key, "`: ", $help)]
+            const $SPEC: Spec = Spec {
+                flag: $flag,
+                env: $env,
+                key: $key,
+                value_name: $value_name,
+                help: $help,
+                secret: settings!(@flag $($secret)?),
+                bare: settings!(@flag $($bare)?),
+                alias_of: None,
+                default: || {
+                    let default: $ty = $default;
+                    settings!(@show $($show)?)(&default)
+                },
+            };
+            $($(
+                #[doc = concat!("`--", $aflag, "`, `", $aenv, "`, `", $akey, "`: ", $ahelp)]
+                const $ALIAS: Spec = Spec {
+                    flag: $aflag,
+                    env: $aenv,
+                    key: $akey,
+                    value_name: $value_name,
+                    help: $ahelp,
+                    secret: false,
+                    bare: false,
+                    alias_of: Some($flag),
+                    default: || None,
+                };
+            )*)?
+        )*
+
+        /// Every setting, in `--help` order: `--config` first, then each declaration, its
+        /// aliases right after it.
+        pub const SPECS: &[Spec] = &[CONFIG, $($SPEC, $($($ALIAS,)*)?)*];
+
+        /// Every setting's value from the highest-precedence source that gives one, or its
+        /// default.
+        fn read_settings<E: Fn(&str) -> Option<String>>(
+            sources: &mut Sources<'_, E>,
+        ) -> Result<Settings, SettingsError> {
+            Ok(Settings {
+                $(
+                    $field: settings!(@read sources, $ty, $SPEC, $parse, $default
+                        $(, [$(($ALIAS, $aparse)),*])?),
+                )*
+                config_file: sources.file.as_ref().map(|file| file.path.clone()),
+            })
+        }
+    };
+
+    (@flag) => { false };
+    (@flag true) => { true };
+    (@show) => { Shown::shown };
+    (@show $show:expr) => { $show };
+    (@debug $out:ident, $value:expr, $name:expr) => {
+        $out.field($name, &$value);
+    };
+    (@debug $out:ident, $value:expr, $name:expr, secret true) => {
+        $out.field($name, &$value.as_ref().map(|_| "<redacted>"));
+    };
+    (@debug $out:ident, $value:expr, $name:expr, redact $redact:expr) => {
+        $out.field($name, &($redact)(&$value));
+    };
+    (@read $sources:ident, $ty:ty, $SPEC:ident, $parse:expr, $default:expr) => {
+        $sources.get(&$SPEC, $parse, || $default)?
+    };
+    (@read $sources:ident, $ty:ty, $SPEC:ident, $parse:expr, $default:expr,
+        [$(($ALIAS:ident, $aparse:expr)),*]) => {
+        $sources.get_one_of(
+            &[
+                (&$SPEC, &$parse as Parser<'_, $ty>),
+                $((&$ALIAS, &$aparse as Parser<'_, $ty>)),*
+            ],
+            || $default,
+        )?
+    };
+}
+
+settings! {
+    /// The address and port to listen on.
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)) => LISTEN {
+        flag: "listen", env: "WSHUB_LISTEN", key: "listen", value_name: "ADDR",
+        parse: parse_listen,
+        help: "Address and port to listen on, e.g. 0.0.0.0:8080 or [::]:8080.",
+    }
+    /// The URL path of the WebSocket endpoint. It starts with `/` and is none of the
+    /// server's other routes (`/api/…`, `/healthz`, `/stats`, `/metrics`, `/websocket`,
+    /// `/client.js`, `/websocket.js`).
+    path: String = HubConfig::default().path => PATH {
+        flag: "path", env: "WSHUB_PATH", key: "path", value_name: "PATH",
+        parse: parse_path,
+        help: "URL path of the WebSocket endpoint.",
+    }
+    /// The most connections open at once; further upgrade requests get 503 with
+    /// `Retry-After`.
+    max_connections: usize = HubConfig::default().max_connections => MAX_CONNECTIONS {
+        flag: "max-connections", env: "WSHUB_MAX_CONNECTIONS", key: "max_connections",
+        value_name: "N",
+        parse: parse_positive,
+        help: "Most connections open at once; more are refused with 503 and Retry-After.",
+    }
     /// How often the server pings each connection, also announced to clients as the
-    /// welcome frame's `ping_interval_ms` (`--ping-interval`). Default 25 s.
-    pub ping_interval: Duration,
+    /// welcome frame's `ping_interval_ms`.
+    ping_interval: Duration = Duration::from_secs(25) => PING_INTERVAL {
+        flag: "ping-interval", env: "WSHUB_PING_INTERVAL", key: "ping_interval",
+        value_name: "DURATION",
+        parse: parse_duration,
+        help: "How often the server pings each connection (announced in the welcome frame).",
+    }
     /// How long the server waits for any frame after a ping before it drops the
-    /// connection (`--pong-wait`). Default 60 s.
-    pub pong_wait: Duration,
-    /// How long a write may stall before the connection is dropped (`--write-wait`).
-    /// Default 10 s.
-    pub write_wait: Duration,
-    /// The largest message a client may send; a larger one closes the connection with 1009
-    /// (`--max-message-size`). Default 64 KiB (65 536 bytes).
-    pub max_message_bytes: usize,
+    /// connection.
+    pong_wait: Duration = HubConfig::default().pong_wait => PONG_WAIT {
+        flag: "pong-wait", env: "WSHUB_PONG_WAIT", key: "pong_wait", value_name: "DURATION",
+        parse: parse_duration,
+        help: "How long to wait for a frame after a ping before dropping the connection.",
+    }
+    /// How long a write may stall before the connection is dropped.
+    write_wait: Duration = HubConfig::default().write_wait => WRITE_WAIT {
+        flag: "write-wait", env: "WSHUB_WRITE_WAIT", key: "write_wait", value_name: "DURATION",
+        parse: parse_duration,
+        help: "How long a write may stall before the connection is dropped.",
+    }
+    /// The largest message a client may send; a larger one closes the connection with 1009.
+    max_message_bytes: usize = 64 * 1024 => MAX_MESSAGE_SIZE {
+        flag: "max-message-size", env: "WSHUB_MAX_MESSAGE_SIZE", key: "max_message_size",
+        value_name: "SIZE",
+        parse: parse_size,
+        show: show_size,
+        help: "Largest message a client may send; a larger one closes the connection with \
+               1009. Bytes, or with a unit: 64KiB, 1MiB, 100KB, 1MB.",
+    }
     /// Browser origins allowed besides the page's own origin, each `scheme://host[:port]`
-    /// or `*` for any (`--allowed-origins`, comma-separated). Default: none, so only
-    /// same-origin pages and non-browser clients may connect.
-    pub allowed_origins: Vec<String>,
-    /// The HS256 secret that client tokens are signed with (`--jwt-secret`). With it every
-    /// connection needs a valid token; without it (the default) connections are anonymous.
-    pub jwt_secret: Option<String>,
-    /// The audience a token's `aud` must name (`--jwt-audience`, `WSHUB_JWT_AUDIENCE`,
-    /// `jwt_audience`). Default none: `aud` is not checked.
-    pub jwt_audience: Option<String>,
-    /// The issuer a token's `iss` must be (`--jwt-issuer`, `WSHUB_JWT_ISSUER`,
-    /// `jwt_issuer`). Default none: `iss` is not checked.
-    pub jwt_issuer: Option<String>,
-    /// The key backends send as `Authorization: Bearer <key>` to the HTTP API
-    /// (`--api-key`). Without it (the default) the API is disabled: every `/api/` request
-    /// is answered 401, and [`Settings::warnings`] says so.
-    pub api_key: Option<String>,
-    /// The largest HTTP API request body; a larger one is answered 413 before it is read
-    /// (`--api-max-body`, `WSHUB_API_MAX_BODY`, `api_max_body`). Default 64 KiB.
-    pub api_max_body_bytes: usize,
+    /// or `*` for any (comma-separated). Default: none, so only same-origin pages and
+    /// non-browser clients may connect.
+    allowed_origins: Vec<String> = Vec::new() => ALLOWED_ORIGINS {
+        flag: "allowed-origins", env: "WSHUB_ALLOWED_ORIGINS", key: "allowed_origins",
+        value_name: "ORIGINS",
+        parse: parse_origins,
+        help: "Comma-separated browser origins allowed besides the same origin, e.g. \
+               https://app.example.com,http://localhost:3000; * allows any. Default: same \
+               origin only.",
+    }
+    /// The HS256 secret that client tokens are signed with. With it every connection needs
+    /// a valid token; without it (the default) connections are anonymous.
+    jwt_secret: Option<String> = None => JWT_SECRET {
+        flag: "jwt-secret", env: "WSHUB_JWT_SECRET", key: "jwt_secret", value_name: "SECRET",
+        parse: |s| parse_secret(s).map(Some),
+        secret: true,
+        help: "HS256 secret of client tokens; with it every connection needs a valid token, \
+               without it connections are anonymous. Prefer the environment variable: flags \
+               show in `ps`.",
+    }
+    /// The audience a token's `aud` must name. Default none: `aud` is not checked.
+    jwt_audience: Option<String> = None => JWT_AUDIENCE {
+        flag: "jwt-audience", env: "WSHUB_JWT_AUDIENCE", key: "jwt_audience",
+        value_name: "AUDIENCE",
+        parse: |s| parse_secret(s).map(Some),
+        help: "Audience a token's aud claim must name; tokens without it are refused. \
+               Default: aud is not checked.",
+    }
+    /// The issuer a token's `iss` must be. Default none: `iss` is not checked.
+    jwt_issuer: Option<String> = None => JWT_ISSUER {
+        flag: "jwt-issuer", env: "WSHUB_JWT_ISSUER", key: "jwt_issuer", value_name: "ISSUER",
+        parse: |s| parse_secret(s).map(Some),
+        help: "Issuer a token's iss claim must be; tokens without it are refused. Default: \
+               iss is not checked.",
+    }
+    /// The key backends send as `Authorization: Bearer <key>` to the HTTP API. Without it
+    /// (the default) the API is disabled: every `/api/` request is answered 401, and
+    /// [`Settings::warnings`] says so.
+    api_key: Option<String> = None => API_KEY {
+        flag: "api-key", env: "WSHUB_API_KEY", key: "api_key", value_name: "KEY",
+        parse: |s| parse_secret(s).map(Some),
+        secret: true,
+        help: "Key of the HTTP API (Authorization: Bearer <KEY>); without it the API answers \
+               401 to every request. Prefer the environment variable: flags show in `ps`.",
+    }
+    /// The largest HTTP API request body; a larger one is answered 413 before it is read.
+    api_max_body_bytes: usize = 64 * 1024 => API_MAX_BODY {
+        flag: "api-max-body", env: "WSHUB_API_MAX_BODY", key: "api_max_body",
+        value_name: "SIZE",
+        parse: parse_size,
+        show: show_size,
+        help: "Largest HTTP API request body; a larger one is answered 413.",
+    }
     /// How long an HTTP API request body may take to arrive; a slower one is answered 408
-    /// and its connection closed (`--api-body-timeout`, `WSHUB_API_BODY_TIMEOUT`,
-    /// `api_body_timeout`). Default 10 s.
-    pub api_body_timeout: Duration,
+    /// and its connection closed.
+    api_body_timeout: Duration = Duration::from_secs(10) => API_BODY_TIMEOUT {
+        flag: "api-body-timeout", env: "WSHUB_API_BODY_TIMEOUT", key: "api_body_timeout",
+        value_name: "DURATION",
+        parse: parse_duration,
+        help: "How long an HTTP API request body may take to arrive; a slower one is \
+               answered 408.",
+    }
     /// The most HTTP connections open at once that are not WebSockets: API calls, `/stats`,
     /// idle keep-alive connections, upgrade requests before the upgrade; one more is
-    /// answered 503 and closed (`--max-http-connections`, `WSHUB_MAX_HTTP_CONNECTIONS`,
-    /// `max_http_connections`). Default 1024.
-    pub max_http_connections: usize,
-    /// The same bound for one client IP address (`--max-http-connections-per-ip`,
-    /// `WSHUB_MAX_HTTP_CONNECTIONS_PER_IP`, `max_http_connections_per_ip`). Default 128.
-    pub max_http_connections_per_ip: usize,
-    /// The most messages kept per room for recovery and `history` (`--history-size`).
-    /// Default 100; 0 keeps offsets and epochs but no message.
-    pub history_size: usize,
-    /// How long a message is kept in a room's history (`--history-ttl`). Default 300 s.
-    pub history_ttl: Duration,
+    /// answered 503 and closed.
+    max_http_connections: usize = HubConfig::default().max_http_connections
+        => MAX_HTTP_CONNECTIONS {
+        flag: "max-http-connections", env: "WSHUB_MAX_HTTP_CONNECTIONS",
+        key: "max_http_connections", value_name: "N",
+        parse: parse_positive,
+        help: "Most HTTP connections open at once that are not WebSockets (API, /stats, idle \
+               keep-alive, upgrades in progress); more are answered 503 and closed.",
+    }
+    /// The same bound for one client IP address.
+    max_http_connections_per_ip: usize = HubConfig::default().max_http_connections_per_ip
+        => MAX_HTTP_CONNECTIONS_PER_IP {
+        flag: "max-http-connections-per-ip", env: "WSHUB_MAX_HTTP_CONNECTIONS_PER_IP",
+        key: "max_http_connections_per_ip", value_name: "N",
+        parse: parse_positive,
+        help: "Most of those HTTP connections from one client IP address.",
+    }
+    /// The most messages kept per room for recovery and `history`; 0 keeps offsets and
+    /// epochs but no message.
+    history_size: usize = HistoryConfig::default().max_messages => HISTORY_SIZE {
+        flag: "history-size", env: "WSHUB_HISTORY_SIZE", key: "history_size", value_name: "N",
+        parse: parse_count,
+        help: "Messages kept per room for recovery and history; 0 keeps none.",
+    }
+    /// How long a message is kept in a room's history.
+    history_ttl: Duration = HistoryConfig::default().ttl => HISTORY_TTL {
+        flag: "history-ttl", env: "WSHUB_HISTORY_TTL", key: "history_ttl",
+        value_name: "DURATION",
+        parse: parse_duration,
+        help: "How long a message is kept in a room's history.",
+    }
     /// The most bytes the history of all rooms may take together on a node with the
-    /// memory backplane; past it the oldest messages of all rooms are dropped first
-    /// (`--history-max-bytes`, `WSHUB_HISTORY_MAX_BYTES`, `history_max_bytes`). Default
-    /// 256 MiB.
-    pub history_max_bytes: usize,
+    /// memory backplane; past it the oldest messages of all rooms are dropped first.
+    history_max_bytes: usize = HistoryConfig::default().max_bytes => HISTORY_MAX_BYTES {
+        flag: "history-max-bytes", env: "WSHUB_HISTORY_MAX_BYTES", key: "history_max_bytes",
+        value_name: "SIZE",
+        parse: parse_size,
+        show: show_size,
+        help: "Most bytes the history of all rooms may take together (memory backplane); \
+               past it the oldest messages of all rooms are dropped first.",
+    }
     /// How long a room without messages keeps its epoch and latest offset after its last
-    /// use (`--history-meta-ttl`, `WSHUB_HISTORY_META_TTL`, `history_meta_ttl`); a client
-    /// resuming it later gets `recovered: false`. Default (`None`): 10 minutes with the
-    /// memory backplane, which keeps rooms that have subscribers however quiet; 24 h with
-    /// Redis or NATS, which cannot tell that a quiet room still has subscribers.
-    pub history_meta_ttl: Option<Duration>,
+    /// use; a client resuming it later gets `recovered: false`. Default (`None`):
+    /// [`MEMORY_META_TTL`] with the memory backplane, which keeps rooms that have
+    /// subscribers however quiet; [`HistoryConfig`]'s default with Redis or NATS, which
+    /// cannot tell that a quiet room still has subscribers.
+    history_meta_ttl: Option<Duration> = None => HISTORY_META_TTL {
+        flag: "history-meta-ttl", env: "WSHUB_HISTORY_META_TTL", key: "history_meta_ttl",
+        value_name: "DURATION",
+        parse: |s| parse_duration(s).map(Some),
+        help: "How long a room without messages keeps its epoch and offset after its last \
+               use; a client resuming it later gets recovered: false. Default: 10m with the \
+               memory backplane (rooms with subscribers are kept anyway), 24h with Redis or \
+               NATS.",
+    }
     /// The most rooms with history state on a node with the memory backplane; one more
-    /// first forgets the tenth used least recently (`--max-rooms`, `WSHUB_MAX_ROOMS`,
-    /// `max_rooms`). Default 100 000.
-    pub max_rooms: usize,
+    /// first forgets the tenth used least recently.
+    max_rooms: usize = HistoryConfig::default().max_rooms => MAX_ROOMS {
+        flag: "max-rooms", env: "WSHUB_MAX_ROOMS", key: "max_rooms", value_name: "N",
+        parse: parse_positive,
+        help: "Most rooms with history state (memory backplane); one more first forgets the \
+               tenth used least recently.",
+    }
     /// The payload bytes one connection may publish, broadcast or send per second, with
-    /// bursts of four times as much; past it such a command is answered `rate_limited`
-    /// (`--max-publish-bytes-per-second`, `WSHUB_MAX_PUBLISH_BYTES_PER_SECOND`,
-    /// `max_publish_bytes_per_second`). Default 256 KiB.
-    pub max_publish_bytes_per_second: usize,
-    /// Whether room members get `join` and `leave` events (`--presence-events`).
-    /// Default `true`.
-    pub presence_events: bool,
-    /// The per-connection limit on commands (`--rate-limit`); `None` when turned off.
-    /// Default 50 per second with a burst of 100.
-    pub rate_limit: Option<RateLimit>,
-    /// The commands all connections from one IP address may send together
-    /// (`--rate-limit-per-ip`, `WSHUB_RATE_LIMIT_PER_IP`, `rate_limit_per_ip`); reconnecting
-    /// does not refill it. `None` when turned off; off too when `rate_limit` is. Default
-    /// 2000 per second with a burst of 5000.
-    pub rate_limit_per_ip: Option<RateLimit>,
+    /// bursts of four times as much; past it such a command is answered `rate_limited`.
+    max_publish_bytes_per_second: usize = 256 * 1024 => MAX_PUBLISH_BYTES_PER_SECOND {
+        flag: "max-publish-bytes-per-second", env: "WSHUB_MAX_PUBLISH_BYTES_PER_SECOND",
+        key: "max_publish_bytes_per_second", value_name: "SIZE",
+        parse: parse_size,
+        show: show_size,
+        help: "Payload bytes one connection may publish, broadcast or send per second \
+               (bursts of four times as much); more is answered rate_limited.",
+    }
+    /// Whether room members get `join` and `leave` events.
+    presence_events: bool = true => PRESENCE_EVENTS {
+        flag: "presence-events", env: "WSHUB_PRESENCE_EVENTS", key: "presence_events",
+        value_name: "BOOL",
+        parse: parse_bool,
+        bare: true,
+        help: "Send join and leave events to room members: true or false.",
+    }
+    /// The per-connection limit on commands; `None` when turned off.
+    rate_limit: Option<RateLimit> = Some(RateLimit {
+        per_second: RateLimitConfig::default().per_second,
+        burst: RateLimitConfig::default().burst,
+    }) => RATE_LIMIT {
+        flag: "rate-limit", env: "WSHUB_RATE_LIMIT", key: "rate_limit",
+        value_name: "RATE[/BURST]",
+        parse: parse_rate_limit,
+        help: "Commands per second per connection and burst, e.g. 50/100 (50 per second, 100 \
+               at once); 0 or off turns the limit off.",
+    }
+    /// The commands all connections from one IP address may send together; reconnecting
+    /// does not refill it. `None` when turned off; off too when `rate_limit` is.
+    rate_limit_per_ip: Option<RateLimit> = RateLimitConfig::default()
+        .per_address
+        .map(|(per_second, burst)| RateLimit { per_second, burst })
+        => RATE_LIMIT_PER_IP {
+        flag: "rate-limit-per-ip", env: "WSHUB_RATE_LIMIT_PER_IP", key: "rate_limit_per_ip",
+        value_name: "RATE[/BURST]",
+        parse: parse_rate_limit,
+        help: "Commands per second all connections from one IP address may send together, \
+               with the burst after a slash; reconnecting does not refill it. 0 or off for no \
+               limit.",
+    }
     /// The most WebSocket connections open at once from one IP address; one more is closed
-    /// with 1008 before its welcome (`--max-connections-per-ip`,
-    /// `WSHUB_MAX_CONNECTIONS_PER_IP`, `max_connections_per_ip`). Default 1000.
-    pub max_connections_per_ip: usize,
+    /// with 1008 before its welcome.
+    max_connections_per_ip: usize = 1000 => MAX_CONNECTIONS_PER_IP {
+        flag: "max-connections-per-ip", env: "WSHUB_MAX_CONNECTIONS_PER_IP",
+        key: "max_connections_per_ip", value_name: "N",
+        parse: parse_positive,
+        help: "Most WebSocket connections open at once from one IP address; more are closed \
+               with 1008. Behind a proxy every client has the proxy's address: raise it \
+               there.",
+    }
     /// The most rooms one connection may be subscribed to at once; one more is answered
-    /// with `limit_exceeded` (`--max-rooms-per-connection`). Default 100.
-    pub max_rooms_per_connection: usize,
-    /// The config file that was read (`--config`, `WSHUB_CONFIG`), if any. Default none.
-    pub config_file: Option<PathBuf>,
+    /// with `limit_exceeded`.
+    max_rooms_per_connection: usize = 100 => MAX_ROOMS_PER_CONNECTION {
+        flag: "max-rooms-per-connection", env: "WSHUB_MAX_ROOMS_PER_CONNECTION",
+        key: "max_rooms_per_connection", value_name: "N",
+        parse: parse_positive,
+        help: "Most rooms one connection may be subscribed to at once.",
+    }
     /// The log filter: a level (`info`) or `tracing` filter directives
-    /// (`info,wshub=debug`) (`--log-level`). Default `info`.
-    pub log_level: String,
-    /// How logs are written: human-readable text or one JSON object per line
-    /// (`--log-format`). Default [`LogFormat::Text`].
-    pub log_format: LogFormat,
-    /// The Redis server that nodes of a cluster share (`--redis`, `WSHUB_REDIS`, `redis`),
-    /// e.g. `redis://127.0.0.1:6379`. Default none: one node, everything in memory.
-    pub redis: Option<String>,
-    /// The NATS server that nodes of a cluster share (`--nats`, `WSHUB_NATS`, `nats`), e.g.
-    /// `nats://127.0.0.1:4222`, with JetStream enabled. Default none.
-    pub nats: Option<String>,
+    /// (`info,wshub=debug`).
+    log_level: String = "info".to_owned() => LOG_LEVEL {
+        flag: "log-level", env: "WSHUB_LOG_LEVEL", key: "log_level", value_name: "FILTER",
+        parse: parse_log_level,
+        help: "Log level or tracing filter directives, e.g. debug or info,wshub=debug.",
+    }
+    /// How logs are written: human-readable text or one JSON object per line.
+    log_format: LogFormat = LogFormat::default() => LOG_FORMAT {
+        flag: "log-format", env: "WSHUB_LOG_FORMAT", key: "log_format", value_name: "FORMAT",
+        parse: |s| s.trim().parse(),
+        help: "Log format: text or json (one object per line).",
+    }
+    /// The backplane the nodes of a cluster share, chosen by the URL's scheme: `redis://`
+    /// or `rediss://` for Redis, `nats://` or `tls://` for NATS with JetStream, `memory`
+    /// (the default) for one node with everything in memory. `--redis URL` and `--nats
+    /// URL` are other names for it that take only their own schemes.
+    backplane: BackplaneUrl = BackplaneUrl::Memory => BACKPLANE {
+        flag: "backplane", env: "WSHUB_BACKPLANE", key: "backplane", value_name: "URL",
+        parse: parse_backplane,
+        // A URL may carry a password.
+        redact: BackplaneUrl::redacted,
+        aliases: [
+            REDIS {
+                flag: "redis", env: "WSHUB_REDIS", key: "redis",
+                parse: parse_redis,
+                help: "Another name for --backplane that takes only redis:// and rediss:// \
+                       URLs, e.g. redis://127.0.0.1:6379 (with a password: \
+                       redis://:PASSWORD@host:6379).",
+            },
+            NATS {
+                flag: "nats", env: "WSHUB_NATS", key: "nats",
+                parse: parse_nats,
+                help: "Another name for --backplane that takes only nats:// and tls:// URLs, \
+                       e.g. nats://127.0.0.1:4222.",
+            },
+        ],
+        help: "The server the nodes of a cluster share, by its URL's scheme: \
+               redis://127.0.0.1:6379 (or rediss://) for Redis, nats://127.0.0.1:4222 (or \
+               tls://) for NATS with JetStream, or memory for one node with everything in \
+               memory. Give one of --backplane, --redis and --nats.",
+    }
     /// How long a presence entry outlives its node when the node stops refreshing it (it
     /// was killed, or lost the backplane), i.e. how fast a dead node's members disappear
-    /// from `presence` on the others (`--presence-ttl`, `WSHUB_PRESENCE_TTL`,
-    /// `presence_ttl`). Each node rewrites its entries every third of it. Default 30 s; at
+    /// from `presence` on the others. Each node rewrites its entries every third of it. At
     /// least 1 s. Every node of a cluster uses the same.
-    pub presence_ttl: Duration,
-    /// What the names of this cluster's data in Redis or NATS start with
-    /// (`--backplane-prefix`, `WSHUB_BACKPLANE_PREFIX`, `backplane_prefix`): Redis keys and
+    presence_ttl: Duration = wshub_backplane::DEFAULT_PRESENCE_TTL => PRESENCE_TTL {
+        flag: "presence-ttl", env: "WSHUB_PRESENCE_TTL", key: "presence_ttl",
+        value_name: "DURATION",
+        parse: parse_presence_ttl,
+        help: "In a cluster, how long a node's presence entries outlive it when it stops \
+               refreshing them (it was killed): how fast a dead node's members leave \
+               presence. Each node rewrites its entries every third of it. At least 1s; the \
+               same on every node.",
+    }
+    /// What the names of this cluster's data in Redis or NATS start with: Redis keys and
     /// channels start with `<prefix>:`, NATS subjects with `<prefix>.` and its streams are
     /// `<prefix>_history` and `<prefix>_presence`. Clusters sharing one Redis or NATS server
     /// need different prefixes; nodes of one cluster share theirs. 1 to 64 letters, digits,
-    /// `-` or `_`. Default `wshub`.
-    pub backplane_prefix: String,
-    /// The PEM certificate chain for TLS (`--tls-cert`, `WSHUB_TLS_CERT`, `tls_cert`); with
-    /// `--tls-key`, the server speaks `wss://` and `https://`. Default none: plain TCP.
-    pub tls_cert: Option<PathBuf>,
-    /// The PEM private key of `--tls-cert` (`--tls-key`, `WSHUB_TLS_KEY`, `tls_key`).
-    pub tls_key: Option<PathBuf>,
-    /// permessage-deflate (RFC 7692) for clients that offer it (`--compression`, and
-    /// `--compression-level`, `--compression-min-size`, `--compression-client-window-bits`,
-    /// `--compression-client-no-context-takeover`); `None`, the default, when off.
-    pub compression: Option<wshub::Compression>,
+    /// `-` or `_`.
+    backplane_prefix: String = wshub_backplane::DEFAULT_PREFIX.to_owned() => BACKPLANE_PREFIX {
+        flag: "backplane-prefix", env: "WSHUB_BACKPLANE_PREFIX", key: "backplane_prefix",
+        value_name: "PREFIX",
+        parse: parse_backplane_prefix,
+        help: "What this cluster's Redis keys and channels (PREFIX:) or NATS subjects \
+               (PREFIX.) and streams (PREFIX_history, PREFIX_presence) start with; clusters \
+               sharing one Redis or NATS server need different ones. Letters, digits, - and \
+               _.",
+    }
+    /// The PEM certificate chain for TLS; with `tls_key`, the server speaks `wss://` and
+    /// `https://`. Default none: plain TCP.
+    tls_cert: Option<PathBuf> = None => TLS_CERT {
+        flag: "tls-cert", env: "WSHUB_TLS_CERT", key: "tls_cert", value_name: "FILE",
+        parse: |s| parse_file(s).map(Some),
+        help: "PEM certificate chain (leaf first); with --tls-key the server serves wss:// \
+               and https:// itself.",
+    }
+    /// The PEM private key of `tls_cert`; the two go together.
+    tls_key: Option<PathBuf> = None => TLS_KEY {
+        flag: "tls-key", env: "WSHUB_TLS_KEY", key: "tls_key", value_name: "FILE",
+        parse: |s| parse_file(s).map(Some),
+        help: "PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.",
+    }
+    /// permessage-deflate (RFC 7692) for clients that offer it; its parameters are the
+    /// `compression_*` settings ([`Settings::compression_config`]).
+    compression: bool = false => COMPRESSION {
+        flag: "compression", env: "WSHUB_COMPRESSION", key: "compression", value_name: "BOOL",
+        parse: parse_bool,
+        bare: true,
+        help: "permessage-deflate for clients that offer it (browsers do): true or false. \
+               Saves bandwidth on messages of a few hundred bytes and more, at some CPU; \
+               broadcasts are compressed once for every recipient.",
+    }
+    /// The DEFLATE level of what the server sends, 0 to 9.
+    compression_level: u32 = wshub::Compression::default().level => COMPRESSION_LEVEL {
+        flag: "compression-level", env: "WSHUB_COMPRESSION_LEVEL", key: "compression_level",
+        value_name: "0-9",
+        parse: |s| parse_in_range(s, 0, 9),
+        help: "DEFLATE level of what the server sends: 1 is fastest, 9 smallest.",
+    }
+    /// Messages shorter than this are sent uncompressed.
+    compression_min_size: usize = wshub::Compression::default().min_message_bytes
+        => COMPRESSION_MIN_SIZE {
+        flag: "compression-min-size", env: "WSHUB_COMPRESSION_MIN_SIZE",
+        key: "compression_min_size", value_name: "SIZE",
+        parse: parse_size,
+        show: show_size,
+        help: "Messages shorter than this are sent uncompressed.",
+    }
+    /// The largest window clients may compress with, 9 to 15.
+    compression_client_window_bits: u8 = wshub::Compression::default().client_max_window_bits
+        => COMPRESSION_CLIENT_WINDOW_BITS {
+        flag: "compression-client-window-bits", env: "WSHUB_COMPRESSION_CLIENT_WINDOW_BITS",
+        key: "compression_client_window_bits", value_name: "9-15",
+        parse: |s| parse_in_range(s, 9, 15),
+        help: "Largest window clients may compress with (asked of clients that offer \
+               client_max_window_bits); smaller saves server memory per connection.",
+    }
+    /// Whether clients are asked to compress each message on its own.
+    compression_client_no_context_takeover: bool =
+        wshub::Compression::default().client_no_context_takeover
+        => COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER {
+        flag: "compression-client-no-context-takeover",
+        env: "WSHUB_COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER",
+        key: "compression_client_no_context_takeover", value_name: "BOOL",
+        parse: parse_bool,
+        bare: true,
+        help: "Ask clients to compress each message on its own, so that the server keeps no \
+               decompressor (about 40 KiB) per connection that sends compressed messages.",
+    }
+}
+
+/// The config file: read before every other setting, so not a declaration of its own and
+/// not a key of the file.
+const CONFIG: Spec = Spec {
+    flag: "config",
+    env: "WSHUB_CONFIG",
+    key: "config",
+    value_name: "FILE",
+    help: "TOML file of settings, keyed like the flags with _ for - (ping_interval = \"30s\").",
+    secret: false,
+    bare: false,
+    alias_of: None,
+    default: || None,
+};
+
+/// One setting as the command line, the environment and the file name it, with its
+/// default and help: what `--help`, the lookup and the docs table are made from.
+#[derive(Debug)]
+pub struct Spec {
+    /// The flag's name without dashes, also the setting's name in messages.
+    pub flag: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The config file's key (and clap's argument id).
+    pub key: &'static str,
+    /// The placeholder in `--help`.
+    pub value_name: &'static str,
+    /// The help text.
+    pub help: &'static str,
+    /// Whether the value is a secret: never repeated in messages.
+    pub secret: bool,
+    /// Whether the flag alone means `true` (`--compression`).
+    pub bare: bool,
+    /// For another name of a setting (`--redis`), that setting's flag (`backplane`).
+    pub alias_of: Option<&'static str>,
+    /// The default as it would be written, `None` when the setting is unset by default.
+    pub default: fn() -> Option<String>,
 }
 
 /// A per-connection rate limit: a token bucket refilled at `per_second` and holding at most
@@ -181,111 +628,111 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            path: "/ws".to_owned(),
-            max_connections: 100_000,
-            ping_interval: Duration::from_secs(25),
-            pong_wait: Duration::from_secs(60),
-            write_wait: Duration::from_secs(10),
-            max_message_bytes: 64 * 1024,
-            allowed_origins: Vec::new(),
-            jwt_secret: None,
-            jwt_audience: None,
-            jwt_issuer: None,
-            api_key: None,
-            api_max_body_bytes: 64 * 1024,
-            api_body_timeout: Duration::from_secs(10),
-            max_http_connections: 1024,
-            max_http_connections_per_ip: 128,
-            history_size: 100,
-            history_ttl: Duration::from_secs(300),
-            history_max_bytes: 256 * 1024 * 1024,
-            history_meta_ttl: None,
-            max_rooms: 100_000,
-            max_publish_bytes_per_second: 256 * 1024,
-            presence_events: true,
-            rate_limit: Some(RateLimit {
-                per_second: 50.0,
-                burst: 100,
-            }),
-            rate_limit_per_ip: Some(RateLimit {
-                per_second: 2000.0,
-                burst: 5000,
-            }),
-            max_connections_per_ip: 1000,
-            max_rooms_per_connection: 100,
-            config_file: None,
-            log_level: "info".to_owned(),
-            log_format: LogFormat::Text,
-            redis: None,
-            nats: None,
-            presence_ttl: Duration::from_secs(30),
-            backplane_prefix: "wshub".to_owned(),
-            tls_cert: None,
-            tls_key: None,
-            compression: None,
+/// The `--backplane` setting: which backplane the node uses, with its server's URL.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BackplaneUrl {
+    /// Everything in this process: one node (`memory`, the default).
+    #[default]
+    Memory,
+    /// A Redis server (`redis://`, `rediss://`).
+    Redis(String),
+    /// A NATS server with JetStream (`nats://`, `tls://`).
+    Nats(String),
+}
+
+impl BackplaneUrl {
+    /// The same with the URL's password hidden, for logs.
+    fn redacted(&self) -> BackplaneUrl {
+        match self {
+            BackplaneUrl::Memory => BackplaneUrl::Memory,
+            BackplaneUrl::Redis(url) => BackplaneUrl::Redis(redact_url(url)),
+            BackplaneUrl::Nats(url) => BackplaneUrl::Nats(redact_url(url)),
         }
+    }
+
+    /// Whether it is shared by several nodes (Redis or NATS).
+    pub fn is_shared(&self) -> bool {
+        !matches!(self, BackplaneUrl::Memory)
     }
 }
 
-// Secrets never reach logs: `{:?}` of the settings is meant to be logged at start.
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn redacted(secret: &Option<String>) -> Option<&'static str> {
-            secret.as_ref().map(|_| "<redacted>")
-        }
-        f.debug_struct("Settings")
-            .field("listen", &self.listen)
-            .field("path", &self.path)
-            .field("max_connections", &self.max_connections)
-            .field("ping_interval", &self.ping_interval)
-            .field("pong_wait", &self.pong_wait)
-            .field("write_wait", &self.write_wait)
-            .field("max_message_bytes", &self.max_message_bytes)
-            .field("allowed_origins", &self.allowed_origins)
-            .field("jwt_secret", &redacted(&self.jwt_secret))
-            .field("jwt_audience", &self.jwt_audience)
-            .field("jwt_issuer", &self.jwt_issuer)
-            .field("api_key", &redacted(&self.api_key))
-            .field("api_max_body_bytes", &self.api_max_body_bytes)
-            .field("api_body_timeout", &self.api_body_timeout)
-            .field("max_http_connections", &self.max_http_connections)
-            .field(
-                "max_http_connections_per_ip",
-                &self.max_http_connections_per_ip,
-            )
-            .field("history_size", &self.history_size)
-            .field("history_ttl", &self.history_ttl)
-            .field("history_max_bytes", &self.history_max_bytes)
-            .field("history_meta_ttl", &self.history_meta_ttl)
-            .field("max_rooms", &self.max_rooms)
-            .field(
-                "max_publish_bytes_per_second",
-                &self.max_publish_bytes_per_second,
-            )
-            .field("presence_events", &self.presence_events)
-            .field("rate_limit", &self.rate_limit)
-            .field("rate_limit_per_ip", &self.rate_limit_per_ip)
-            .field("max_connections_per_ip", &self.max_connections_per_ip)
-            .field("max_rooms_per_connection", &self.max_rooms_per_connection)
-            .field("config_file", &self.config_file)
-            .field("log_level", &self.log_level)
-            .field("log_format", &self.log_format)
-            // A URL may carry a password.
-            .field("redis", &self.redis.as_ref().map(|url| redact_url(url)))
-            .field("nats", &self.nats.as_ref().map(|url| redact_url(url)))
-            .field("presence_ttl", &self.presence_ttl)
-            .field("backplane_prefix", &self.backplane_prefix)
-            .field("tls_cert", &self.tls_cert)
-            .field("tls_key", &self.tls_key)
-            .field("compression", &self.compression)
-            .finish()
+/// A default as `--help` and the docs write it: `None` for a setting unset by default.
+trait Shown {
+    fn shown(&self) -> Option<String>;
+}
+
+macro_rules! shown_by_display {
+    ($($ty:ty),*) => {
+        $(impl Shown for $ty {
+            fn shown(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        })*
+    };
+}
+
+shown_by_display!(SocketAddr, String, usize, u32, u8, bool, LogFormat);
+
+impl<T: Shown> Shown for Option<T> {
+    fn shown(&self) -> Option<String> {
+        self.as_ref().and_then(Shown::shown)
     }
 }
 
+impl Shown for Vec<String> {
+    fn shown(&self) -> Option<String> {
+        (!self.is_empty()).then(|| self.join(","))
+    }
+}
+
+impl Shown for PathBuf {
+    fn shown(&self) -> Option<String> {
+        Some(self.display().to_string())
+    }
+}
+
+/// The largest unit that divides it: `25s`, `5m`, `1h`, `500ms`.
+impl Shown for Duration {
+    fn shown(&self) -> Option<String> {
+        let (secs, millis) = (self.as_secs(), self.subsec_millis());
+        Some(match (secs, millis) {
+            (_, 1..) => format!("{}ms", self.as_millis()),
+            (s, 0) if s > 0 && s.is_multiple_of(3600) => format!("{}h", s / 3600),
+            (s, 0) if s > 0 && s.is_multiple_of(60) => format!("{}m", s / 60),
+            (s, 0) => format!("{s}s"),
+        })
+    }
+}
+
+impl Shown for RateLimit {
+    fn shown(&self) -> Option<String> {
+        Some(format!("{}/{}", self.per_second, self.burst))
+    }
+}
+
+impl Shown for BackplaneUrl {
+    fn shown(&self) -> Option<String> {
+        Some(match self {
+            BackplaneUrl::Memory => "memory".to_owned(),
+            BackplaneUrl::Redis(url) | BackplaneUrl::Nats(url) => redact_url(url),
+        })
+    }
+}
+
+/// A size in the largest binary unit that divides it: `64KiB`, `256MiB`, `100`.
+fn show_size(bytes: &usize) -> Option<String> {
+    let bytes = *bytes;
+    Some(
+        [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+            .into_iter()
+            .find(|(_, unit)| bytes >= *unit && bytes.is_multiple_of(*unit))
+            .map_or_else(
+                || bytes.to_string(),
+                |(name, unit)| format!("{}{name}", bytes / unit),
+            ),
+    )
+}
 /// Where a setting's value came from; part of every [`SettingsError`] about a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -348,6 +795,15 @@ pub enum SettingsError {
         /// What is wrong with it and what would be accepted.
         reason: String,
     },
+    /// Settings that are valid alone but not together, or one that needs another.
+    #[error("{}: {reason}", describe(.settings))]
+    Conflict {
+        /// Each setting involved, by its flag name without dashes, and where its value
+        /// came from.
+        settings: Vec<(&'static str, SettingSource)>,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// The config file could not be read.
     #[error("cannot read config file {} (from {from}): {error}", .path.display())]
     ReadConfig {
@@ -394,468 +850,14 @@ impl SettingsError {
     }
 }
 
-/// One setting: how it is named in each source, its default and its help.
-#[derive(Debug)]
-pub struct Spec {
-    /// The flag's name without dashes, also the setting's name in messages.
-    pub flag: &'static str,
-    /// The environment variable.
-    pub env: &'static str,
-    /// The config file's key (and clap's argument id).
-    pub key: &'static str,
-    /// The default as it would be written, `None` when the setting is unset by default.
-    pub default: Option<&'static str>,
-    /// The placeholder in `--help`.
-    pub value_name: &'static str,
-    /// The help text.
-    pub help: &'static str,
-    /// Whether the value is a secret: never repeated in messages.
-    pub secret: bool,
+/// `--redis (from flag --redis) and --backplane (from environment variable WSHUB_BACKPLANE)`.
+fn describe(settings: &[(&'static str, SettingSource)]) -> String {
+    settings
+        .iter()
+        .map(|(setting, from)| format!("--{setting} (from {from})"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
-
-const LISTEN: Spec = Spec {
-    flag: "listen",
-    env: "WSHUB_LISTEN",
-    key: "listen",
-    default: Some("127.0.0.1:8080"),
-    value_name: "ADDR",
-    secret: false,
-    help: "Address and port to listen on, e.g. 0.0.0.0:8080 or [::]:8080.",
-};
-const PATH: Spec = Spec {
-    flag: "path",
-    env: "WSHUB_PATH",
-    key: "path",
-    default: Some("/ws"),
-    value_name: "PATH",
-    secret: false,
-    help: "URL path of the WebSocket endpoint.",
-};
-const MAX_CONNECTIONS: Spec = Spec {
-    flag: "max-connections",
-    env: "WSHUB_MAX_CONNECTIONS",
-    key: "max_connections",
-    default: Some("100000"),
-    value_name: "N",
-    secret: false,
-    help: "Most connections open at once; more are refused with 503 and Retry-After.",
-};
-const PING_INTERVAL: Spec = Spec {
-    flag: "ping-interval",
-    env: "WSHUB_PING_INTERVAL",
-    key: "ping_interval",
-    default: Some("25s"),
-    value_name: "DURATION",
-    secret: false,
-    help: "How often the server pings each connection (announced in the welcome frame).",
-};
-const PONG_WAIT: Spec = Spec {
-    flag: "pong-wait",
-    env: "WSHUB_PONG_WAIT",
-    key: "pong_wait",
-    default: Some("60s"),
-    value_name: "DURATION",
-    secret: false,
-    help: "How long to wait for a frame after a ping before dropping the connection.",
-};
-const WRITE_WAIT: Spec = Spec {
-    flag: "write-wait",
-    env: "WSHUB_WRITE_WAIT",
-    key: "write_wait",
-    default: Some("10s"),
-    value_name: "DURATION",
-    secret: false,
-    help: "How long a write may stall before the connection is dropped.",
-};
-const MAX_MESSAGE_SIZE: Spec = Spec {
-    flag: "max-message-size",
-    env: "WSHUB_MAX_MESSAGE_SIZE",
-    key: "max_message_size",
-    default: Some("64KiB"),
-    value_name: "SIZE",
-    secret: false,
-    help: "Largest message a client may send; a larger one closes the connection with 1009. \
-         Bytes, or with a unit: 64KiB, 1MiB, 100KB, 1MB.",
-};
-const ALLOWED_ORIGINS: Spec = Spec {
-    flag: "allowed-origins",
-    env: "WSHUB_ALLOWED_ORIGINS",
-    key: "allowed_origins",
-    default: None,
-    value_name: "ORIGINS",
-    secret: false,
-    help: "Comma-separated browser origins allowed besides the same origin, e.g. \
-         https://app.example.com,http://localhost:3000; * allows any. Default: same origin only.",
-};
-const JWT_SECRET: Spec = Spec {
-    flag: "jwt-secret",
-    env: "WSHUB_JWT_SECRET",
-    key: "jwt_secret",
-    default: None,
-    value_name: "SECRET",
-    secret: true,
-    help: "HS256 secret of client tokens; with it every connection needs a valid token, without \
-         it connections are anonymous. Prefer the environment variable: flags show in `ps`.",
-};
-const JWT_AUDIENCE: Spec = Spec {
-    flag: "jwt-audience",
-    env: "WSHUB_JWT_AUDIENCE",
-    key: "jwt_audience",
-    default: None,
-    value_name: "AUDIENCE",
-    secret: false,
-    help: "Audience a token's aud claim must name; tokens without it are refused. Default: \
-         aud is not checked.",
-};
-const JWT_ISSUER: Spec = Spec {
-    flag: "jwt-issuer",
-    env: "WSHUB_JWT_ISSUER",
-    key: "jwt_issuer",
-    default: None,
-    value_name: "ISSUER",
-    secret: false,
-    help: "Issuer a token's iss claim must be; tokens without it are refused. Default: iss \
-         is not checked.",
-};
-const API_KEY: Spec = Spec {
-    flag: "api-key",
-    env: "WSHUB_API_KEY",
-    key: "api_key",
-    default: None,
-    value_name: "KEY",
-    secret: true,
-    help: "Key of the HTTP API (Authorization: Bearer <KEY>); without it the API answers 401 to \
-         every request. Prefer the environment variable: flags show in `ps`.",
-};
-const API_MAX_BODY: Spec = Spec {
-    flag: "api-max-body",
-    env: "WSHUB_API_MAX_BODY",
-    key: "api_max_body",
-    default: Some("64KiB"),
-    value_name: "SIZE",
-    secret: false,
-    help: "Largest HTTP API request body; a larger one is answered 413.",
-};
-const API_BODY_TIMEOUT: Spec = Spec {
-    flag: "api-body-timeout",
-    env: "WSHUB_API_BODY_TIMEOUT",
-    key: "api_body_timeout",
-    default: Some("10s"),
-    value_name: "DURATION",
-    secret: false,
-    help: "How long an HTTP API request body may take to arrive; a slower one is answered 408.",
-};
-const MAX_HTTP_CONNECTIONS: Spec = Spec {
-    flag: "max-http-connections",
-    env: "WSHUB_MAX_HTTP_CONNECTIONS",
-    key: "max_http_connections",
-    default: Some("1024"),
-    value_name: "N",
-    secret: false,
-    help: "Most HTTP connections open at once that are not WebSockets (API, /stats, idle \
-         keep-alive, upgrades in progress); more are answered 503 and closed.",
-};
-const MAX_HTTP_CONNECTIONS_PER_IP: Spec = Spec {
-    flag: "max-http-connections-per-ip",
-    env: "WSHUB_MAX_HTTP_CONNECTIONS_PER_IP",
-    key: "max_http_connections_per_ip",
-    default: Some("128"),
-    value_name: "N",
-    secret: false,
-    help: "Most of those HTTP connections from one client IP address.",
-};
-const HISTORY_SIZE: Spec = Spec {
-    flag: "history-size",
-    env: "WSHUB_HISTORY_SIZE",
-    key: "history_size",
-    default: Some("100"),
-    value_name: "N",
-    secret: false,
-    help: "Messages kept per room for recovery and history; 0 keeps none.",
-};
-const HISTORY_TTL: Spec = Spec {
-    flag: "history-ttl",
-    env: "WSHUB_HISTORY_TTL",
-    key: "history_ttl",
-    default: Some("300s"),
-    value_name: "DURATION",
-    secret: false,
-    help: "How long a message is kept in a room's history.",
-};
-const HISTORY_MAX_BYTES: Spec = Spec {
-    flag: "history-max-bytes",
-    env: "WSHUB_HISTORY_MAX_BYTES",
-    key: "history_max_bytes",
-    default: Some("256MiB"),
-    value_name: "SIZE",
-    secret: false,
-    help: "Most bytes the history of all rooms may take together (memory backplane); past it \
-         the oldest messages of all rooms are dropped first.",
-};
-const HISTORY_META_TTL: Spec = Spec {
-    flag: "history-meta-ttl",
-    env: "WSHUB_HISTORY_META_TTL",
-    key: "history_meta_ttl",
-    default: None,
-    value_name: "DURATION",
-    secret: false,
-    help: "How long a room without messages keeps its epoch and offset after its last use; \
-         a client resuming it later gets recovered: false. Default: 10m with the memory \
-         backplane (rooms with subscribers are kept anyway), 24h with Redis or NATS.",
-};
-const MAX_ROOMS: Spec = Spec {
-    flag: "max-rooms",
-    env: "WSHUB_MAX_ROOMS",
-    key: "max_rooms",
-    default: Some("100000"),
-    value_name: "N",
-    secret: false,
-    help: "Most rooms with history state (memory backplane); one more first forgets the \
-         tenth used least recently.",
-};
-const MAX_PUBLISH_BYTES_PER_SECOND: Spec = Spec {
-    flag: "max-publish-bytes-per-second",
-    env: "WSHUB_MAX_PUBLISH_BYTES_PER_SECOND",
-    key: "max_publish_bytes_per_second",
-    default: Some("256KiB"),
-    value_name: "SIZE",
-    secret: false,
-    help: "Payload bytes one connection may publish, broadcast or send per second (bursts of \
-         four times as much); more is answered rate_limited.",
-};
-const PRESENCE_EVENTS: Spec = Spec {
-    flag: "presence-events",
-    env: "WSHUB_PRESENCE_EVENTS",
-    key: "presence_events",
-    default: Some("true"),
-    value_name: "BOOL",
-    secret: false,
-    help: "Send join and leave events to room members: true or false.",
-};
-const RATE_LIMIT: Spec = Spec {
-    flag: "rate-limit",
-    env: "WSHUB_RATE_LIMIT",
-    key: "rate_limit",
-    default: Some("50/100"),
-    value_name: "RATE[/BURST]",
-    secret: false,
-    help: "Commands per second per connection and burst, e.g. 50/100 (50 per second, 100 at \
-         once); 0 or off turns the limit off.",
-};
-const RATE_LIMIT_PER_IP: Spec = Spec {
-    flag: "rate-limit-per-ip",
-    env: "WSHUB_RATE_LIMIT_PER_IP",
-    key: "rate_limit_per_ip",
-    default: Some("2000/5000"),
-    value_name: "RATE[/BURST]",
-    secret: false,
-    help: "Commands per second all connections from one IP address may send together, with \
-         the burst after a slash; reconnecting does not refill it. 0 or off for no limit.",
-};
-const MAX_CONNECTIONS_PER_IP: Spec = Spec {
-    flag: "max-connections-per-ip",
-    env: "WSHUB_MAX_CONNECTIONS_PER_IP",
-    key: "max_connections_per_ip",
-    default: Some("1000"),
-    value_name: "N",
-    secret: false,
-    help: "Most WebSocket connections open at once from one IP address; more are closed with \
-         1008. Behind a proxy every client has the proxy's address: raise it there.",
-};
-const MAX_ROOMS_PER_CONNECTION: Spec = Spec {
-    flag: "max-rooms-per-connection",
-    env: "WSHUB_MAX_ROOMS_PER_CONNECTION",
-    key: "max_rooms_per_connection",
-    default: Some("100"),
-    value_name: "N",
-    secret: false,
-    help: "Most rooms one connection may be subscribed to at once.",
-};
-const CONFIG: Spec = Spec {
-    flag: "config",
-    env: "WSHUB_CONFIG",
-    key: "config",
-    default: None,
-    value_name: "FILE",
-    secret: false,
-    help: "TOML file of settings, keyed like the flags with _ for - (ping_interval = \"30s\").",
-};
-const LOG_LEVEL: Spec = Spec {
-    flag: "log-level",
-    env: "WSHUB_LOG_LEVEL",
-    key: "log_level",
-    default: Some("info"),
-    value_name: "FILTER",
-    secret: false,
-    help: "Log level or tracing filter directives, e.g. debug or info,wshub=debug.",
-};
-const LOG_FORMAT: Spec = Spec {
-    flag: "log-format",
-    env: "WSHUB_LOG_FORMAT",
-    key: "log_format",
-    default: Some("text"),
-    value_name: "FORMAT",
-    secret: false,
-    help: "Log format: text or json (one object per line).",
-};
-
-const REDIS: Spec = Spec {
-    flag: "redis",
-    env: "WSHUB_REDIS",
-    key: "redis",
-    default: None,
-    value_name: "URL",
-    secret: false,
-    help: "Redis server shared by the nodes of a cluster, e.g. redis://127.0.0.1:6379 (with a \
-         password: redis://:PASSWORD@host:6379). Without it (and without --nats) the server is \
-         one node with everything in memory.",
-};
-const NATS: Spec = Spec {
-    flag: "nats",
-    env: "WSHUB_NATS",
-    key: "nats",
-    default: None,
-    value_name: "URL",
-    secret: false,
-    help: "NATS server (with JetStream) shared by the nodes of a cluster, e.g. \
-         nats://127.0.0.1:4222. Without it (and without --redis) the server is one node with \
-         everything in memory.",
-};
-const PRESENCE_TTL: Spec = Spec {
-    flag: "presence-ttl",
-    env: "WSHUB_PRESENCE_TTL",
-    key: "presence_ttl",
-    default: Some("30s"),
-    value_name: "DURATION",
-    secret: false,
-    help: "In a cluster, how long a node's presence entries outlive it when it stops \
-         refreshing them (it was killed): how fast a dead node's members leave presence. Each \
-         node rewrites its entries every third of it. At least 1s; the same on every node.",
-};
-const BACKPLANE_PREFIX: Spec = Spec {
-    flag: "backplane-prefix",
-    env: "WSHUB_BACKPLANE_PREFIX",
-    key: "backplane_prefix",
-    default: Some("wshub"),
-    value_name: "PREFIX",
-    secret: false,
-    help: "What this cluster's Redis keys and channels (PREFIX:) or NATS subjects (PREFIX.) \
-         and streams (PREFIX_history, PREFIX_presence) start with; clusters sharing one Redis \
-         or NATS server need different ones. Letters, digits, - and _.",
-};
-const TLS_CERT: Spec = Spec {
-    flag: "tls-cert",
-    env: "WSHUB_TLS_CERT",
-    key: "tls_cert",
-    default: None,
-    value_name: "FILE",
-    secret: false,
-    help: "PEM certificate chain (leaf first); with --tls-key the server serves wss:// and \
-         https:// itself.",
-};
-const TLS_KEY: Spec = Spec {
-    flag: "tls-key",
-    env: "WSHUB_TLS_KEY",
-    key: "tls_key",
-    default: None,
-    value_name: "FILE",
-    secret: false,
-    help: "PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.",
-};
-const COMPRESSION: Spec = Spec {
-    flag: "compression",
-    env: "WSHUB_COMPRESSION",
-    key: "compression",
-    default: Some("false"),
-    value_name: "BOOL",
-    secret: false,
-    help: "permessage-deflate for clients that offer it (browsers do): true or false. Saves \
-         bandwidth on messages of a few hundred bytes and more, at some CPU; broadcasts are \
-         compressed once for every recipient.",
-};
-const COMPRESSION_LEVEL: Spec = Spec {
-    flag: "compression-level",
-    env: "WSHUB_COMPRESSION_LEVEL",
-    key: "compression_level",
-    default: Some("1"),
-    value_name: "0-9",
-    secret: false,
-    help: "DEFLATE level of what the server sends: 1 is fastest, 9 smallest.",
-};
-const COMPRESSION_MIN_SIZE: Spec = Spec {
-    flag: "compression-min-size",
-    env: "WSHUB_COMPRESSION_MIN_SIZE",
-    key: "compression_min_size",
-    default: Some("128"),
-    value_name: "SIZE",
-    secret: false,
-    help: "Messages shorter than this are sent uncompressed.",
-};
-const COMPRESSION_CLIENT_WINDOW_BITS: Spec = Spec {
-    flag: "compression-client-window-bits",
-    env: "WSHUB_COMPRESSION_CLIENT_WINDOW_BITS",
-    key: "compression_client_window_bits",
-    default: Some("15"),
-    value_name: "9-15",
-    secret: false,
-    help: "Largest window clients may compress with (asked of clients that offer \
-         client_max_window_bits); smaller saves server memory per connection.",
-};
-const COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER: Spec = Spec {
-    flag: "compression-client-no-context-takeover",
-    env: "WSHUB_COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER",
-    key: "compression_client_no_context_takeover",
-    default: Some("false"),
-    value_name: "BOOL",
-    secret: false,
-    help: "Ask clients to compress each message on its own, so that the server keeps no \
-         decompressor (about 40 KiB) per connection that sends compressed messages.",
-};
-
-/// Every setting, in `--help` order.
-pub const SPECS: &[Spec] = &[
-    LISTEN,
-    PATH,
-    MAX_CONNECTIONS,
-    PING_INTERVAL,
-    PONG_WAIT,
-    WRITE_WAIT,
-    MAX_MESSAGE_SIZE,
-    ALLOWED_ORIGINS,
-    JWT_SECRET,
-    JWT_AUDIENCE,
-    JWT_ISSUER,
-    API_KEY,
-    API_MAX_BODY,
-    API_BODY_TIMEOUT,
-    MAX_HTTP_CONNECTIONS,
-    MAX_HTTP_CONNECTIONS_PER_IP,
-    HISTORY_SIZE,
-    HISTORY_TTL,
-    HISTORY_MAX_BYTES,
-    HISTORY_META_TTL,
-    MAX_ROOMS,
-    MAX_PUBLISH_BYTES_PER_SECOND,
-    PRESENCE_EVENTS,
-    RATE_LIMIT,
-    RATE_LIMIT_PER_IP,
-    MAX_CONNECTIONS_PER_IP,
-    MAX_ROOMS_PER_CONNECTION,
-    CONFIG,
-    LOG_LEVEL,
-    LOG_FORMAT,
-    REDIS,
-    NATS,
-    PRESENCE_TTL,
-    BACKPLANE_PREFIX,
-    TLS_CERT,
-    TLS_KEY,
-    COMPRESSION,
-    COMPRESSION_LEVEL,
-    COMPRESSION_MIN_SIZE,
-    COMPRESSION_CLIENT_WINDOW_BITS,
-    COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER,
-];
 
 /// The routes the server serves besides the WebSocket endpoint (docs/PROTOCOL.md); the endpoint
 /// may not take one of them.
@@ -875,11 +877,6 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// How long a quiet room's epoch is kept by default with the memory backplane, which keeps
 /// rooms that have subscribers whatever this says.
 pub const MEMORY_META_TTL: Duration = Duration::from_secs(10 * 60);
-
-/// The same with Redis or NATS, which cannot tell whether a quiet room has subscribers:
-/// a shorter one would give such a room a new epoch, and its subscribers an
-/// `unrecoverable`, at its next publish.
-pub const SHARED_META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// API keys shorter than this are accepted, with a warning: they can be guessed.
 const MIN_API_KEY_BYTES: usize = 16;
@@ -922,7 +919,7 @@ impl Settings {
             .after_long_help(AFTER_LONG_HELP);
         for spec in SPECS {
             let mut help = format!("{} [env: {}]", spec.help, spec.env);
-            if let Some(default) = spec.default {
+            if let Some(default) = (spec.default)() {
                 help.push_str(&format!(" [default: {default}]"));
             }
             let mut arg = Arg::new(spec.key)
@@ -933,13 +930,7 @@ impl Settings {
             if spec.key == CONFIG.key {
                 arg = arg.short('c');
             }
-            if [
-                PRESENCE_EVENTS.key,
-                COMPRESSION.key,
-                COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER.key,
-            ]
-            .contains(&spec.key)
-            {
+            if spec.bare {
                 // `--presence-events` alone means true.
                 arg = arg.num_args(0..=1).default_missing_value("true");
             }
@@ -969,73 +960,36 @@ impl Settings {
             flags,
             env: &env,
             file: None,
+            given: Vec::new(),
         };
         if let Some((path, from)) = sources.raw(&CONFIG)? {
             sources.file = Some(ConfigFile::read(&path, from)?);
         }
-        let rate_limit = sources.get(&RATE_LIMIT, parse_rate_limit)?;
-        let compression = sources.get(&COMPRESSION, parse_bool)?.then_some(());
-        let level = sources.get(&COMPRESSION_LEVEL, |s| parse_in_range(s, 0, 9))?;
-        let min_size = sources.get(&COMPRESSION_MIN_SIZE, parse_size)?;
-        let window_bits = sources.get(&COMPRESSION_CLIENT_WINDOW_BITS, |s| {
-            parse_in_range(s, 9, 15)
-        })?;
-        let no_context = sources.get(&COMPRESSION_CLIENT_NO_CONTEXT_TAKEOVER, parse_bool)?;
-        Ok(Settings {
-            listen: sources.get(&LISTEN, parse_listen)?,
-            path: sources.get(&PATH, parse_path)?,
-            max_connections: sources.get(&MAX_CONNECTIONS, parse_positive)?,
-            ping_interval: sources.get(&PING_INTERVAL, parse_duration)?,
-            pong_wait: sources.get(&PONG_WAIT, parse_duration)?,
-            write_wait: sources.get(&WRITE_WAIT, parse_duration)?,
-            max_message_bytes: sources.get(&MAX_MESSAGE_SIZE, parse_size)?,
-            allowed_origins: sources
-                .get_opt(&ALLOWED_ORIGINS, parse_origins)?
-                .unwrap_or_default(),
-            jwt_secret: sources.get_opt(&JWT_SECRET, parse_secret)?,
-            jwt_audience: sources.get_opt(&JWT_AUDIENCE, parse_secret)?,
-            jwt_issuer: sources.get_opt(&JWT_ISSUER, parse_secret)?,
-            api_key: sources.get_opt(&API_KEY, parse_secret)?,
-            api_max_body_bytes: sources.get(&API_MAX_BODY, parse_size)?,
-            api_body_timeout: sources.get(&API_BODY_TIMEOUT, parse_duration)?,
-            max_http_connections: sources.get(&MAX_HTTP_CONNECTIONS, parse_positive)?,
-            max_http_connections_per_ip: sources
-                .get(&MAX_HTTP_CONNECTIONS_PER_IP, parse_positive)?,
-            history_size: sources.get(&HISTORY_SIZE, parse_count)?,
-            history_ttl: sources.get(&HISTORY_TTL, parse_duration)?,
-            history_max_bytes: sources.get(&HISTORY_MAX_BYTES, parse_size)?,
-            history_meta_ttl: sources.get_opt(&HISTORY_META_TTL, parse_duration)?,
-            max_rooms: sources.get(&MAX_ROOMS, parse_positive)?,
-            max_publish_bytes_per_second: sources.get(&MAX_PUBLISH_BYTES_PER_SECOND, parse_size)?,
-            presence_events: sources.get(&PRESENCE_EVENTS, parse_bool)?,
-            rate_limit,
-            rate_limit_per_ip: sources.get(&RATE_LIMIT_PER_IP, parse_rate_limit)?,
-            max_connections_per_ip: sources.get(&MAX_CONNECTIONS_PER_IP, parse_positive)?,
-            max_rooms_per_connection: sources.get(&MAX_ROOMS_PER_CONNECTION, parse_positive)?,
-            config_file: sources.file.as_ref().map(|file| file.path.clone()),
-            log_level: sources.get(&LOG_LEVEL, parse_log_level)?,
-            log_format: sources.get(&LOG_FORMAT, parse_log_format)?,
-            redis: sources.get_opt(&REDIS, |s| parse_url(s, &["redis", "rediss"]))?,
-            nats: sources.get_opt(&NATS, |s| parse_url(s, &["nats", "tls"]))?,
-            presence_ttl: sources.get(&PRESENCE_TTL, parse_presence_ttl)?,
-            backplane_prefix: sources.get(&BACKPLANE_PREFIX, parse_backplane_prefix)?,
-            tls_cert: sources.get_opt(&TLS_CERT, parse_file)?,
-            tls_key: sources.get_opt(&TLS_KEY, parse_file)?,
-            compression: compression.map(|()| {
-                wshub::Compression::default()
-                    .level(level as u32)
-                    .min_message_bytes(min_size)
-                    .client_max_window_bits(window_bits as u8)
-                    .client_no_context_takeover(no_context)
+        let settings = read_settings(&mut sources)?;
+        settings.check_together(&sources)?;
+        Ok(settings)
+    }
+
+    /// The checks that involve more than one setting; `sources` tells where each came from.
+    fn check_together<E>(&self, sources: &Sources<'_, E>) -> Result<(), SettingsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => Err(SettingsError::Conflict {
+                settings: vec![sources.given(&TLS_CERT)],
+                reason: "needs --tls-key too: give both or neither".to_owned(),
             }),
-        })
+            (None, Some(_)) => Err(SettingsError::Conflict {
+                settings: vec![sources.given(&TLS_KEY)],
+                reason: "needs --tls-cert too: give both or neither".to_owned(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The core library's configuration: path, connection limit, heartbeat timings, message
     /// size, allowed origins and compression; the rest keeps [`wshub::HubConfig`]'s defaults.
     pub fn hub_config(&self) -> wshub::HubConfig {
         let mut config = wshub::HubConfig::default();
-        config.compression = self.compression.clone();
+        config.compression = self.compression_config();
         config
             .path(self.path.clone())
             .max_connections(self.max_connections)
@@ -1048,6 +1002,18 @@ impl Settings {
             .allowed_origins(self.allowed_origins.iter().cloned())
     }
 
+    /// permessage-deflate as the `compression*` settings describe it, or `None` when
+    /// `compression` is off (its parameters alone do not turn it on).
+    pub fn compression_config(&self) -> Option<wshub::Compression> {
+        self.compression.then(|| {
+            wshub::Compression::default()
+                .level(self.compression_level)
+                .min_message_bytes(self.compression_min_size)
+                .client_max_window_bits(self.compression_client_window_bits)
+                .client_no_context_takeover(self.compression_client_no_context_takeover)
+        })
+    }
+
     /// The history's configuration: size, age, byte budget, room cap and how long a
     /// quiet room's epoch is kept, from the settings.
     pub fn history_config(&self) -> HistoryConfig {
@@ -1055,13 +1021,16 @@ impl Settings {
             max_messages: self.history_size,
             ttl: self.history_ttl,
             max_bytes: self.history_max_bytes,
-            meta_ttl: self.history_meta_ttl.unwrap_or(
-                if self.redis.is_some() || self.nats.is_some() {
-                    SHARED_META_TTL
+            meta_ttl: self
+                .history_meta_ttl
+                .unwrap_or(if self.backplane.is_shared() {
+                    // The library's default (24 h): Redis and NATS cannot tell whether a quiet
+                    // room has subscribers, and a shorter one would give such a room a new
+                    // epoch, and its subscribers an `unrecoverable`, at its next publish.
+                    HistoryConfig::default().meta_ttl
                 } else {
                     MEMORY_META_TTL
-                },
-            ),
+                }),
             max_rooms: self.max_rooms,
         }
     }
@@ -1113,18 +1082,68 @@ impl Settings {
                 "the API key is shorter than {MIN_API_KEY_BYTES} bytes: use a long random one"
             ));
         }
-        if self.redis.is_some() && self.nats.is_some() {
-            warnings.push("both --redis and --nats are set: Redis is used".to_owned());
-        }
         warnings
     }
 }
 
-/// The parsed command line, the environment and the config file, consulted in that order.
+/// The table of every setting in docs/configuration.md (between its `settings-table`
+/// markers), made from the declarations: flag, environment variable, file key, default
+/// and help. A test compares it with the file.
+pub fn config_table() -> String {
+    let mut table = String::from(
+        "| flag | environment variable | file key | default | what |\n|---|---|---|---|---|\n",
+    );
+    for spec in SPECS {
+        let default = match (spec.alias_of, (spec.default)()) {
+            (Some(_), _) => "—".to_owned(),
+            (None, Some(default)) => format!("`{default}`"),
+            (None, None) => "none".to_owned(),
+        };
+        let flag = if spec.key == CONFIG.key {
+            format!("`-c`, `--{}`", spec.flag)
+        } else {
+            format!("`--{}`", spec.flag)
+        };
+        table.push_str(&format!(
+            "| {flag} | `{}` | {} | {default} | {} |\n",
+            spec.env,
+            if spec.key == CONFIG.key {
+                "—".to_owned()
+            } else {
+                format!("`{}`", spec.key)
+            },
+            spec.help
+                .replace('|', "\\|")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        ));
+    }
+    table
+}
+
+/// A setting's parser: its value as written to its value, or what is wrong with it.
+type Parser<'a, T> = &'a dyn Fn(&str) -> Result<T, String>;
+
+/// The parsed command line, the environment and the config file, consulted in that order,
+/// and where each setting read so far came from.
 struct Sources<'a, E> {
     flags: ArgMatches,
     env: &'a E,
     file: Option<ConfigFile>,
+    /// Each setting that a source gave, by flag, with that source.
+    given: Vec<(&'static str, SettingSource)>,
+}
+
+impl<E> Sources<'_, E> {
+    /// The setting by its flag, with the source of its value (the default when no source
+    /// gave it).
+    fn given(&self, spec: &Spec) -> (&'static str, SettingSource) {
+        self.given
+            .iter()
+            .find(|(flag, _)| *flag == spec.flag)
+            .cloned()
+            .unwrap_or((spec.flag, SettingSource::Default))
+    }
 }
 
 impl<E: Fn(&str) -> Option<String>> Sources<'_, E> {
@@ -1145,42 +1164,80 @@ impl<E: Fn(&str) -> Option<String>> Sources<'_, E> {
         }
     }
 
-    /// The setting parsed, or `None` when no source and no default gives it.
-    fn get_opt<T>(
-        &self,
+    /// The setting parsed from the source that gives it, or its default.
+    fn get<T>(
+        &mut self,
         spec: &'static Spec,
         parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, SettingsError> {
-        let (value, from) = match self.raw(spec)? {
-            Some(given) => given,
-            None => match spec.default {
-                Some(default) => (default.to_owned(), SettingSource::Default),
-                None => return Ok(None),
-            },
-        };
-        parse(&value)
-            .map(Some)
-            .map_err(|reason| SettingsError::InvalidValue {
+        default: impl FnOnce() -> T,
+    ) -> Result<T, SettingsError> {
+        match self.raw(spec)? {
+            Some((value, from)) => self.parse(spec, &parse, value, from),
+            None => Ok(default()),
+        }
+    }
+
+    /// A setting that has other names (`--backplane`, `--redis`, `--nats`): parsed by the
+    /// parser of the one name a source gives, or its default. Two names given, by any
+    /// sources, are a [`SettingsError::Conflict`].
+    fn get_one_of<T>(
+        &mut self,
+        names: &[(&'static Spec, Parser<'_, T>)],
+        default: impl FnOnce() -> T,
+    ) -> Result<T, SettingsError> {
+        let mut found = Vec::new();
+        for (spec, parse) in names {
+            if let Some((value, from)) = self.raw(spec)? {
+                found.push((*spec, *parse, value, from));
+            }
+        }
+        match found.len() {
+            0 => Ok(default()),
+            1 => {
+                let Some((spec, parse, value, from)) = found.pop() else {
+                    return Ok(default());
+                };
+                self.parse(spec, parse, value, from)
+            }
+            _ => {
+                let flags: Vec<String> = names
+                    .iter()
+                    .map(|(spec, _)| format!("--{}", spec.flag))
+                    .collect();
+                Err(SettingsError::Conflict {
+                    settings: found
+                        .into_iter()
+                        .map(|(spec, _, _, from)| (spec.flag, from))
+                        .collect(),
+                    reason: format!(
+                        "{} name the same setting: give only one of them",
+                        flags.join(", ")
+                    ),
+                })
+            }
+        }
+    }
+
+    /// `value` parsed, or the error naming the setting and where the value came from.
+    fn parse<T>(
+        &mut self,
+        spec: &'static Spec,
+        parse: Parser<'_, T>,
+        value: String,
+        from: SettingSource,
+    ) -> Result<T, SettingsError> {
+        match parse(&value) {
+            Ok(parsed) => {
+                self.given.push((spec.flag, from));
+                Ok(parsed)
+            }
+            Err(reason) => Err(SettingsError::InvalidValue {
                 setting: spec.flag,
                 from,
                 value: (!spec.secret).then_some(value),
                 reason,
-            })
-    }
-
-    /// The setting parsed; for settings that have a default.
-    fn get<T>(
-        &self,
-        spec: &'static Spec,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Result<T, SettingsError> {
-        self.get_opt(spec, parse)?
-            .ok_or_else(|| SettingsError::InvalidValue {
-                setting: spec.flag,
-                from: SettingSource::Default,
-                value: None,
-                reason: "no value and no default".to_owned(),
-            })
+            }),
+        }
     }
 }
 
@@ -1311,9 +1368,12 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_in_range(s: &str, min: usize, max: usize) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
+fn parse_in_range<T>(s: &str, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display,
+{
+    match s.trim().parse::<T>() {
+        Ok(n) if min <= n && n <= max => Ok(n),
         _ => Err(format!("expected a whole number from {min} to {max}")),
     }
 }
@@ -1397,6 +1457,36 @@ fn parse_url(s: &str, schemes: &[&str]) -> Result<String, String> {
     }
 }
 
+const REDIS_SCHEMES: &[&str] = &["redis", "rediss"];
+const NATS_SCHEMES: &[&str] = &["nats", "tls"];
+
+/// `memory`, or the URL of a Redis or NATS server, told apart by its scheme.
+fn parse_backplane(s: &str) -> Result<BackplaneUrl, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("memory") {
+        return Ok(BackplaneUrl::Memory);
+    }
+    match s.split_once("://").map(|(scheme, _)| scheme) {
+        Some(scheme) if REDIS_SCHEMES.contains(&scheme) => parse_redis(s),
+        Some(scheme) if NATS_SCHEMES.contains(&scheme) => parse_nats(s),
+        _ => Err(
+            "expected memory, a Redis URL such as redis://127.0.0.1:6379 (redis://, \
+             rediss://) or a NATS URL such as nats://127.0.0.1:4222 (nats://, tls://)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// A Redis URL, for `--redis`.
+fn parse_redis(s: &str) -> Result<BackplaneUrl, String> {
+    parse_url(s, REDIS_SCHEMES).map(BackplaneUrl::Redis)
+}
+
+/// A NATS URL, for `--nats`.
+fn parse_nats(s: &str) -> Result<BackplaneUrl, String> {
+    parse_url(s, NATS_SCHEMES).map(BackplaneUrl::Nats)
+}
+
 /// A presence ttl: a duration of at least 1 s, since every node rewrites its entries every
 /// third of it.
 fn parse_presence_ttl(s: &str) -> Result<Duration, String> {
@@ -1437,10 +1527,6 @@ fn redact_url(url: &str) -> String {
         },
         _ => url.to_owned(),
     }
-}
-
-fn parse_log_format(s: &str) -> Result<LogFormat, String> {
-    s.trim().parse()
 }
 
 /// `500ms`, `30s`, `5m`, `1h`, or a sum of them written together: `1h30m`, `1m30s`.

@@ -36,14 +36,15 @@ pub enum BackplaneOptions {
     /// Everything in this process: one node (the default).
     #[default]
     Memory,
-    /// A Redis server shared by every node (`--redis`).
+    /// A Redis server shared by every node (`--backplane redis://…`).
     Redis {
         /// The server's URL, e.g. `redis://127.0.0.1:6379`.
         url: String,
-        /// What every key and channel name starts with (`wshub:` by default).
+        /// What every key and channel name starts with, followed by `:` (`wshub` by
+        /// default; see `wshub_backplane::BackplaneConfig::prefix`).
         prefix: String,
     },
-    /// A NATS server with JetStream shared by every node (`--nats`).
+    /// A NATS server with JetStream shared by every node (`--backplane nats://…`).
     Nats {
         /// The server's URL, e.g. `nats://127.0.0.1:4222`.
         url: String,
@@ -54,7 +55,9 @@ pub enum BackplaneOptions {
 }
 
 /// The server's behaviour, independent of where it was configured (flags, environment,
-/// file: see `settings`).
+/// file: see `settings`). Its [`Default`] is made from
+/// [`Settings::default`](crate::settings::Settings): each default is written once, in the
+/// declaration of the setting each field names.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// The hub's limits and timings. Its overflow policy must stay
@@ -72,71 +75,53 @@ pub struct ServerOptions {
     pub jwt_issuer: Option<String>,
     /// The key of the HTTP API; without it the API answers 401 to everyone.
     pub api_key: Option<String>,
-    /// The largest HTTP API request body; a larger one is answered 413. Default 64 KiB.
+    /// The largest HTTP API request body; a larger one is answered 413 (`--api-max-body`).
     pub api_max_body_bytes: usize,
     /// How long an HTTP API request body may take to arrive; a slower one is answered 408
-    /// and its connection closed. Default 10 s.
+    /// and its connection closed (`--api-body-timeout`).
     pub api_body_timeout: std::time::Duration,
     /// Whether subscribers get `join` and `leave` events.
     pub presence_events: bool,
     /// Per-connection command rate limit; `None` for no limit.
     pub rate_limit: Option<RateLimitConfig>,
     /// The payload bytes one connection may publish, broadcast or send per second, with
-    /// bursts of four times as much; `None` for no limit. Default 256 KiB.
+    /// bursts of four times as much; `None` for no limit (`--max-publish-bytes-per-second`).
     pub max_publish_bytes_per_second: Option<usize>,
     /// The most rooms one connection may be in.
     pub max_rooms_per_connection: usize,
     /// The most WebSocket connections open at once from one IP address; one more is
-    /// closed with 1008 before its welcome. Default 1000.
+    /// closed with 1008 before its welcome (`--max-connections-per-ip`).
     pub max_connections_per_ip: usize,
-    /// The backplane: memory (one node) by default.
+    /// The backplane: memory (one node) by default (`--backplane`, `--backplane-prefix`).
     pub backplane: BackplaneOptions,
     /// On a shared backplane, how long this node's presence entries outlive it when it
-    /// stops refreshing them (see `--presence-ttl`). Default 30 s.
+    /// stops refreshing them (`--presence-ttl`).
     pub presence_ttl: std::time::Duration,
     /// TLS: with it the server serves `wss://` and `https://`. Default none.
     pub tls: Option<wshub::TlsConfig>,
 }
 
+/// The `wshub` binary's defaults: each is written once, in its setting's declaration
+/// (crate::settings).
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self {
-            hub: HubConfig::default().ping_interval(std::time::Duration::from_secs(25)),
-            history: HistoryConfig {
-                meta_ttl: crate::settings::MEMORY_META_TTL,
-                ..HistoryConfig::default()
-            },
-            jwt_secret: None,
-            jwt_audience: None,
-            jwt_issuer: None,
-            api_key: None,
-            api_max_body_bytes: 64 * 1024,
-            api_body_timeout: std::time::Duration::from_secs(10),
-            presence_events: true,
-            rate_limit: Some(RateLimitConfig::default()),
-            max_publish_bytes_per_second: Some(256 * 1024),
-            max_rooms_per_connection: 100,
-            max_connections_per_ip: 1000,
-            backplane: BackplaneOptions::Memory,
-            presence_ttl: std::time::Duration::from_secs(30),
-            tls: None,
-        }
+        ServerOptions::from(&crate::settings::Settings::default())
     }
 }
 
 impl From<&crate::settings::Settings> for ServerOptions {
     fn from(settings: &crate::settings::Settings) -> Self {
-        let backplane = match (&settings.redis, &settings.nats) {
-            // `wshub` by default: `wshub:` and `wshub`, as before the setting existed.
-            (Some(url), _) => BackplaneOptions::Redis {
-                url: url.clone(),
-                prefix: format!("{}:", settings.backplane_prefix),
-            },
-            (None, Some(url)) => BackplaneOptions::Nats {
+        use crate::settings::BackplaneUrl;
+        let backplane = match &settings.backplane {
+            BackplaneUrl::Redis(url) => BackplaneOptions::Redis {
                 url: url.clone(),
                 prefix: settings.backplane_prefix.clone(),
             },
-            (None, None) => BackplaneOptions::Memory,
+            BackplaneUrl::Nats(url) => BackplaneOptions::Nats {
+                url: url.clone(),
+                prefix: settings.backplane_prefix.clone(),
+            },
+            BackplaneUrl::Memory => BackplaneOptions::Memory,
         };
         Self {
             hub: settings.hub_config(),

@@ -100,3 +100,43 @@ fn a_bad_setting_stops_the_server_with_a_message_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("WSHUB_HISTORY_TTL"), "{stderr}");
 }
+
+#[test]
+fn settings_that_conflict_stop_the_server_with_a_message_naming_both() {
+    for (args, env, names) in [
+        (
+            vec![
+                "--redis",
+                "redis://127.0.0.1:1",
+                "--nats",
+                "nats://127.0.0.1:1",
+            ],
+            vec![],
+            ["--redis (from flag --redis)", "--nats (from flag --nats)"],
+        ),
+        (
+            vec!["--backplane", "nats://127.0.0.1:1"],
+            vec![("WSHUB_REDIS", "redis://127.0.0.1:1")],
+            [
+                "--backplane (from flag --backplane)",
+                "--redis (from environment variable WSHUB_REDIS)",
+            ],
+        ),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wshub"));
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&args)
+            .env_remove("WSHUB_CONFIG");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().expect("run");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for name in names {
+            assert!(stderr.contains(name), "{name} in {stderr}");
+        }
+        assert!(stderr.contains("give only one"), "{stderr}");
+    }
+}

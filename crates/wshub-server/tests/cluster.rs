@@ -625,8 +625,9 @@ async fn two_clusters_with_different_prefixes_on_one_nats_do_not_see_each_other(
 }
 
 /// Two clusters of two nodes on the same Redis or NATS server, configured as an operator
-/// would (`--backplane-prefix` through `WSHUB_BACKPLANE_PREFIX`): same room name, and
-/// nothing crosses from one to the other.
+/// would (`--backplane-prefix` through `WSHUB_BACKPLANE_PREFIX`; one cluster chooses its
+/// backplane with `--backplane URL`, the other with the `--redis`/`--nats` alias): same room
+/// name, and nothing crosses from one to the other.
 async fn separate_prefixes(shared: Shared) {
     if !shared.available() {
         return;
@@ -636,18 +637,27 @@ async fn separate_prefixes(shared: Shared) {
         format!("wshubtest{random:012x}-blue"),
         format!("wshubtest{random:012x}-green"),
     ];
-    let (flag, url) = match shared {
+    let (alias, url) = match shared {
         Shared::Redis => ("--redis", "redis://127.0.0.1:6379"),
         Shared::Nats => ("--nats", "nats://127.0.0.1:4222"),
     };
     let mut clusters: Vec<Vec<RunningServer>> = Vec::new();
-    for prefix in &prefixes {
+    for (prefix, flag) in prefixes.iter().zip(["--backplane", alias]) {
         let args = ["wshub", flag, url, "--api-key", KEY, "--rate-limit", "off"];
         let settings = Settings::load_from(args, |name| {
             (name == "WSHUB_BACKPLANE_PREFIX").then(|| prefix.clone())
         })
         .expect("settings");
         let options = ServerOptions::from(&settings);
+        assert!(
+            matches!(
+                (&options.backplane, shared),
+                (BackplaneOptions::Redis { .. }, Shared::Redis)
+                    | (BackplaneOptions::Nats { .. }, Shared::Nats)
+            ),
+            "{flag} {url}: {:?}",
+            options.backplane
+        );
         let mut nodes = Vec::new();
         for _ in 0..2 {
             nodes.push(start(options.clone()).await);

@@ -545,7 +545,7 @@ async fn a_short_presence_ttl_removes_a_killed_nodes_presence_within_it() {
     let Some(redis) = OwnServer::start("redis") else {
         return;
     };
-    short_presence_ttl("--redis", &redis.url()).await;
+    short_presence_ttl("--backplane", &redis.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,7 +553,7 @@ async fn a_short_presence_ttl_on_nats_removes_a_killed_nodes_presence_within_it(
     let Some(nats) = OwnServer::start("nats") else {
         return;
     };
-    short_presence_ttl("--nats", &nats.url()).await;
+    short_presence_ttl("--backplane", &nats.url()).await;
 }
 
 /// The members a presence request on `ws` lists, sorted.

@@ -94,6 +94,9 @@ async fn a_subscribe_flood_gets_limit_exceeded_beyond_the_room_limit() {
 async fn deeply_nested_json_anywhere_in_a_command_is_refused_without_harm() {
     let server = start(ServerOptions {
         rate_limit: None,
+        // Room for the 200 000-byte nestings below: larger than the server's default
+        // `--max-message-size`, which would close the connection with 1009 instead.
+        hub: ServerOptions::default().hub.max_message_bytes(1 << 20),
         ..ServerOptions::default()
     })
     .await;
@@ -171,6 +174,9 @@ async fn deeply_nested_json_anywhere_in_a_command_is_refused_without_harm() {
 async fn huge_and_odd_ids_are_echoed_exactly_or_answered_with_a_null_id() {
     let server = start(ServerOptions {
         rate_limit: None,
+        // Room for the half-megabyte id below: larger than the server's default
+        // `--max-message-size`, which would close the connection with 1009 instead.
+        hub: ServerOptions::default().hub.max_message_bytes(1 << 20),
         ..ServerOptions::default()
     })
     .await;

@@ -90,7 +90,13 @@ async fn commands_without_id_get_no_ok_but_errors_with_null_id() {
 
 #[tokio::test]
 async fn every_error_code_of_a_bad_command() {
-    let server = start(ServerOptions::default()).await;
+    // Room for the 200 000-byte nesting below: larger than the server's default
+    // `--max-message-size`, which would close the connection with 1009 instead.
+    let server = start(ServerOptions {
+        hub: ServerOptions::default().hub.max_message_bytes(1 << 20),
+        ..ServerOptions::default()
+    })
+    .await;
     let (mut ws, _) = connect(server.local_addr()).await;
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
         ("not json", json!(null), "bad_request"),

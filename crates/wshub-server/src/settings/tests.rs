@@ -114,8 +114,7 @@ max_connections_per_ip = 9
 max_rooms_per_connection = 3
 log_level = "debug"
 log_format = "json"
-redis = "redis://127.0.0.1:6379"
-nats = "nats://127.0.0.1:4222"
+backplane = "nats://127.0.0.1:4222"
 presence_ttl = "5s"
 backplane_prefix = "chat-prod"
 tls_cert = "/etc/wshub/cert.pem"
@@ -167,20 +166,27 @@ compression_client_no_context_takeover = true
         config_file: Some(file.path().to_owned()),
         log_level: "debug".to_owned(),
         log_format: LogFormat::Json,
-        redis: Some("redis://127.0.0.1:6379".to_owned()),
-        nats: Some("nats://127.0.0.1:4222".to_owned()),
+        backplane: BackplaneUrl::Nats("nats://127.0.0.1:4222".to_owned()),
         presence_ttl: Duration::from_secs(5),
         backplane_prefix: "chat-prod".to_owned(),
         tls_cert: Some("/etc/wshub/cert.pem".into()),
         tls_key: Some("/etc/wshub/key.pem".into()),
-        compression: Some(
+        compression: true,
+        compression_level: 6,
+        compression_min_size: 1024,
+        compression_client_window_bits: 10,
+        compression_client_no_context_takeover: true,
+    };
+    assert_eq!(
+        expected.compression_config(),
+        Some(
             wshub::Compression::default()
                 .level(6)
                 .min_message_bytes(1024)
                 .client_max_window_bits(10)
                 .client_no_context_takeover(true),
-        ),
-    };
+        )
+    );
     assert_eq!(load(&["--config", &file.arg()], &[]).unwrap(), expected);
 
     // The same values as environment variables and as flags.
@@ -214,8 +220,7 @@ compression_client_no_context_takeover = true
         (&MAX_ROOMS_PER_CONNECTION, "3"),
         (&LOG_LEVEL, "debug"),
         (&LOG_FORMAT, "json"),
-        (&REDIS, "redis://127.0.0.1:6379"),
-        (&NATS, "nats://127.0.0.1:4222"),
+        (&BACKPLANE, "nats://127.0.0.1:4222"),
         (&PRESENCE_TTL, "5s"),
         (&BACKPLANE_PREFIX, "chat-prod"),
         (&TLS_CERT, "/etc/wshub/cert.pem"),
@@ -278,16 +283,19 @@ fn the_config_file_can_be_named_by_env_and_the_flag_wins() {
 
 #[test]
 fn compression_is_off_by_default_and_a_flag_alone_turns_it_on() {
-    assert_eq!(load(&[], &[]).unwrap().compression, None);
+    assert_eq!(load(&[], &[]).unwrap().compression_config(), None);
     let settings = load(&["--compression"], &[("WSHUB_COMPRESSION", "false")]).unwrap();
-    assert_eq!(settings.compression, Some(wshub::Compression::default()));
+    assert_eq!(
+        settings.compression_config(),
+        Some(wshub::Compression::default())
+    );
     assert_eq!(
         settings.hub_config().compression,
         Some(wshub::Compression::default())
     );
     // Its parameters alone do not turn it on.
     let settings = load(&["--compression-level", "9"], &[]).unwrap();
-    assert_eq!(settings.compression, None);
+    assert_eq!(settings.compression_config(), None);
 }
 
 #[test]
@@ -518,7 +526,7 @@ fn help_documents_every_flag_its_variable_and_its_default() {
             spec.flag
         );
         assert!(help.contains(spec.env), "{} in {help}", spec.env);
-        if let Some(default) = spec.default {
+        if let Some(default) = (spec.default)() {
             assert!(
                 help.contains(&format!("[default: {default}]")),
                 "{default} in {help}"
@@ -733,7 +741,7 @@ fn presence_ttl_and_backplane_prefix_reach_the_backplane_unchanged_by_default() 
         redis.backplane,
         BackplaneOptions::Redis {
             url: "redis://127.0.0.1:6379".to_owned(),
-            prefix: "wshub:".to_owned(),
+            prefix: "wshub".to_owned(),
         }
     );
     assert_eq!(redis.presence_ttl, Duration::from_secs(30));
@@ -755,7 +763,7 @@ fn presence_ttl_and_backplane_prefix_reach_the_backplane_unchanged_by_default() 
         redis.backplane,
         BackplaneOptions::Redis {
             url: "redis://h:1".to_owned(),
-            prefix: "blue_2:".to_owned(),
+            prefix: "blue_2".to_owned(),
         }
     );
     assert_eq!(redis.presence_ttl, Duration::from_millis(1500));
@@ -810,4 +818,282 @@ fn bad_presence_ttls_and_prefixes_name_the_setting_and_the_source() {
     );
     assert!(message.contains("--backplane-prefix"), "{message}");
     assert!(message.contains("backplane_prefix"), "{message}");
+}
+
+#[test]
+fn the_backplane_is_chosen_by_the_urls_scheme() {
+    let chosen = |url: &str| load(&["--backplane", url], &[]).unwrap().backplane;
+    assert_eq!(chosen("memory"), BackplaneUrl::Memory);
+    assert_eq!(
+        chosen("redis://127.0.0.1:6379"),
+        BackplaneUrl::Redis("redis://127.0.0.1:6379".to_owned())
+    );
+    assert_eq!(
+        chosen("rediss://h:6380"),
+        BackplaneUrl::Redis("rediss://h:6380".to_owned())
+    );
+    assert_eq!(
+        chosen(" nats://127.0.0.1:4222 "),
+        BackplaneUrl::Nats("nats://127.0.0.1:4222".to_owned())
+    );
+    assert_eq!(
+        chosen("tls://h:4222"),
+        BackplaneUrl::Nats("tls://h:4222".to_owned())
+    );
+    assert_eq!(load(&[], &[]).unwrap().backplane, BackplaneUrl::Memory);
+
+    // The aliases mean the same, each for its own schemes only.
+    let redis = load(&[], &[("WSHUB_REDIS", "redis://h:1")]).unwrap();
+    assert_eq!(
+        redis.backplane,
+        BackplaneUrl::Redis("redis://h:1".to_owned())
+    );
+    let nats = load(&["--nats", "nats://h:2"], &[]).unwrap();
+    assert_eq!(nats.backplane, BackplaneUrl::Nats("nats://h:2".to_owned()));
+    let (setting, from, message) = invalid(load(&["--redis", "nats://h:2"], &[]));
+    assert_eq!(
+        (setting, from),
+        ("redis", SettingSource::Flag { flag: "redis" })
+    );
+    assert!(message.contains("redis, rediss"), "{message}");
+
+    for bad in ["http://h:1", "127.0.0.1:6379", "redis://", "", "mem"] {
+        let (setting, from, message) = invalid(load(&[], &[("WSHUB_BACKPLANE", bad)]));
+        assert_eq!(setting, "backplane", "{bad:?}");
+        assert_eq!(
+            from,
+            SettingSource::Env {
+                var: "WSHUB_BACKPLANE"
+            }
+        );
+        assert!(message.contains("expected"), "{message}");
+    }
+
+    // The backplane reaches the server's options, with the history kept as a shared
+    // backplane needs.
+    let settings = load(&["--backplane", "nats://h:3"], &[]).unwrap();
+    let options = crate::state::ServerOptions::from(&settings);
+    assert_eq!(
+        options.backplane,
+        crate::state::BackplaneOptions::Nats {
+            url: "nats://h:3".to_owned(),
+            prefix: "wshub".to_owned(),
+        }
+    );
+    assert_eq!(options.history.meta_ttl, HistoryConfig::default().meta_ttl);
+}
+
+#[test]
+fn two_names_of_the_backplane_conflict_whatever_their_sources() {
+    let conflict = |result: Result<Settings, SettingsError>| match result {
+        Err(SettingsError::Conflict { settings, reason }) => (settings, reason),
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    let (settings, reason) = conflict(load(
+        &["--redis", "redis://h:1", "--nats", "nats://h:2"],
+        &[],
+    ));
+    assert_eq!(
+        settings,
+        vec![
+            ("redis", SettingSource::Flag { flag: "redis" }),
+            ("nats", SettingSource::Flag { flag: "nats" }),
+        ]
+    );
+    assert!(reason.contains("--backplane, --redis, --nats"), "{reason}");
+
+    let file = TempFile::new("backplane-twice", "redis = \"redis://h:1\"\n");
+    let error = load(&["-c", &file.arg()], &[("WSHUB_BACKPLANE", "nats://h:2")]).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("--backplane (from environment variable WSHUB_BACKPLANE)")
+            && message.contains(&format!(
+                "--redis (from key `redis` of config file {})",
+                file.arg()
+            ))
+            && message.contains("give only one"),
+        "{message}"
+    );
+    // Even `memory` names it.
+    let (settings, _) = conflict(load(
+        &["--backplane", "memory"],
+        &[("WSHUB_NATS", "nats://h:2")],
+    ));
+    assert_eq!(settings.len(), 2);
+}
+
+#[test]
+fn a_tls_certificate_needs_its_key_and_the_key_its_certificate() {
+    let file = TempFile::new("tls-half", "tls_key = \"/k.pem\"\n");
+    for (result, setting, from) in [
+        (
+            load(&["--tls-cert", "/c.pem"], &[]),
+            "tls-cert",
+            SettingSource::Flag { flag: "tls-cert" },
+        ),
+        (
+            load(&["-c", &file.arg()], &[]),
+            "tls-key",
+            SettingSource::File {
+                path: file.path().to_owned(),
+                key: "tls_key",
+            },
+        ),
+    ] {
+        match result {
+            Err(error @ SettingsError::Conflict { .. }) => {
+                let message = error.to_string();
+                let SettingsError::Conflict { settings, .. } = error else {
+                    unreachable!()
+                };
+                assert_eq!(settings, vec![(setting, from)], "{message}");
+                assert!(message.contains("give both or neither"), "{message}");
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    let both = load(&["--tls-cert", "/c.pem"], &[("WSHUB_TLS_KEY", "/k.pem")]).unwrap();
+    assert_eq!(both.tls_key.as_deref(), Some(Path::new("/k.pem")));
+}
+
+#[test]
+fn debug_hides_the_backplane_password() {
+    let settings = load(&["--backplane", "rediss://user:hunter2@db:6380/0"], &[]).unwrap();
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert!(
+        debug.contains("rediss://user:<redacted>@db:6380/0"),
+        "{debug}"
+    );
+}
+
+/// Each default is written once: the server's options, the library configurations and
+/// the settings agree because they are made from one another.
+#[test]
+fn defaults_are_defined_once_and_shared() {
+    let settings = Settings::default();
+    let options = crate::state::ServerOptions::default();
+    let hub = settings.hub_config();
+    assert_eq!(options.hub.ping_interval, settings.ping_interval);
+    assert_eq!(options.hub.max_message_bytes, settings.max_message_bytes);
+    assert_eq!(options.hub.path, hub.path);
+    assert_eq!(options.hub.max_connections, hub.max_connections);
+    assert_eq!(options.history, settings.history_config());
+    assert_eq!(options.history.meta_ttl, MEMORY_META_TTL);
+    assert_eq!(options.rate_limit, settings.rate_limit_config());
+    assert_eq!(options.rate_limit, Some(RateLimitConfig::default()));
+    assert_eq!(options.api_max_body_bytes, settings.api_max_body_bytes);
+    assert_eq!(options.api_body_timeout, settings.api_body_timeout);
+    assert_eq!(
+        options.max_publish_bytes_per_second,
+        Some(settings.max_publish_bytes_per_second)
+    );
+    assert_eq!(
+        options.max_connections_per_ip,
+        settings.max_connections_per_ip
+    );
+    assert_eq!(
+        options.max_rooms_per_connection,
+        settings.max_rooms_per_connection
+    );
+    assert_eq!(options.presence_ttl, settings.presence_ttl);
+    assert_eq!(options.backplane, crate::state::BackplaneOptions::Memory);
+
+    let backplane = wshub_backplane::BackplaneConfig::new("redis://h:1");
+    assert_eq!(settings.presence_ttl, backplane.presence_ttl);
+    assert_eq!(settings.backplane_prefix, backplane.prefix);
+    let history = HistoryConfig::default();
+    assert_eq!(
+        (settings.history_size, settings.history_ttl),
+        (history.max_messages, history.ttl)
+    );
+    assert_eq!(
+        (settings.history_max_bytes, settings.max_rooms),
+        (history.max_bytes, history.max_rooms)
+    );
+    let compression = wshub::Compression::default();
+    assert_eq!(settings.compression_level, compression.level);
+    assert_eq!(settings.compression_min_size, compression.min_message_bytes);
+
+    // The one default written in help text rather than taken from a value.
+    assert_eq!(MEMORY_META_TTL.shown().as_deref(), Some("10m"));
+    assert_eq!(
+        HistoryConfig::default().meta_ttl.shown().as_deref(),
+        Some("24h")
+    );
+    assert!(
+        HISTORY_META_TTL
+            .help
+            .contains("10m with the memory backplane")
+    );
+    assert!(HISTORY_META_TTL.help.contains("24h with Redis or NATS"));
+
+    // What --help and the docs show is the default the server runs with.
+    for spec in SPECS.iter().filter(|spec| spec.alias_of.is_none()) {
+        if let Some(shown) = (spec.default)() {
+            let flag = format!("--{}={shown}", spec.flag);
+            assert_eq!(load(&[&flag], &[]).unwrap(), settings, "{flag}");
+        }
+    }
+}
+
+/// The markers around the settings table in docs/configuration.md.
+const TABLE_START: &str = "<!-- settings-table:start (made by `WSHUB_UPDATE_DOCS=1 cargo test -p wshub-server config_table`) -->\n";
+const TABLE_END: &str = "<!-- settings-table:end -->";
+
+/// docs/configuration.md's table is [`config_table`]: every flag, variable, file key and
+/// default as declared. `WSHUB_UPDATE_DOCS=1` rewrites it.
+#[test]
+fn config_table_in_the_docs_is_the_declared_one() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (start, end) = match (doc.find(TABLE_START), doc.find(TABLE_END)) {
+        (Some(start), Some(end)) if start < end => (start + TABLE_START.len(), end),
+        _ => panic!(
+            "{} needs the markers {TABLE_START:?} and {TABLE_END:?} around its settings table",
+            path.display()
+        ),
+    };
+    let table = config_table();
+    if doc[start..end] == table {
+        return;
+    }
+    if std::env::var_os("WSHUB_UPDATE_DOCS").is_some_and(|v| !v.is_empty() && v != "0") {
+        let updated = format!("{}{table}{}", &doc[..start], &doc[end..]);
+        std::fs::write(&path, updated).unwrap();
+        return;
+    }
+    panic!(
+        "the settings table of {} differs from the settings' declarations; regenerate it with \
+         `WSHUB_UPDATE_DOCS=1 cargo test -p wshub-server config_table`\n\nexpected:\n{table}",
+        path.display()
+    );
+}
+
+#[test]
+fn config_table_lists_every_setting_once() {
+    let table = config_table();
+    let rows: Vec<&str> = table.lines().skip(2).collect();
+    assert_eq!(rows.len(), SPECS.len(), "{table}");
+    for spec in SPECS {
+        let names = format!("`--{}` | `{}` |", spec.flag, spec.env);
+        assert_eq!(
+            rows.iter().filter(|row| row.contains(&names)).count(),
+            1,
+            "{names} in\n{table}"
+        );
+        if let Some(default) = (spec.default)() {
+            assert!(table.contains(&format!("| `{default}` |")), "{default}");
+        }
+    }
+    assert!(
+        table.contains(
+            "| `--max-message-size` | `WSHUB_MAX_MESSAGE_SIZE` | `max_message_size` | `64KiB` |"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains("| `--presence-ttl` | `WSHUB_PRESENCE_TTL` | `presence_ttl` | `30s` |"),
+        "{table}"
+    );
 }
