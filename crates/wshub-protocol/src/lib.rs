@@ -40,7 +40,7 @@
 //! - [`stream`]: [`Offset`], [`Epoch`] and [`StreamPosition`], a room's place in its history.
 //! - [`payload`]: [`Payload`], an application's `data`, kept as raw JSON.
 //! - [`error`]: [`ErrorCode`] and [`ProtocolError`], the protocol's error vocabulary.
-//! - [`close`]: [`CloseCode`], the WebSocket close codes the protocol uses.
+//! - [`close`]: [`CloseCode`], the WebSocket close codes (RFC 6455 and the protocol's).
 //! - [`http`]: request and response bodies of the HTTP API for backends.
 //! - [`claims`]: [`Claims`] of a JWT and the room pattern matcher.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -59,7 +59,7 @@ pub mod room;
 pub mod stream;
 
 pub use claims::{Claims, pattern_matches};
-pub use close::CloseCode;
+pub use close::{CloseCode, InvalidCloseCode};
 pub use command::{
     Broadcast, Command, HistoryQuery, Ping, PresenceQuery, Publish, SendTo, Subscribe, Unsubscribe,
 };

@@ -2,7 +2,7 @@
 //! frame header, unmask a payload, encode a server frame header, validate UTF-8 as it
 //! arrives, and check a close frame's payload. No I/O here; `transport` drives it.
 
-use crate::Error;
+use crate::{CloseCode, Error};
 
 /// Frame opcodes (RFC 6455 §5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,8 +214,7 @@ pub(crate) fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, Error
         [_] => Err(protocol("close frame with a one-byte payload")),
         [hi, lo, reason @ ..] => {
             let code = u16::from_be_bytes([*hi, *lo]);
-            let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
-            if !valid {
+            if !CloseCode::is_sendable(code) {
                 return Err(protocol("invalid close code"));
             }
             let reason = std::str::from_utf8(reason).map_err(|_| Error::InvalidUtf8)?;
