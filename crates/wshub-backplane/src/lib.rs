@@ -58,8 +58,7 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use wshub::ConnectionId;
-use wshub_protocol::{RoomName, StreamPosition};
+use wshub_protocol::{ConnectionId, RoomName, StreamPosition};
 
 pub mod clock;
 pub mod history;

@@ -14,8 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use wshub::ConnectionId;
-use wshub_protocol::{Offset, RoomName, StreamPosition};
+use wshub_protocol::{ConnectionId, Offset, RoomName, StreamPosition};
 
 use crate::{
     Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health, HistoryPage,

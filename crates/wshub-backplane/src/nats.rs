@@ -91,8 +91,7 @@ use tokio::{
     sync::{Notify, mpsc},
     task::JoinHandle,
 };
-use wshub::ConnectionId;
-use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
+use wshub_protocol::{ConnectionId, Epoch, Offset, RoomName, StreamPosition};
 
 use crate::{
     Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health, HistoryPage,

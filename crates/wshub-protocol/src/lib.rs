@@ -36,6 +36,7 @@
 //!   that decode them and for tests.
 //! - [`encode`]: the server's encoders, one function per frame, each returning `Bytes`.
 //! - [`id`]: [`CommandId`], the optional `id` a client puts on a command.
+//! - [`connection`]: [`ConnectionId`], the id of one connection across a cluster.
 //! - [`room`]: [`RoomName`], a validated room name.
 //! - [`stream`]: [`Offset`], [`Epoch`] and [`StreamPosition`], a room's place in its history.
 //! - [`payload`]: [`Payload`], an application's `data`, kept as raw JSON.
@@ -49,6 +50,7 @@
 pub mod claims;
 pub mod close;
 pub mod command;
+pub mod connection;
 pub mod encode;
 pub mod error;
 pub mod frame;
@@ -63,6 +65,7 @@ pub use close::{CloseCode, InvalidCloseCode};
 pub use command::{
     Broadcast, Command, HistoryQuery, Ping, PresenceQuery, Publish, SendTo, Subscribe, Unsubscribe,
 };
+pub use connection::{ConnectionId, InvalidConnectionId};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{
     BroadcastFrame, DirectFrame, ErrorFrame, MessageFrame, OkFrame, PongFrame, PresenceClient,

@@ -6,10 +6,10 @@
 use std::{collections::HashSet, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use wshub::ConnectionId;
 use wshub_backplane::{
     Answer, Backplane, Event, Events, HistoryQuery, PresenceMember, Publication, Reply, Routed,
 };
+use wshub_protocol::ConnectionId;
 use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
 
 /// The bound on any single step.
