@@ -18,7 +18,7 @@ use wshub_protocol::{ConnectionId, Offset, RoomName, StreamPosition};
 
 use crate::{
     Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health, HistoryPage,
-    HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within,
+    HistoryRange, PresenceMember, Publication, Reply, Routed, answer_within,
     history::{History, HistoryConfig},
 };
 
@@ -62,7 +62,7 @@ impl MemoryBackplane {
 
     /// A page of `room`'s history; with `create`, the room gets state (and an epoch) if it
     /// had none, as a subscribe needs.
-    fn read(&self, room: &RoomName, query: &HistoryQuery, create: bool) -> HistoryPage {
+    fn read(&self, room: &RoomName, query: &HistoryRange, create: bool) -> HistoryPage {
         let publication = |position: StreamPosition, payload: Bytes| Publication {
             room: room.clone(),
             position,
@@ -70,11 +70,11 @@ impl MemoryBackplane {
         };
         let read = |state: &mut crate::history::RoomHistory| {
             let (messages, first, recovered) = match query {
-                HistoryQuery::Since { position, limit } => {
+                HistoryRange::Since { position, limit } => {
                     let recovery = state.since(position, *limit);
                     (recovery.messages, recovery.first, recovery.recovered)
                 }
-                HistoryQuery::Latest { limit } => {
+                HistoryRange::Latest { limit } => {
                     let page = state.latest(*limit);
                     (page.messages, page.first, true)
                 }
@@ -103,7 +103,7 @@ impl MemoryBackplane {
         page.unwrap_or_else(|| HistoryPage {
             publications: Vec::new(),
             position: StreamPosition::new(crate::history::new_epoch(), Offset::ZERO),
-            recovered: matches!(query, HistoryQuery::Latest { .. }),
+            recovered: matches!(query, HistoryRange::Latest { .. }),
         })
     }
 
@@ -160,7 +160,7 @@ impl Backplane for MemoryBackplane {
     fn history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         ready(Ok(self.read(room, &query, true)))
     }
@@ -178,7 +178,7 @@ impl Backplane for MemoryBackplane {
     fn read_history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         ready(Ok(self.read(room, &query, false)))
     }

@@ -95,7 +95,7 @@ use wshub_protocol::{ConnectionId, Epoch, Offset, RoomName, StreamPosition};
 
 use crate::{
     Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health, HistoryPage,
-    HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within, answer_word,
+    HistoryRange, PresenceMember, Publication, Reply, Routed, answer_within, answer_word,
     history::HistoryConfig, history::new_epoch, node_hex, parse_answer,
 };
 
@@ -735,26 +735,26 @@ impl Inner {
         Ok(messages)
     }
 
-    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<HistoryPage, Error> {
+    async fn history(&self, room: &RoomName, query: HistoryRange) -> Result<HistoryPage, Error> {
         let tip = self.tip_or_create(room).await?;
         let epoch = tip.epoch.clone();
         let latest = tip.offset;
         let max = self.config.history.max_messages;
         let (limit, wanted_after) = match &query {
-            HistoryQuery::Since { position, limit } if position.epoch == epoch => {
+            HistoryRange::Since { position, limit } if position.epoch == epoch => {
                 (*limit, position.offset.get())
             }
-            HistoryQuery::Since { limit, .. } => (*limit, 0),
-            HistoryQuery::Latest { limit } => (*limit, 0),
+            HistoryRange::Since { limit, .. } => (*limit, 0),
+            HistoryRange::Latest { limit } => (*limit, 0),
         };
         let limit = limit.min(max);
         // Whether anything must be read: the publications, or (for `recovered`) the oldest
         // retained one.
         let must_read = match &query {
-            HistoryQuery::Since { position, .. } => {
+            HistoryRange::Since { position, .. } => {
                 position.epoch != epoch || position.offset.get() < latest
             }
-            HistoryQuery::Latest { limit } => *limit > 0 && latest > 0,
+            HistoryRange::Latest { limit } => *limit > 0 && latest > 0,
         };
         let mut retained = Vec::new();
         if must_read && latest > 0 {
@@ -793,11 +793,11 @@ impl Inner {
             .first()
             .map_or(latest.saturating_add(1), |p| p.position.offset.get());
         let (publications, recovered) = match &query {
-            HistoryQuery::Latest { .. } => {
+            HistoryRange::Latest { .. } => {
                 let skip = retained.len().saturating_sub(limit);
                 (retained.split_off(skip), true)
             }
-            HistoryQuery::Since { position, .. } => {
+            HistoryRange::Since { position, .. } => {
                 let recovered = position.epoch == epoch
                     && position.offset.get() <= latest
                     && oldest <= position.offset.get().saturating_add(1);
@@ -1082,7 +1082,7 @@ impl Backplane for NatsBackplane {
     fn history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         Box::pin(self.inner.history(room, query))
     }

@@ -79,7 +79,7 @@ use wshub_protocol::{ConnectionId, Epoch, Offset, RoomName, StreamPosition};
 
 use crate::{
     Answer, Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health,
-    HistoryPage, HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within,
+    HistoryPage, HistoryRange, PresenceMember, Publication, Reply, Routed, answer_within,
     answer_word, history::HistoryConfig, history::new_epoch, node_hex, parse_answer,
 };
 
@@ -502,15 +502,15 @@ impl Inner {
         self.config.history.meta_ttl.max(self.config.history.ttl)
     }
 
-    async fn history(&self, room: &RoomName, query: HistoryQuery) -> Result<HistoryPage, Error> {
+    async fn history(&self, room: &RoomName, query: HistoryRange) -> Result<HistoryPage, Error> {
         let (mode, reader_epoch, from, limit) = match &query {
-            HistoryQuery::Since { position, limit } => (
+            HistoryRange::Since { position, limit } => (
                 "s",
                 position.epoch.as_str().to_owned(),
                 format!("{}-0", position.offset.get().saturating_add(1)),
                 *limit,
             ),
-            HistoryQuery::Latest { limit } => ("l", String::new(), String::new(), *limit),
+            HistoryRange::Latest { limit } => ("l", String::new(), String::new(), *limit),
         };
         let limit = limit.min(self.config.history.max_messages);
         let mut conn = self.conn.clone();
@@ -556,11 +556,11 @@ impl Inner {
             });
         }
         let recovered = match &query {
-            HistoryQuery::Latest { .. } => {
+            HistoryRange::Latest { .. } => {
                 publications.reverse();
                 true
             }
-            HistoryQuery::Since { position, .. } => {
+            HistoryRange::Since { position, .. } => {
                 position.epoch == epoch
                     && position.offset <= latest
                     && oldest <= position.offset.get().saturating_add(1)
@@ -959,7 +959,7 @@ impl Backplane for RedisBackplane {
     fn history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         Box::pin(self.inner.history(room, query))
     }
