@@ -17,8 +17,8 @@ use wshub_ws::{InflateError, deflate_message, inflate_message};
 
 use crate::Error;
 
-/// permessage-deflate settings (RFC 7692). Off unless [`HubConfig::compression`]
-/// (crate::HubConfig::compression) holds one.
+/// permessage-deflate settings (RFC 7692). Off unless
+/// [`HubConfig::compression`](crate::HubConfig::compression) holds one.
 ///
 /// Compression trades CPU for bandwidth: JSON of a few hundred bytes and more usually
 /// shrinks three to ten times. The server never keeps compression context between the
