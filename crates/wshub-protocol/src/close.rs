@@ -68,9 +68,10 @@ impl CloseCode {
 
     /// Whether a client should reconnect automatically (with backoff) after this code.
     ///
-    /// True for 1001, 1011, 1013 and any code not assigned above except 1000; false for
-    /// 1000 and for closes caused by the client's own input (1003, 1007, 1009). For 1008
-    /// it is true: a client with a fresh token or a slower pace is welcome back.
+    /// False for 1000 and for closes caused by the client's own input (1003, 1007, 1009);
+    /// true for every other code, 1001, 1011 and 1013 among them. For 1008 it is true: a
+    /// client with a fresh token or a slower pace is welcome back. (1002 is true as well,
+    /// although docs/PROTOCOL.md calls it a client bug not to retry.)
     pub const fn should_reconnect(self) -> bool {
         !matches!(self.0, 1000 | 1003 | 1007 | 1009)
     }
