@@ -43,16 +43,12 @@ pub(crate) struct IdleArgs {
 fn compressed_frame() -> Vec<u8> {
     let text = br#"{"type":"publish","room":"lobby","data":{"text":"hello hello hello hello hello hello hello"}}"#;
     let mut compressor = flate2::Compress::new(flate2::Compression::default(), false);
-    let mut payload = Vec::with_capacity(256);
-    compressor
-        .compress_vec(text, &mut payload, flate2::FlushCompress::Sync)
-        .expect("compresses");
-    payload.truncate(payload.len() - 4); // the sync flush's 00 00 ff ff
+    let mut payload = wshub_ws::deflate_message(&mut compressor, text).expect("compresses");
     let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut frame = vec![0xC1, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
-    frame
+    let (header, header_len) =
+        wshub_ws::encode_header(wshub_ws::OpCode::Text, true, payload.len(), Some(mask));
+    wshub_ws::apply_mask(&mut payload, mask, 0);
+    [&header[..header_len], &payload[..]].concat()
 }
 
 /// Runs the scenario.

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use wshub_backplane::{Backplane, HistoryQuery, MemoryBackplane};
+//! use wshub_backplane::{Backplane, HistoryRange, MemoryBackplane};
 //! use wshub_protocol::RoomName;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
@@ -19,7 +19,7 @@
 //! assert_eq!(first.position.offset.get(), 1);
 //!
 //! let page = backplane
-//!     .history(&room, HistoryQuery::Latest { limit: 10 })
+//!     .history(&room, HistoryRange::Latest { limit: 10 })
 //!     .await?;
 //! assert_eq!(page.publications, vec![first]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -58,8 +58,7 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use wshub::ConnectionId;
-use wshub_protocol::{Offset, RoomName, StreamPosition};
+use wshub_protocol::{ConnectionId, Offset, RoomName, StreamPosition};
 
 use crate::history::HistoryConfig;
 
@@ -94,7 +93,7 @@ pub struct Publication {
 
 /// What [`Backplane::history`] reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HistoryQuery {
+pub enum HistoryRange {
     /// The oldest `limit` publications after `position` (a client resuming, or paging
     /// forward). When `position.epoch` is not the room's epoch, the retained history from
     /// its start.
@@ -118,10 +117,10 @@ pub struct HistoryPage {
     pub publications: Vec<Publication>,
     /// The room's epoch and latest offset when it was read.
     pub position: StreamPosition,
-    /// For [`HistoryQuery::Since`]: true when the epoch matched and the retained history
+    /// For [`HistoryRange::Since`]: true when the epoch matched and the retained history
     /// reached back to the publication right after the requested offset (nothing missed was
     /// lost); false when it did not, when the epoch differed, or when the requested offset
-    /// is beyond the latest one. Always true for [`HistoryQuery::Latest`]. It does not
+    /// is beyond the latest one. Always true for [`HistoryRange::Latest`]. It does not
     /// depend on `limit`.
     pub recovered: bool,
 }
@@ -130,11 +129,11 @@ impl HistoryPage {
     /// The page of a room that has no state, for [`Backplane::read_history`]: empty, under
     /// an epoch nobody has seen, so that a client resuming from any position learns that
     /// nothing can be recovered.
-    pub fn of_unused_room(query: &HistoryQuery) -> Self {
+    pub fn of_unused_room(query: &HistoryRange) -> Self {
         Self {
             publications: Vec::new(),
             position: StreamPosition::new(history::new_epoch(), Offset::ZERO),
-            recovered: matches!(query, HistoryQuery::Latest { .. }),
+            recovered: matches!(query, HistoryRange::Latest { .. }),
         }
     }
 }
@@ -485,7 +484,7 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     fn history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>>;
 
     /// The room's history does not continue what was numbered before: `seen` is a
@@ -507,7 +506,7 @@ pub trait Backplane: Send + Sync + fmt::Debug + 'static {
     fn read_history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         self.history(room, query)
     }

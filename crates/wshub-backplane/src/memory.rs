@@ -14,12 +14,12 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use wshub::ConnectionId;
-use wshub_protocol::{RoomName, StreamPosition};
+
+use wshub_protocol::{ConnectionId, RoomName, StreamPosition};
 
 use crate::{
     Backplane, BoxFuture, DEFAULT_ANSWER_TIMEOUT, Error, Event, Events, Health, HistoryPage,
-    HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within,
+    HistoryRange, PresenceMember, Publication, Reply, Routed, answer_within,
     history::{History, HistoryConfig},
 };
 
@@ -63,7 +63,7 @@ impl MemoryBackplane {
 
     /// A page of `room`'s history; with `create`, the room gets state (and an epoch) if it
     /// had none, as a subscribe needs.
-    fn read(&self, room: &RoomName, query: &HistoryQuery, create: bool) -> HistoryPage {
+    fn read(&self, room: &RoomName, query: &HistoryRange, create: bool) -> HistoryPage {
         let publication = |position: StreamPosition, payload: Bytes| Publication {
             room: room.clone(),
             position,
@@ -71,11 +71,11 @@ impl MemoryBackplane {
         };
         let read = |state: &mut crate::history::RoomHistory| {
             let (messages, first, recovered) = match query {
-                HistoryQuery::Since { position, limit } => {
+                HistoryRange::Since { position, limit } => {
                     let recovery = state.since(position, *limit);
                     (recovery.messages, recovery.first, recovery.recovered)
                 }
-                HistoryQuery::Latest { limit } => {
+                HistoryRange::Latest { limit } => {
                     let page = state.latest(*limit);
                     (page.messages, page.first, true)
                 }
@@ -155,7 +155,7 @@ impl Backplane for MemoryBackplane {
     fn history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         ready(Ok(self.read(room, &query, true)))
     }
@@ -173,7 +173,7 @@ impl Backplane for MemoryBackplane {
     fn read_history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         ready(Ok(self.read(room, &query, false)))
     }

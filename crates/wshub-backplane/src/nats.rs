@@ -91,11 +91,10 @@ use tokio::{
     sync::{Notify, mpsc},
     task::JoinHandle,
 };
-use wshub::ConnectionId;
-use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
+use wshub_protocol::{ConnectionId, Epoch, Offset, RoomName, StreamPosition};
 
 use crate::{
-    Backplane, BackplaneConfig, BoxFuture, Error, Event, Events, Health, HistoryPage, HistoryQuery,
+    Backplane, BackplaneConfig, BoxFuture, Error, Event, Events, Health, HistoryPage, HistoryRange,
     PresenceMember, Publication, Reply, Routed, answer_within, answer_word, history::new_epoch,
     node_hex, parse_answer,
 };
@@ -705,7 +704,7 @@ impl Inner {
     async fn history(
         &self,
         room: &RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
         create: bool,
     ) -> Result<HistoryPage, Error> {
         let tip = if create {
@@ -720,20 +719,20 @@ impl Inner {
         let latest = tip.offset;
         let max = self.config.history.max_messages;
         let (limit, wanted_after) = match &query {
-            HistoryQuery::Since { position, limit } if position.epoch == epoch => {
+            HistoryRange::Since { position, limit } if position.epoch == epoch => {
                 (*limit, position.offset.get())
             }
-            HistoryQuery::Since { limit, .. } => (*limit, 0),
-            HistoryQuery::Latest { limit } => (*limit, 0),
+            HistoryRange::Since { limit, .. } => (*limit, 0),
+            HistoryRange::Latest { limit } => (*limit, 0),
         };
         let limit = limit.min(max);
         // Whether anything must be read: the publications, or (for `recovered`) the oldest
         // retained one.
         let must_read = match &query {
-            HistoryQuery::Since { position, .. } => {
+            HistoryRange::Since { position, .. } => {
                 position.epoch != epoch || position.offset.get() < latest
             }
-            HistoryQuery::Latest { limit } => *limit > 0 && latest > 0,
+            HistoryRange::Latest { limit } => *limit > 0 && latest > 0,
         };
         let mut retained = Vec::new();
         if must_read && latest > 0 {
@@ -772,11 +771,11 @@ impl Inner {
             .first()
             .map_or(latest.saturating_add(1), |p| p.position.offset.get());
         let (publications, recovered) = match &query {
-            HistoryQuery::Latest { .. } => {
+            HistoryRange::Latest { .. } => {
                 let skip = retained.len().saturating_sub(limit);
                 (retained.split_off(skip), true)
             }
-            HistoryQuery::Since { position, .. } => {
+            HistoryRange::Since { position, .. } => {
                 let recovered = position.epoch == epoch
                     && position.offset.get() <= latest
                     && oldest <= position.offset.get().saturating_add(1);
@@ -1061,7 +1060,7 @@ impl Backplane for NatsBackplane {
     fn history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         Box::pin(self.inner.history(room, query, true))
     }
@@ -1069,7 +1068,7 @@ impl Backplane for NatsBackplane {
     fn read_history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         Box::pin(self.inner.history(room, query, false))
     }

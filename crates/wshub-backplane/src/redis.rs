@@ -75,12 +75,11 @@ use tokio::{
     sync::{Notify, mpsc, oneshot},
     task::JoinHandle,
 };
-use wshub::ConnectionId;
-use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
+use wshub_protocol::{ConnectionId, Epoch, Offset, RoomName, StreamPosition};
 
 use crate::{
     Answer, Backplane, BackplaneConfig, BoxFuture, Error, Event, Events, Health, HistoryPage,
-    HistoryQuery, PresenceMember, Publication, Reply, Routed, answer_within, answer_word,
+    HistoryRange, PresenceMember, Publication, Reply, Routed, answer_within, answer_word,
     history::new_epoch, node_hex, parse_answer,
 };
 
@@ -478,17 +477,17 @@ impl Inner {
     async fn history(
         &self,
         room: &RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
         create: bool,
     ) -> Result<HistoryPage, Error> {
         let (mode, reader_epoch, from, limit) = match &query {
-            HistoryQuery::Since { position, limit } => (
+            HistoryRange::Since { position, limit } => (
                 "s",
                 position.epoch.as_str().to_owned(),
                 format!("{}-0", position.offset.get().saturating_add(1)),
                 *limit,
             ),
-            HistoryQuery::Latest { limit } => ("l", String::new(), String::new(), *limit),
+            HistoryRange::Latest { limit } => ("l", String::new(), String::new(), *limit),
         };
         let limit = limit.min(self.config.history.max_messages);
         let mut conn = self.conn.clone();
@@ -538,11 +537,11 @@ impl Inner {
             });
         }
         let recovered = match &query {
-            HistoryQuery::Latest { .. } => {
+            HistoryRange::Latest { .. } => {
                 publications.reverse();
                 true
             }
-            HistoryQuery::Since { position, .. } => {
+            HistoryRange::Since { position, .. } => {
                 position.epoch == epoch
                     && position.offset <= latest
                     && oldest <= position.offset.get().saturating_add(1)
@@ -941,7 +940,7 @@ impl Backplane for RedisBackplane {
     fn history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         Box::pin(self.inner.history(room, query, true))
     }
@@ -949,7 +948,7 @@ impl Backplane for RedisBackplane {
     fn read_history<'a>(
         &'a self,
         room: &'a RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> BoxFuture<'a, Result<HistoryPage, Error>> {
         Box::pin(self.inner.history(room, query, false))
     }

@@ -102,9 +102,8 @@ impl ReconnectPolicy {
     fn allows(self, close_code: Option<u16>) -> bool {
         match (self, close_code) {
             (ReconnectPolicy::Always, _) | (_, None) => true,
-            (ReconnectPolicy::ByCloseCode, Some(code)) => {
-                wshub_protocol::CloseCode::from(code).should_reconnect()
-            }
+            (ReconnectPolicy::ByCloseCode, Some(code)) => wshub_protocol::CloseCode::new(code)
+                .is_none_or(wshub_protocol::CloseCode::should_reconnect),
         }
     }
 }

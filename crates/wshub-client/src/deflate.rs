@@ -20,8 +20,11 @@ use std::{
 };
 
 use bytes::{Buf, BytesMut};
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, Decompress};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use wshub_ws::{
+    InflateError, OpCode, apply_mask, deflate_message, encode_header, frame_extent, inflate_message,
+};
 
 /// The extension offer sent in the handshake. `client_max_window_bits` tells the server it
 /// may limit our window.
@@ -32,8 +35,6 @@ pub(crate) const COMPRESS_MIN_BYTES: usize = 128;
 /// Rewritten bytes waiting for the stream beyond which a write waits for the stream.
 const MAX_PENDING_OUT_BYTES: usize = 256 * 1024;
 
-/// The bytes a sync flush ends with, removed by the sender, put back before inflating.
-const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// How much room each read from the stream makes in the buffer.
 const READ_CHUNK_BYTES: usize = 8192;
 /// The longest handshake response head accepted.
@@ -183,7 +184,7 @@ impl<S> DeflateStream<S> {
                 (None, 0x1 | 0x2) if rsv1 && !masked => {
                     if fin {
                         let inflated = self.inflate(payload)?;
-                        push_frame(&mut self.ready, opcode, &inflated);
+                        push_frame(&mut self.ready, data_opcode(opcode), &inflated);
                     } else {
                         self.assembly = Some((opcode, payload.to_vec()));
                     }
@@ -192,7 +193,7 @@ impl<S> DeflateStream<S> {
                     data.extend_from_slice(payload);
                     if fin && let Some((opcode, data)) = self.assembly.take() {
                         let inflated = self.inflate(&data)?;
-                        push_frame(&mut self.ready, opcode, &inflated);
+                        push_frame(&mut self.ready, data_opcode(opcode), &inflated);
                     }
                 }
                 (Some(_), opcode) if opcode & 0x8 == 0 => {
@@ -208,57 +209,19 @@ impl<S> DeflateStream<S> {
 
     /// Inflates one whole message, bounded by the largest accepted message.
     fn inflate(&mut self, compressed: &[u8]) -> io::Result<Vec<u8>> {
-        let max = self.max_message_bytes;
         let decompressor = self
             .decompressor
             .get_or_insert_with(|| Decompress::new(false));
-        let mut out = Vec::with_capacity(
-            compressed
-                .len()
-                .saturating_mul(4)
-                .clamp(64, max.saturating_add(1)),
-        );
-        let mut ended = false;
-        for part in [compressed, &SYNC_TAIL[..]] {
-            let start = decompressor.total_in();
-            loop {
-                let consumed =
-                    usize::try_from(decompressor.total_in() - start).unwrap_or(usize::MAX);
-                if out.len() == out.capacity() {
-                    out.reserve_exact(
-                        out.len()
-                            .clamp(1024, max.saturating_add(1).saturating_sub(out.len()).max(1)),
-                    );
+        let out =
+            inflate_message(decompressor, compressed, self.max_message_bytes).map_err(|error| {
+                match error {
+                    InflateError::TooLarge { .. } => {
+                        invalid("inflated message over the client's limit")
+                    }
+                    InflateError::Invalid(_) => invalid(&error.to_string()),
                 }
-                let before = (decompressor.total_in(), out.len());
-                let status = decompressor
-                    .decompress_vec(
-                        &part[consumed.min(part.len())..],
-                        &mut out,
-                        FlushDecompress::Sync,
-                    )
-                    .map_err(|e| invalid(&format!("compressed message does not inflate: {e}")))?;
-                if out.len() > max {
-                    return Err(invalid("inflated message over the client's limit"));
-                }
-                if status == Status::StreamEnd {
-                    ended = true;
-                    break;
-                }
-                let consumed =
-                    usize::try_from(decompressor.total_in() - start).unwrap_or(usize::MAX);
-                if consumed >= part.len() && out.len() < out.capacity() {
-                    break;
-                }
-                if (decompressor.total_in(), out.len()) == before && out.len() < out.capacity() {
-                    return Err(invalid("compressed message does not inflate"));
-                }
-            }
-            if ended {
-                break;
-            }
-        }
-        if ended || self.reset_each_message {
+            })?;
+        if self.reset_each_message {
             decompressor.reset(false);
         }
         Ok(out)
@@ -289,13 +252,14 @@ impl<S> DeflateStream<S> {
                     .try_into()
                     .map_err(|_| invalid("masking key"))?;
                 let mut payload = frame[header_len..].to_vec();
-                apply_mask(&mut payload, mask);
+                apply_mask(&mut payload, mask, 0);
                 let mut compressed = self.compress(&payload)?;
                 if compressed.len() < payload.len() {
-                    apply_mask(&mut compressed, mask);
+                    apply_mask(&mut compressed, mask, 0);
                     push_header(
                         &mut self.out,
-                        0x80 | 0x40 | opcode,
+                        data_opcode(opcode),
+                        true,
                         compressed.len(),
                         Some(mask),
                     );
@@ -319,30 +283,7 @@ impl<S> DeflateStream<S> {
         let compressor = self.compressor.get_or_insert_with(|| {
             Compress::new_with_window_bits(Compression::fast(), false, bits)
         });
-        let mut out = Vec::with_capacity(payload.len() / 2 + 64);
-        let start = compressor.total_in();
-        loop {
-            let consumed = usize::try_from(compressor.total_in() - start).unwrap_or(usize::MAX);
-            if out.len() == out.capacity() {
-                out.reserve(out.capacity().max(64));
-            }
-            compressor
-                .compress_vec(
-                    &payload[consumed.min(payload.len())..],
-                    &mut out,
-                    FlushCompress::Sync,
-                )
-                .map_err(|e| invalid(&format!("compressing a message: {e}")))?;
-            let consumed = usize::try_from(compressor.total_in() - start).unwrap_or(usize::MAX);
-            // The flush is complete once all input is in and the output did not fill up.
-            if consumed >= payload.len() && out.len() < out.capacity() {
-                break;
-            }
-        }
-        if !out.ends_with(&SYNC_TAIL) {
-            return Err(invalid("compressed message does not end with a sync flush"));
-        }
-        out.truncate(out.len() - SYNC_TAIL.len());
+        let out = deflate_message(compressor, payload).map_err(|e| invalid(&e.to_string()))?;
         if self.reset_each_send {
             compressor.reset();
         }
@@ -392,13 +333,6 @@ impl<S: AsyncWrite + Unpin> DeflateStream<S> {
     }
 }
 
-/// Masks or unmasks `payload` in place with `mask` (RFC 6455 section 5.3).
-fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
-    for (i, byte) in payload.iter_mut().enumerate() {
-        *byte ^= mask[i % 4];
-    }
-}
-
 /// The parameters of `permessage-deflate` in a response head's `Sec-WebSocket-Extensions`.
 fn agreed_extension(head: &[u8]) -> Option<String> {
     let head = std::str::from_utf8(head).ok()?;
@@ -416,52 +350,33 @@ fn agreed_extension(head: &[u8]) -> Option<String> {
     })
 }
 
-/// The header length and payload length of the frame at the start of `buf`, when its
-/// header is complete.
-fn frame_extent(buf: &[u8]) -> Option<(usize, usize)> {
-    let b1 = *buf.get(1)?;
-    let mask_len = if b1 & 0x80 != 0 { 4 } else { 0 };
-    let (len, len_bytes) = match b1 & 0x7F {
-        126 => (
-            usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
-            2,
-        ),
-        127 => {
-            let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
-            (
-                usize::try_from(u64::from_be_bytes(bytes)).unwrap_or(usize::MAX),
-                8,
-            )
-        }
-        n => (usize::from(n), 0),
-    };
-    Some((2 + len_bytes + mask_len, len))
+/// The opcode of a data frame's low bits: binary for 0x2, text otherwise (the callers
+/// pass only 0x1 and 0x2).
+fn data_opcode(bits: u8) -> OpCode {
+    if bits == 0x2 {
+        OpCode::Binary
+    } else {
+        OpCode::Text
+    }
 }
 
 /// Appends a final, unmasked frame with `payload`.
-fn push_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
-    push_header(out, 0x80 | opcode, payload.len(), None);
+fn push_frame(out: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
+    push_header(out, opcode, false, payload.len(), None);
     out.extend_from_slice(payload);
 }
 
-/// Appends a frame header: its first byte, the payload length, and the masking key if any.
-fn push_header(out: &mut BytesMut, first: u8, len: usize, mask: Option<[u8; 4]>) {
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    out.extend_from_slice(&[first]);
-    match len {
-        n if n < 126 => out.extend_from_slice(&[mask_bit | n as u8]),
-        n if n <= usize::from(u16::MAX) => {
-            out.extend_from_slice(&[mask_bit | 126]);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.extend_from_slice(&[mask_bit | 127]);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if let Some(mask) = mask {
-        out.extend_from_slice(&mask);
-    }
+/// Appends the header of a final frame (RSV1 when `compressed`), with the masking key if
+/// any.
+fn push_header(
+    out: &mut BytesMut,
+    opcode: OpCode,
+    compressed: bool,
+    len: usize,
+    mask: Option<[u8; 4]>,
+) {
+    let (header, header_len) = encode_header(opcode, compressed, len, mask);
+    out.extend_from_slice(&header[..header_len]);
 }
 
 fn invalid(reason: &str) -> io::Error {
@@ -556,7 +471,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeflateStream<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::{Compress, FlushCompress};
+    use flate2::{Compress, FlushCompress, FlushDecompress};
     use tokio::io::AsyncReadExt;
 
     const HEAD: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
@@ -567,7 +482,7 @@ Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n
         compressor
             .compress_vec(data, &mut out, FlushCompress::Sync)
             .expect("compress");
-        assert!(out.ends_with(&SYNC_TAIL));
+        assert!(out.ends_with(&wshub_ws::SYNC_TAIL));
         out.truncate(out.len() - 4);
         out
     }
@@ -611,7 +526,7 @@ Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n
 
     fn push_frame_vec(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
         let mut bytes = BytesMut::new();
-        push_frame(&mut bytes, opcode, payload);
+        push_frame(&mut bytes, data_opcode(opcode), payload);
         out.extend_from_slice(&bytes);
     }
 
@@ -635,9 +550,10 @@ Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n
     /// A masked client frame, as the library above writes it.
     fn masked_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         let mut bytes = BytesMut::new();
-        push_header(&mut bytes, 0x80 | opcode, payload.len(), Some(mask));
+        let opcode = OpCode::from_bits(opcode).expect("an opcode");
+        push_header(&mut bytes, opcode, false, payload.len(), Some(mask));
         let mut payload = payload.to_vec();
-        apply_mask(&mut payload, mask);
+        apply_mask(&mut payload, mask, 0);
         bytes.extend_from_slice(&payload);
         bytes.to_vec()
     }
@@ -672,7 +588,7 @@ Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n
                 let frame = buf.split_to(header_len + len);
                 let mask: [u8; 4] = frame[header_len - 4..header_len].try_into().unwrap();
                 let mut payload = frame[header_len..].to_vec();
-                apply_mask(&mut payload, mask);
+                apply_mask(&mut payload, mask, 0);
                 frames.push((frame[0], payload));
                 continue;
             }
@@ -684,7 +600,7 @@ Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n
 
     fn inflate_with(decompressor: &mut Decompress, compressed: &[u8]) -> Vec<u8> {
         let mut input = compressed.to_vec();
-        input.extend_from_slice(&SYNC_TAIL);
+        input.extend_from_slice(&wshub_ws::SYNC_TAIL);
         let mut out = Vec::with_capacity(1 << 16);
         decompressor
             .decompress_vec(&input, &mut out, FlushDecompress::Sync)

@@ -36,11 +36,12 @@
 //!   that decode them and for tests.
 //! - [`encode`]: the server's encoders, one function per frame, each returning `Bytes`.
 //! - [`id`]: [`CommandId`], the optional `id` a client puts on a command.
+//! - [`connection`]: [`ConnectionId`], the id of one connection across a cluster.
 //! - [`room`]: [`RoomName`], a validated room name.
 //! - [`stream`]: [`Offset`], [`Epoch`] and [`StreamPosition`], a room's place in its history.
 //! - [`payload`]: [`Payload`], an application's `data`, kept as raw JSON.
 //! - [`error`]: [`ErrorCode`] and [`ProtocolError`], the protocol's error vocabulary.
-//! - [`close`]: [`CloseCode`], the WebSocket close codes the protocol uses.
+//! - [`close`]: [`CloseCode`], the WebSocket close codes (RFC 6455 and the protocol's).
 //! - [`http`]: request and response bodies of the HTTP API for backends.
 //! - [`claims`]: [`Claims`] of a JWT and the room pattern matcher.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -49,6 +50,7 @@
 pub mod claims;
 pub mod close;
 pub mod command;
+pub mod connection;
 pub mod encode;
 pub mod error;
 pub mod frame;
@@ -59,10 +61,11 @@ pub mod room;
 pub mod stream;
 
 pub use claims::{Claims, pattern_matches};
-pub use close::CloseCode;
+pub use close::{CloseCode, InvalidCloseCode};
 pub use command::{
     Broadcast, Command, HistoryQuery, Ping, PresenceQuery, Publish, SendTo, Subscribe, Unsubscribe,
 };
+pub use connection::{ConnectionId, InvalidConnectionId};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{
     BroadcastFrame, DirectFrame, ErrorFrame, MessageFrame, OkFrame, PongFrame, PresenceClient,

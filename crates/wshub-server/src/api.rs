@@ -23,7 +23,7 @@ use wshub_protocol::{
     },
 };
 
-use wshub_backplane::HistoryQuery;
+use wshub_backplane::HistoryRange;
 
 use crate::{
     history::{MAX_HISTORY_REPLY_BYTES, cut_to_bytes},
@@ -345,7 +345,7 @@ async fn history(
     // `since_offset` without `epoch` means the room's current epoch: read it first.
     let current = api
         .state
-        .history(&room, HistoryQuery::Latest { limit: 0 })
+        .history(&room, HistoryRange::Latest { limit: 0 })
         .await
         .map_err(failed)?
         .position
@@ -356,7 +356,7 @@ async fn history(
                 .state
                 .history(
                     &room,
-                    HistoryQuery::Since {
+                    HistoryRange::Since {
                         position: since,
                         limit,
                     },
@@ -375,7 +375,7 @@ async fn history(
         None => {
             let mut page = api
                 .state
-                .history(&room, HistoryQuery::Latest { limit })
+                .history(&room, HistoryRange::Latest { limit })
                 .await
                 .map_err(failed)?;
             let more = cut_to_bytes(&mut page.messages, MAX_HISTORY_REPLY_BYTES, true);

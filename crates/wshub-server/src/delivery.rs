@@ -55,7 +55,7 @@ use std::{
 
 use bytes::Bytes;
 use wshub::{CloseCode, Connection, Hub};
-use wshub_backplane::{Answer, Event, Events, HistoryPage, HistoryQuery, Publication};
+use wshub_backplane::{Answer, Event, Events, HistoryPage, HistoryRange, Publication};
 use wshub_protocol::{LostRange, Offset, RoomName, StreamPosition};
 
 use crate::{
@@ -327,7 +327,7 @@ impl ServerState {
             let Some(from) = lock(&room_state).delivered.clone() else {
                 return Ok(());
             };
-            let query = HistoryQuery::Since {
+            let query = HistoryRange::Since {
                 position: from.clone(),
                 limit: usize::MAX,
             };
@@ -447,11 +447,11 @@ impl ServerState {
         let mut reply = Some(reply);
         for attempt in 1..=SUBSCRIBE_ATTEMPTS {
             let query = match since {
-                Some(since) => HistoryQuery::Since {
+                Some(since) => HistoryRange::Since {
                     position: since.clone(),
                     limit: usize::MAX,
                 },
-                None => HistoryQuery::Latest { limit: 0 },
+                None => HistoryRange::Latest { limit: 0 },
             };
             let page = self.backplane().history(room, query).await?;
             match self.try_join(hub, &state, conn, room, since, &page, attempt, &mut reply) {

@@ -8,7 +8,7 @@ use std::{
 
 use bytes::Bytes;
 use wshub::{CloseCode, Connection, ConnectionId, Message};
-use wshub_backplane::HistoryQuery;
+use wshub_backplane::HistoryRange;
 use wshub_protocol::{
     Claims, Command, ErrorCode, LostRange, Offset, ProtocolError, RoomName, encode,
 };
@@ -17,7 +17,7 @@ use crate::{
     history::{MAX_HISTORY_REPLY_BYTES, cut_to_bytes},
     metrics::OutKind,
     rate_limit::{AddressLimits, AddressSlot, Decision, RateLimiter, TokenBucket},
-    state::{Failure as StateFailure, ServerState, text, user_of},
+    state::{Failure, ServerState, text, user_of},
     token,
 };
 
@@ -112,7 +112,7 @@ struct Session {
 }
 
 /// A command's failure: the error code and message for its `error` frame.
-type Failure = (ErrorCode, String);
+type ErrorReply = (ErrorCode, String);
 
 impl Session {
     fn reply(&self, frame: Bytes) {
@@ -182,7 +182,7 @@ impl Session {
     }
 
     /// Runs one command; returns its reply (when it has an id) or its failure.
-    async fn execute(&mut self, command: Command) -> Result<Option<Bytes>, Failure> {
+    async fn execute(&mut self, command: Command) -> Result<Option<Bytes>, ErrorReply> {
         let hub = self.conn.hub().clone();
         let state = Arc::clone(&self.state);
         match command {
@@ -242,7 +242,7 @@ impl Session {
                         state.presence_event(&hub, &cmd.room, &self.conn, true);
                     }
                     Ok(_) => {}
-                    Err(StateFailure::Refused(_)) => return Ok(None),
+                    Err(Failure::Refused(_)) => return Ok(None),
                     Err(failure) => return Err(from_state(failure)),
                 }
                 Ok(None)
@@ -320,11 +320,11 @@ impl Session {
                 };
                 let limit = state.backplane().clamp_limit(cmd.limit);
                 let query = match &cmd.since {
-                    Some(since) => HistoryQuery::Since {
+                    Some(since) => HistoryRange::Since {
                         position: since.clone(),
                         limit,
                     },
-                    None => HistoryQuery::Latest { limit },
+                    None => HistoryRange::Latest { limit },
                 };
                 let mut page = state.history(&cmd.room, query).await.map_err(from_state)?;
                 let more = cut_to_bytes(
@@ -349,7 +349,7 @@ impl Session {
 
     /// Takes `bytes` of payload from the connection's publishing budget, or refuses the
     /// command with `rate_limited` when it has not that much left.
-    fn charge_payload(&mut self, bytes: usize) -> Result<(), Failure> {
+    fn charge_payload(&mut self, bytes: usize) -> Result<(), ErrorReply> {
         let Some(budget) = &mut self.published else {
             return Ok(());
         };
@@ -363,7 +363,7 @@ impl Session {
         ))
     }
 
-    fn check_subscribe(&self, room: &RoomName) -> Result<(), Failure> {
+    fn check_subscribe(&self, room: &RoomName) -> Result<(), ErrorReply> {
         if token::may_subscribe(self.claims.as_ref(), room.as_str()) {
             Ok(())
         } else {
@@ -372,28 +372,28 @@ impl Session {
     }
 }
 
-fn forbidden(room: &RoomName, action: &str) -> Failure {
+fn forbidden(room: &RoomName, action: &str) -> ErrorReply {
     (
         ErrorCode::Forbidden,
         format!("your token does not allow you to {action} room {room}"),
     )
 }
 
-fn not_found(client: &str) -> Failure {
+fn not_found(client: &str) -> ErrorReply {
     (ErrorCode::NotFound, format!("no connection {client}"))
 }
 
 /// The error frame's code and message for a failure of a shared operation.
-fn from_state(failure: StateFailure) -> Failure {
+fn from_state(failure: Failure) -> ErrorReply {
     let code = match &failure {
-        StateFailure::NotFound(_) => ErrorCode::NotFound,
-        StateFailure::Unavailable(_) => ErrorCode::Unavailable,
+        Failure::NotFound(_) => ErrorCode::NotFound,
+        Failure::Unavailable(_) => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
     };
     (code, failure.to_string())
 }
 
 /// A connection id from a command; an id that cannot exist is simply not found.
-pub(crate) fn parse_connection_id(text: &str) -> Result<ConnectionId, Failure> {
+pub(crate) fn parse_connection_id(text: &str) -> Result<ConnectionId, ErrorReply> {
     text.parse().map_err(|_| not_found(text))
 }

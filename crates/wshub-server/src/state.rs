@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use wshub::{CloseCode, Connection, ConnectionId, Hub, HubConfig, Message};
 use wshub_backplane::{
-    Backplane, HistoryPage, HistoryQuery, MemoryBackplane, MemoryConfig, PresenceMember,
+    Backplane, HistoryPage, HistoryRange, MemoryBackplane, MemoryConfig, PresenceMember,
     Publication, Routed,
 };
 use wshub_protocol::{PresenceClient, RoomName, StreamPosition, encode};
@@ -360,7 +360,7 @@ impl ServerState {
     pub async fn history(
         &self,
         room: &RoomName,
-        query: HistoryQuery,
+        query: HistoryRange,
     ) -> Result<HistoryFrames, Failure> {
         let HistoryPage {
             publications,

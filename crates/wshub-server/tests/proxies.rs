@@ -31,9 +31,12 @@ impl Proxy {
     /// Starts `program` with `deploy/<config>` pointed at `node`; None when the program is
     /// not installed.
     fn start(program: &str, config: &str, node: SocketAddr) -> Option<Proxy> {
-        let exec = [format!("/usr/sbin/{program}"), format!("/usr/bin/{program}")]
-            .into_iter()
-            .find(|path| Path::new(path).exists())?;
+        let exec = [
+            format!("/usr/sbin/{program}"),
+            format!("/usr/bin/{program}"),
+        ]
+        .into_iter()
+        .find(|path| Path::new(path).exists())?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -42,7 +45,9 @@ impl Proxy {
         let dir = std::env::temp_dir().join(format!("wshub-test-{program}-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("tmp")).expect("proxy directory");
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(config);
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy")
+            .join(config);
         let text = std::fs::read_to_string(&shipped).expect("the shipped configuration");
         assert!(
             text.contains("127.0.0.1:8000") && text.contains("127.0.0.1:8080"),
@@ -75,7 +80,10 @@ impl Proxy {
             if let Ok(Some(status)) = proxy.child.try_wait() {
                 panic!("{program} exited with {status} (its messages are above)");
             }
-            assert!(Instant::now() < deadline, "{program} does not listen on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "{program} does not listen on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(proxy)
@@ -114,7 +122,10 @@ async fn behind(program: &str, config: &str) {
             assert!(body.starts_with("ok"), "{body}");
             break;
         }
-        assert!(Instant::now() < deadline, "{program}: /healthz answers {status}");
+        assert!(
+            Instant::now() < deadline,
+            "{program}: /healthz answers {status}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

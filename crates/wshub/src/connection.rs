@@ -4,7 +4,6 @@ use std::{
     any::Any,
     fmt,
     net::SocketAddr,
-    str::FromStr,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
@@ -16,39 +15,12 @@ use http::HeaderMap;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+pub use wshub_protocol::{ConnectionId, InvalidConnectionId};
+
 use crate::{
     CloseCode, Error, Hub, Message,
     outbound::{CloseRequest, PushOutcome, SendQueue},
 };
-
-/// A connection id, unique across every hub (and every node of a cluster) and never reused.
-///
-/// It pairs a random 48-bit prefix drawn once per [`Hub`](crate::Hub) (which a cluster
-/// routes by) with the hub's counter passed through a keyed permutation, and reads as
-/// `<12 hex digits>-<up to 16 hex digits>`, e.g. `3fa2c91b0e7d-9c1f04a7d2e35b60`: unique
-/// like the counter, but one id says nothing about the others, so live ids cannot be
-/// enumerated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId {
-    node: u64,
-    seq: u64,
-}
-
-impl ConnectionId {
-    pub(crate) const fn new(node: u64, seq: u64) -> Self {
-        Self { node, seq }
-    }
-
-    /// The random prefix shared by every connection of one hub.
-    pub fn node(&self) -> u64 {
-        self.node
-    }
-
-    /// The per-hub part: the hub's counter, permuted ([`SequenceCipher`]).
-    pub fn sequence(&self) -> u64 {
-        self.seq
-    }
-}
 
 /// A keyed permutation of `u64`, drawn at random per hub: it turns the hub's counter into
 /// the second part of its connection ids. A permutation keeps them unique; its key keeps
@@ -75,37 +47,6 @@ impl SequenceCipher {
             (left, right) = (right, left ^ mixed);
         }
         (u64::from(left) << 32) | u64::from(right)
-    }
-}
-
-impl fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:012x}-{:x}", self.node, self.seq)
-    }
-}
-
-/// The error of parsing a [`ConnectionId`] from text.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("not a connection id")]
-pub struct InvalidConnectionId;
-
-impl FromStr for ConnectionId {
-    type Err = InvalidConnectionId;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (node, seq) = s.split_once('-').ok_or(InvalidConnectionId)?;
-        if node.len() != 12 || seq.is_empty() || seq.len() > 16 {
-            return Err(InvalidConnectionId);
-        }
-        let node = u64::from_str_radix(node, 16).map_err(|_| InvalidConnectionId)?;
-        let seq = u64::from_str_radix(seq, 16).map_err(|_| InvalidConnectionId)?;
-        Ok(Self { node, seq })
-    }
-}
-
-impl Serialize for ConnectionId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
     }
 }
 
@@ -455,23 +396,6 @@ mod tests {
     fn ids_print_and_parse_back() {
         let id = ConnectionId::new(0x3fa2_c91b_0e7d, SequenceCipher::new().permute(7));
         assert_eq!(id.to_string().parse::<ConnectionId>(), Ok(id));
-    }
-
-    #[test]
-    fn ids_round_trip_through_text() {
-        let id = ConnectionId::new(0x3fa2_c91b_0e7d, 42);
-        assert_eq!(id.to_string(), "3fa2c91b0e7d-2a");
-        assert_eq!("3fa2c91b0e7d-2a".parse::<ConnectionId>(), Ok(id));
-        for bad in [
-            "",
-            "-",
-            "3fa2c91b0e7d",
-            "3fa2c91b0e7d-",
-            "xyz-1",
-            "3fa2c91b0e7d-zz",
-        ] {
-            assert!(bad.parse::<ConnectionId>().is_err(), "{bad}");
-        }
     }
 
     #[test]

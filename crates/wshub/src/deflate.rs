@@ -12,16 +12,13 @@
 use std::cell::RefCell;
 
 use bytes::Bytes;
-use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Compress, Decompress};
+use wshub_ws::{InflateError, deflate_message, inflate_message};
 
 use crate::Error;
 
-/// The bytes a sync flush ends with, removed from each compressed message and put back
-/// before inflating it (RFC 7692 §7.2.1, §7.2.2).
-const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
-
-/// permessage-deflate settings (RFC 7692). Off unless [`HubConfig::compression`]
-/// (crate::HubConfig::compression) holds one.
+/// permessage-deflate settings (RFC 7692). Off unless
+/// [`HubConfig::compression`](crate::HubConfig::compression) holds one.
 ///
 /// Compression trades CPU for bandwidth: JSON of a few hundred bytes and more usually
 /// shrinks three to ten times. The server never keeps compression context between the
@@ -224,31 +221,9 @@ pub(crate) fn compress(payload: &[u8], window_bits: u8, level: u32) -> Option<By
         };
         let compressor = &mut compressors[index].2;
         compressor.reset();
-        let compressed = deflate_all(compressor, payload)?;
+        let compressed = deflate_message(compressor, payload).ok()?;
         (compressed.len() < payload.len()).then(|| Bytes::from(compressed))
     })
-}
-
-/// Runs `payload` through `compressor` with a sync flush and drops the flush's tail.
-fn deflate_all(compressor: &mut Compress, payload: &[u8]) -> Option<Vec<u8>> {
-    let start = compressor.total_in();
-    let mut out = Vec::with_capacity(payload.len() / 2 + 64);
-    loop {
-        let consumed = usize::try_from(compressor.total_in() - start).ok()?;
-        compressor
-            .compress_vec(&payload[consumed..], &mut out, FlushCompress::Sync)
-            .ok()?;
-        let consumed = usize::try_from(compressor.total_in() - start).ok()?;
-        // A sync flush is complete once it returns with room to spare.
-        if consumed == payload.len() && out.len() < out.capacity() {
-            break;
-        }
-        out.reserve(out.capacity().max(64));
-    }
-    if out.ends_with(&SYNC_TAIL) {
-        out.truncate(out.len() - SYNC_TAIL.len());
-    }
-    Some(out)
 }
 
 /// One connection's receiving side: inflates the compressed messages its client sends.
@@ -300,63 +275,17 @@ impl Inflater {
     }
 }
 
-/// Inflates `compressed` followed by the sync flush's tail.
+/// Inflates one message with the bound of `max_bytes` ([`inflate_message`]), in the
+/// library's errors.
 fn inflate_all(
     decompressor: &mut Decompress,
     compressed: &[u8],
     max_bytes: usize,
 ) -> Result<Vec<u8>, Error> {
-    let invalid = |_| Error::InvalidCompressedData;
-    let too_large = |len| Error::MessageTooLarge {
-        len,
-        max: max_bytes,
-    };
-    let mut out: Vec<u8> = Vec::with_capacity(
-        compressed
-            .len()
-            .saturating_mul(3)
-            .clamp(64, max_bytes.saturating_add(1)),
-    );
-    for part in [compressed, &SYNC_TAIL[..]] {
-        let start = decompressor.total_in();
-        loop {
-            if out.len() == out.capacity() {
-                // Room for at most one byte past the limit: enough to notice it.
-                let room = out
-                    .len()
-                    .max(1024)
-                    .min(max_bytes.saturating_add(1) - out.len().min(max_bytes));
-                out.reserve_exact(room.max(1));
-            }
-            let before = (decompressor.total_in(), out.len());
-            let consumed = usize::try_from(decompressor.total_in() - start).unwrap_or(usize::MAX);
-            let status = decompressor
-                .decompress_vec(
-                    &part[consumed.min(part.len())..],
-                    &mut out,
-                    FlushDecompress::Sync,
-                )
-                .map_err(invalid)?;
-            if out.len() > max_bytes {
-                return Err(too_large(out.len()));
-            }
-            if status == Status::StreamEnd {
-                // A final block ended the stream (allowed, RFC 7692 §7.2.3.3 does not
-                // forbid it): nothing after it can follow in this context.
-                decompressor.reset(false);
-                return Ok(out);
-            }
-            let consumed = usize::try_from(decompressor.total_in() - start).unwrap_or(usize::MAX);
-            if consumed >= part.len() && out.len() < out.capacity() {
-                break;
-            }
-            if (decompressor.total_in(), out.len()) == before && out.len() < out.capacity() {
-                // No progress with input and room left: the data is broken.
-                return Err(Error::InvalidCompressedData);
-            }
-        }
-    }
-    Ok(out)
+    inflate_message(decompressor, compressed, max_bytes).map_err(|error| match error {
+        InflateError::TooLarge { len, max } => Error::MessageTooLarge { len, max },
+        InflateError::Invalid(_) => Error::InvalidCompressedData,
+    })
 }
 
 #[cfg(test)]
@@ -435,7 +364,7 @@ mod tests {
         for bits in [9, 12, 15] {
             let compressed = compress(text.as_bytes(), bits, 1).expect("smaller");
             assert!(compressed.len() < text.len() / 5, "{}", compressed.len());
-            assert!(!compressed.ends_with(&SYNC_TAIL));
+            assert!(!compressed.ends_with(&wshub_ws::SYNC_TAIL));
             for no_context in [false, true] {
                 let mut inflater = Inflater::new(Agreed {
                     server_window_bits: 15,
@@ -457,8 +386,8 @@ mod tests {
         // mostly a back-reference into the first.
         let mut compressor = Compress::new_with_window_bits(flate2::Compression::new(6), false, 15);
         let message = "a fairly long message that repeats itself across messages".repeat(4);
-        let first = deflate_all(&mut compressor, message.as_bytes()).expect("compresses");
-        let second = deflate_all(&mut compressor, message.as_bytes()).expect("compresses");
+        let first = deflate_message(&mut compressor, message.as_bytes()).expect("compresses");
+        let second = deflate_message(&mut compressor, message.as_bytes()).expect("compresses");
         assert!(second.len() < first.len() / 2);
         let mut inflater = Inflater::new(Agreed {
             server_window_bits: 15,

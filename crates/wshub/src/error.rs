@@ -96,3 +96,9 @@ impl Error {
         }
     }
 }
+
+impl From<wshub_ws::FrameError> for Error {
+    fn from(error: wshub_ws::FrameError) -> Self {
+        Error::Protocol(error.0.to_owned())
+    }
+}

@@ -8,8 +8,9 @@
 //! - `outbound`: the bounded per-connection send queue and its [`OverflowPolicy`].
 //! - `driver`: the single task per connection that moves frames both ways.
 //! - `heartbeat`: ping interval, pong wait, write wait.
-//! - `transport`: one WebSocket connection over its byte stream; `frame`: RFC 6455
-//!   framing as pure functions.
+//! - `transport`: one WebSocket connection over its byte stream; frame headers, masking
+//!   and permessage-deflate's per-message work come from `wshub-ws` (shared with the Rust
+//!   client), and `frame` adds UTF-8 validation as bytes arrive and close payloads.
 //! - [`rate_limit`]: the per-connection token bucket and the detector of sustained abuse.
 //! - `users`: the index of connections by user id, and the per-user cap.
 //! - `upgrade`: the axum route: limits, origin check, auth hook, then the upgrade.

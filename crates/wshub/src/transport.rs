@@ -26,12 +26,13 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
+use wshub_ws::{Header, MAX_HEADER_LEN, OpCode};
 
 use crate::{
     CloseCode, Compression, Error, Message, MessageKind,
     close::truncate_reason,
     deflate::{self, Agreed, Inflater},
-    frame::{self, Header, OpCode, Utf8Validator},
+    frame::{self, Utf8Validator},
 };
 
 /// The smallest read buffer allocated when bytes arrive.
@@ -198,9 +199,9 @@ impl Outgoing {
         }
     }
 
-    fn header(&self) -> ([u8; 10], usize) {
+    fn header(&self) -> ([u8; MAX_HEADER_LEN], usize) {
         let (opcode, compressed, payload) = self.parts();
-        frame::encode_header(opcode, compressed, payload.len())
+        wshub_ws::encode_header(opcode, compressed, payload.len(), None)
     }
 }
 
@@ -393,7 +394,8 @@ impl<S> Transport<S> {
             let (header, processed) = match self.current {
                 Some(current) => current,
                 None => {
-                    let Some(header) = frame::parse_header(&self.read_buf, self.deflate.is_some())?
+                    let Some(header) =
+                        wshub_ws::parse_client_header(&self.read_buf, self.deflate.is_some())?
                     else {
                         self.release_read_buf();
                         return Ok(None);
@@ -416,7 +418,7 @@ impl<S> Transport<S> {
             // message, and with it any UTF-8 sequence the fragment before left open.
             if available > processed || header.payload_len == 0 {
                 let fresh = &mut self.read_buf[processed..available];
-                frame::unmask(fresh, header.mask, processed);
+                wshub_ws::apply_mask(fresh, header.mask, processed);
                 if is_text && !compressed {
                     let last = header.fin && available == header.payload_len;
                     self.utf8.feed(fresh, last)?;
@@ -657,7 +659,7 @@ impl Transport {
                 self.advance_out(written);
                 continue;
             }
-            let mut headers = [([0_u8; 10], 0_usize); FRAMES_PER_WRITE];
+            let mut headers = [([0_u8; MAX_HEADER_LEN], 0_usize); FRAMES_PER_WRITE];
             for (slot, frame) in headers.iter_mut().zip(&self.out) {
                 *slot = frame.header();
             }

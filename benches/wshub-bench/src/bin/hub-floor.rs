@@ -19,6 +19,7 @@ use base64::Engine as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
+use wshub_ws::OpCode;
 
 /// The write halves of every open connection, by connection number.
 type Clients = Rc<RefCell<HashMap<u64, OwnedWriteHalf>>>;
@@ -99,12 +100,12 @@ async fn read_frames(
     clients: &Clients,
 ) -> std::io::Result<()> {
     let mut message = Vec::new();
-    let mut opcode = 0u8;
+    let mut opcode = OpCode::Text;
     loop {
         while let Some((fin, op, payload, used)) = parse_frame(&buf)? {
             match op {
-                0x0..=0x2 => {
-                    if op != 0 {
+                OpCode::Continuation | OpCode::Text | OpCode::Binary => {
+                    if op != OpCode::Continuation {
                         opcode = op;
                     }
                     message.extend_from_slice(&payload);
@@ -116,8 +117,8 @@ async fn read_frames(
                         message.clear();
                     }
                 }
-                0x8 => return Ok(()),
-                _ => {}
+                OpCode::Close => return Ok(()),
+                OpCode::Ping | OpCode::Pong => {}
             }
             buf.drain(..used);
         }
@@ -129,60 +130,32 @@ async fn read_frames(
 
 /// One frame from the front of `buf`, unmasked: (fin, opcode, payload, bytes used), or
 /// `None` when more bytes are needed.
-type Frame = (bool, u8, Vec<u8>, usize);
+type Frame = (bool, OpCode, Vec<u8>, usize);
 
 fn parse_frame(buf: &[u8]) -> std::io::Result<Option<Frame>> {
-    if buf.len() < 2 {
+    let invalid = |_| std::io::Error::from(std::io::ErrorKind::InvalidData);
+    // RSV1 allowed: the floor passes payloads on without looking at them.
+    let Some(header) = wshub_ws::parse_client_header(buf, true).map_err(invalid)? else {
         return Ok(None);
-    }
-    let fin = buf[0] & 0x80 != 0;
-    let opcode = buf[0] & 0x0f;
-    let masked = buf[1] & 0x80 != 0;
-    let (len, mut at) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&buf[2..10]);
-            (
-                usize::try_from(u64::from_be_bytes(bytes)).unwrap_or(usize::MAX),
-                10,
-            )
-        }
-        126 | 127 => return Ok(None),
-        n => (n as usize, 2),
     };
-    if len > MAX_MESSAGE || !masked {
+    if header.payload_len > MAX_MESSAGE {
         return Err(std::io::ErrorKind::InvalidData.into());
     }
-    if buf.len() < at + 4 + len {
+    let end = header.header_len + header.payload_len;
+    if buf.len() < end {
         return Ok(None);
     }
-    let mask = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
-    at += 4;
-    let payload = buf[at..at + len]
-        .iter()
-        .enumerate()
-        .map(|(i, byte)| byte ^ mask[i % 4])
-        .collect();
-    Ok(Some((fin, opcode, payload, at + len)))
+    let mut payload = buf[header.header_len..end].to_vec();
+    wshub_ws::apply_mask(&mut payload, header.mask, 0);
+    Ok(Some((header.fin, header.opcode, payload, end)))
 }
 
 /// Encodes the message once and writes it to every client with one non-blocking `write`;
 /// a client that cannot take the whole frame at once is dropped.
-fn broadcast(opcode: u8, payload: &[u8], clients: &Clients) {
-    let mut frame = Vec::with_capacity(payload.len() + 10);
-    frame.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => frame.push(n as u8),
-        n if n <= 0xffff => {
-            frame.push(126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
+fn broadcast(opcode: OpCode, payload: &[u8], clients: &Clients) {
+    let (header, header_len) = wshub_ws::encode_header(opcode, false, payload.len(), None);
+    let mut frame = Vec::with_capacity(header_len + payload.len());
+    frame.extend_from_slice(&header[..header_len]);
     frame.extend_from_slice(payload);
     clients
         .borrow_mut()

@@ -6,10 +6,10 @@
 use std::{collections::HashSet, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use wshub::ConnectionId;
 use wshub_backplane::{
-    Answer, Backplane, Event, Events, HistoryQuery, PresenceMember, Publication, Reply, Routed,
+    Answer, Backplane, Event, Events, HistoryRange, PresenceMember, Publication, Reply, Routed,
 };
+use wshub_protocol::ConnectionId;
 use wshub_protocol::{Epoch, Offset, RoomName, StreamPosition};
 
 /// The bound on any single step.
@@ -69,7 +69,7 @@ async fn publish(backplane: &dyn Backplane, room: &RoomName, payload: &'static s
 async fn history(
     backplane: &dyn Backplane,
     room: &RoomName,
-    query: HistoryQuery,
+    query: HistoryRange,
 ) -> wshub_backplane::HistoryPage {
     within("history", backplane.history(room, query))
         .await
@@ -102,7 +102,7 @@ async fn reading_an_unused_room_keeps_nothing(backplane: &dyn Backplane) {
             "read_history",
             backplane.read_history(
                 &r,
-                HistoryQuery::Since {
+                HistoryRange::Since {
                     position: StreamPosition::new(Epoch::from("gone"), Offset(3)),
                     limit: 10,
                 },
@@ -122,7 +122,7 @@ async fn reading_an_unused_room_keeps_nothing(backplane: &dyn Backplane) {
         first.position.epoch, second.position.epoch,
         "the first read kept the room's state"
     );
-    let created = history(backplane, &r, HistoryQuery::Latest { limit: 0 }).await;
+    let created = history(backplane, &r, HistoryRange::Latest { limit: 0 }).await;
     assert_eq!(read().await.position.epoch, created.position.epoch);
     let published = publish(backplane, &r, "z").await;
     assert_eq!(published.position.epoch, created.position.epoch);
@@ -130,7 +130,7 @@ async fn reading_an_unused_room_keeps_nothing(backplane: &dyn Backplane) {
 
 async fn offsets_start_at_one_and_have_no_gaps(backplane: &dyn Backplane) {
     let r = room("offsets");
-    let start = history(backplane, &r, HistoryQuery::Latest { limit: 0 }).await;
+    let start = history(backplane, &r, HistoryRange::Latest { limit: 0 }).await;
     assert_eq!(start.position.offset, Offset::ZERO);
     assert!(start.publications.is_empty());
     for expected in 1..=5 {
@@ -160,7 +160,7 @@ async fn history_since_and_latest(backplane: &dyn Backplane) {
     let epoch = published[0].position.epoch.clone();
     let at = |offset| StreamPosition::new(epoch.clone(), Offset(offset));
 
-    let latest = history(backplane, &r, HistoryQuery::Latest { limit: 2 }).await;
+    let latest = history(backplane, &r, HistoryRange::Latest { limit: 2 }).await;
     assert_eq!(payloads(&latest.publications), [b"m4", b"m5"]);
     assert_eq!(latest.publications, published[3..]);
     assert_eq!(latest.position, at(5));
@@ -168,7 +168,7 @@ async fn history_since_and_latest(backplane: &dyn Backplane) {
     let since = history(
         backplane,
         &r,
-        HistoryQuery::Since {
+        HistoryRange::Since {
             position: at(2),
             limit: 100,
         },
@@ -180,7 +180,7 @@ async fn history_since_and_latest(backplane: &dyn Backplane) {
     let page = history(
         backplane,
         &r,
-        HistoryQuery::Since {
+        HistoryRange::Since {
             position: at(1),
             limit: 2,
         },
@@ -192,7 +192,7 @@ async fn history_since_and_latest(backplane: &dyn Backplane) {
     let nothing_missed = history(
         backplane,
         &r,
-        HistoryQuery::Since {
+        HistoryRange::Since {
             position: at(5),
             limit: 100,
         },
@@ -204,7 +204,7 @@ async fn history_since_and_latest(backplane: &dyn Backplane) {
     let beyond = history(
         backplane,
         &r,
-        HistoryQuery::Since {
+        HistoryRange::Since {
             position: at(9),
             limit: 100,
         },
@@ -217,7 +217,7 @@ async fn history_since_and_latest(backplane: &dyn Backplane) {
     let other_epoch = history(
         backplane,
         &r,
-        HistoryQuery::Since {
+        HistoryRange::Since {
             position: stale,
             limit: 100,
         },
@@ -258,7 +258,7 @@ async fn concurrent_publishes_get_distinct_consecutive_offsets(backplane: Arc<dy
         all.extend(offsets);
     }
     assert_eq!(all, (1..=100).collect::<HashSet<u64>>());
-    let page = history(&*backplane, &r, HistoryQuery::Latest { limit: 100 }).await;
+    let page = history(&*backplane, &r, HistoryRange::Latest { limit: 100 }).await;
     let offsets: Vec<u64> = page
         .publications
         .iter()
