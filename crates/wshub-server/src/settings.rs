@@ -271,6 +271,20 @@ settings! {
                https://app.example.com,http://localhost:3000; * allows any. Default: same \
                origin only.",
     }
+    /// The host names browsers may reach the server by (`Host` without its port): an
+    /// upgrade with an `Origin` under another name gets 403, which stops DNS rebinding (a
+    /// hostile page whose name was re-pointed at this server looks same-origin). A leading
+    /// dot allows subdomains (`.example.com`); `*` allows any name. Default (`None`): the
+    /// names of a loopback address (`localhost`, `127.0.0.1`, `[::1]`) when the server
+    /// listens on one, any name otherwise.
+    allowed_hosts: Option<Vec<String>> = None => ALLOWED_HOSTS {
+        flag: "allowed-hosts", env: "WSHUB_ALLOWED_HOSTS", key: "allowed_hosts",
+        value_name: "HOSTS",
+        parse: |s| parse_hosts(s).map(Some),
+        help: "Comma-separated host names browsers may connect by (against DNS rebinding), \
+               e.g. chat.example.com,.example.com; * allows any. Default: localhost, \
+               127.0.0.1 and [::1] when listening on a loopback address, any otherwise.",
+    }
     /// The HS256 secret that client tokens are signed with. With it every connection needs
     /// a valid token; without it (the default) connections are anonymous.
     jwt_secret: Option<String> = None => JWT_SECRET {
@@ -1000,6 +1014,19 @@ impl Settings {
             .write_wait(self.write_wait)
             .max_message_bytes(self.max_message_bytes)
             .allowed_origins(self.allowed_origins.iter().cloned())
+            .allowed_hosts(self.allowed_hosts())
+    }
+
+    /// The host names browsers may use ([`wshub::HubConfig::allowed_hosts`]: empty allows
+    /// any), after the default for the listening address.
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        match &self.allowed_hosts {
+            Some(hosts) => hosts.clone(),
+            None if self.listen.ip().is_loopback() => {
+                wshub::LOOPBACK_HOSTS.map(str::to_owned).to_vec()
+            }
+            None => Vec::new(),
+        }
     }
 
     /// permessage-deflate as the `compression*` settings describe it, or `None` when
@@ -1283,7 +1310,8 @@ impl ConfigFile {
     }
 
     /// A setting's value as text: strings as written, numbers and booleans in their TOML
-    /// form, and for `allowed_origins` an array of strings joined by commas.
+    /// form, and for the lists (`allowed_origins`, `allowed_hosts`) an array of strings
+    /// joined by commas.
     fn value(&self, spec: &'static Spec) -> Result<Option<(String, SettingSource)>, SettingsError> {
         let Some(value) = self.table.get(spec.key) else {
             return Ok(None);
@@ -1298,11 +1326,15 @@ impl ConfigFile {
             toml::Value::Float(x) => Some(x.to_string()),
             toml::Value::Boolean(b) => Some(b.to_string()),
             // Only lists are written as arrays.
-            toml::Value::Array(items) if spec.key == ALLOWED_ORIGINS.key => items
-                .iter()
-                .map(|item| item.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .map(|items| items.join(",")),
+            toml::Value::Array(items)
+                if spec.key == ALLOWED_ORIGINS.key || spec.key == ALLOWED_HOSTS.key =>
+            {
+                items
+                    .iter()
+                    .map(|item| item.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .map(|items| items.join(","))
+            }
             toml::Value::Array(_) | toml::Value::Datetime(_) | toml::Value::Table(_) => None,
         };
         match text {
@@ -1425,6 +1457,38 @@ fn parse_origins(s: &str) -> Result<Vec<String>, String> {
                     "{origin:?} is not an origin: expected scheme://host[:port], e.g. \
                      https://app.example.com, or *"
                 )),
+            }
+        })
+        .collect()
+}
+
+/// Host names for `--allowed-hosts`: an empty list for `*` (any name).
+fn parse_hosts(s: &str) -> Result<Vec<String>, String> {
+    let hosts: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hosts == ["*"] {
+        return Ok(Vec::new());
+    }
+    hosts
+        .into_iter()
+        .map(|host| {
+            let name = host.strip_prefix('.').unwrap_or(host);
+            let ipv6 = name.starts_with('[') && name.ends_with(']');
+            let valid = !name.is_empty()
+                && (ipv6
+                    || name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+            if valid {
+                Ok(host.to_ascii_lowercase())
+            } else {
+                Err(format!(
+                    "{host:?} is not a host name: expected a name without scheme or port, \
+                     e.g. chat.example.com, .example.com for its subdomains, [::1], or * alone"
+                ))
             }
         })
         .collect()

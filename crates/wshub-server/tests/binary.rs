@@ -140,3 +140,36 @@ fn settings_that_conflict_stop_the_server_with_a_message_naming_both() {
         assert!(stderr.contains("give only one"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn on_a_loopback_address_browsers_must_use_a_loopback_name() {
+    // DNS rebinding: a page at http://evil.example:PORT whose name now resolves to
+    // 127.0.0.1 sends Origin and Host naming evil.example, which looks same-origin.
+    let (_process, addr) = start_binary(&[], &[]);
+    let port = addr.port();
+    let rebound = format!("evil.example:{port}");
+    let rebound_origin = format!("http://{rebound}");
+    assert_eq!(
+        try_connect(addr, "", &[("host", &rebound), ("origin", &rebound_origin)])
+            .await
+            .err(),
+        Some(403)
+    );
+    let local = format!("localhost:{port}");
+    let local_origin = format!("http://{local}");
+    assert!(
+        try_connect(addr, "", &[("host", &local), ("origin", &local_origin)])
+            .await
+            .is_ok(),
+        "the demo page under localhost connects"
+    );
+    // Named explicitly, the rebound name is allowed (as a real deployment's name would be).
+    let (_named, addr) = start_binary(&["--allowed-hosts", "evil.example"], &[]);
+    let rebound = format!("evil.example:{}", addr.port());
+    let rebound_origin = format!("http://{rebound}");
+    assert!(
+        try_connect(addr, "", &[("host", &rebound), ("origin", &rebound_origin)])
+            .await
+            .is_ok()
+    );
+}

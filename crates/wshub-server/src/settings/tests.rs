@@ -49,6 +49,31 @@ fn invalid(result: Result<Settings, SettingsError>) -> (&'static str, SettingSou
 }
 
 #[test]
+fn allowed_hosts_default_to_loopback_names_on_a_loopback_address() {
+    let local = load(&[], &[]).unwrap();
+    assert_eq!(local.allowed_hosts, None);
+    assert_eq!(local.allowed_hosts(), ["localhost", "127.0.0.1", "[::1]"]);
+    assert_eq!(local.hub_config().allowed_hosts, local.allowed_hosts());
+    let public = load(&["--listen", "0.0.0.0:8080"], &[]).unwrap();
+    assert!(public.allowed_hosts().is_empty(), "any name");
+    let any = load(&["--allowed-hosts", "*"], &[]).unwrap();
+    assert!(any.allowed_hosts().is_empty(), "* allows any name");
+    let named = load(&["--allowed-hosts", "Chat.example, [::1]"], &[]).unwrap();
+    assert_eq!(named.allowed_hosts(), ["chat.example", "[::1]"]);
+    for bad in [
+        "https://chat.example",
+        "chat.example:8080",
+        "a/b",
+        "*,chat.example",
+    ] {
+        let error = load(&["--allowed-hosts", bad], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("allowed-hosts"), "{bad}: {error}");
+    }
+}
+
+#[test]
 fn defaults_without_any_source() {
     let settings = load(&[], &[]).unwrap();
     assert_eq!(settings, Settings::default());
@@ -93,6 +118,7 @@ pong_wait = "2s"
 write_wait = "3s"
 max_message_size = "1MiB"
 allowed_origins = ["https://a.example", "https://b.example"]
+allowed_hosts = ["chat.example", ".Example.com"]
 jwt_secret = "file-secret"
 jwt_audience = "chat"
 jwt_issuer = "auth.example"
@@ -138,6 +164,7 @@ compression_client_no_context_takeover = true
             "https://a.example".to_owned(),
             "https://b.example".to_owned(),
         ],
+        allowed_hosts: Some(vec!["chat.example".to_owned(), ".example.com".to_owned()]),
         jwt_secret: Some("file-secret".to_owned()),
         jwt_audience: Some("chat".to_owned()),
         jwt_issuer: Some("auth.example".to_owned()),
@@ -199,6 +226,7 @@ compression_client_no_context_takeover = true
         (&WRITE_WAIT, "3s"),
         (&MAX_MESSAGE_SIZE, "1MiB"),
         (&ALLOWED_ORIGINS, "https://a.example, https://b.example"),
+        (&ALLOWED_HOSTS, "chat.example,.Example.com"),
         (&JWT_SECRET, "file-secret"),
         (&JWT_AUDIENCE, "chat"),
         (&JWT_ISSUER, "auth.example"),
