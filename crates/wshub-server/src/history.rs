@@ -1,7 +1,6 @@
-//! Per-room history with gap-free offsets and epochs, bounded by count and age: the store
-//! of the memory backplane, re-exported from [`wshub_backplane::history`] where it lives.
-
-pub use wshub_backplane::history::*;
+//! History replies cut to size: a `history` reply (protocol or HTTP API) and a recovery
+//! replay carry at most so many bytes of messages. The history itself (offsets, epochs,
+//! bounds by count, age and bytes) lives in [`wshub_backplane::history`].
 
 use bytes::Bytes;
 

@@ -47,7 +47,9 @@ use std::{ffi::OsString, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Arg, ArgAction, ArgMatches, Command, error::ErrorKind};
 use wshub::HubConfig;
 
-use crate::{history::HistoryConfig, logging::LogFormat, rate_limit::RateLimitConfig};
+use wshub_backplane::history::HistoryConfig;
+
+use crate::{logging::LogFormat, rate_limit::RateLimitConfig};
 
 /// Declares every setting; see the [module docs](self). Each row is
 ///

@@ -14,6 +14,7 @@ use std::{
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use wshub::{CloseCode, Connection, ConnectionId, Hub, HubConfig, Message};
+use wshub_backplane::history::HistoryConfig;
 use wshub_backplane::{
     Backplane, HistoryPage, HistoryRange, MemoryBackplane, MemoryConfig, PresenceMember,
     Publication, Routed,
@@ -22,7 +23,6 @@ use wshub_protocol::{PresenceClient, RoomName, StreamPosition, encode};
 
 use crate::{
     delivery::Rooms,
-    history::HistoryConfig,
     metrics::{OutKind, ServerCounters},
     presence_events::{Announcement, PresenceBatcher},
     rate_limit::{AddressLimits, RateLimitConfig},

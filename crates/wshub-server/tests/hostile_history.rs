@@ -11,7 +11,8 @@ use futures_util::SinkExt;
 use serde_json::{Value, json};
 use support::*;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use wshub_server::{history::HistoryConfig, state::ServerOptions};
+use wshub_backplane::history::HistoryConfig;
+use wshub_server::state::ServerOptions;
 
 /// The resident memory of this process (the server runs in it), in bytes.
 fn rss_bytes() -> u64 {
