@@ -64,11 +64,11 @@ use crate::history::HistoryConfig;
 
 pub mod clock;
 pub mod history;
-mod memory;
+pub mod memory;
 #[cfg(feature = "nats")]
-mod nats;
+pub mod nats;
 #[cfg(feature = "redis")]
-mod redis;
+pub mod redis;
 
 pub use memory::{MemoryBackplane, MemoryConfig};
 #[cfg(feature = "nats")]

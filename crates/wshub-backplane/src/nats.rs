@@ -47,7 +47,7 @@
 //! - **Routing.** `send` and `disconnect` are NATS requests to the node's subject. The node
 //!   hands the [`Event::Send`] or [`Event::Disconnect`] to its server and replies with the
 //!   server's [`Answer`](crate::Answer) (`ok`, `none`: no such connection, `refused`) once
-//!   it is given through the event's [`Reply`](crate::Reply). "No responders" (no node
+//!   it is given through the event's [`Reply`]. "No responders" (no node
 //!   subscribed: it is gone, whether it stopped or was killed, since NATS drops its
 //!   subscriptions with its connection) is [`Routed::NoSuchNode`], at once; no reply within
 //!   [`BackplaneConfig::answer_timeout`] (the node is hung or overloaded) is

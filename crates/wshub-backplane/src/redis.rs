@@ -44,7 +44,7 @@
 //! channels exist anyway, so no subscription is made per request. The asking node numbers
 //! its requests and keeps, per pending request, the [`oneshot`] its caller waits on; the
 //! holding node hands the [`Event::Send`] or [`Event::Disconnect`] to its server, and once
-//! the server answers through the event's [`Reply`](crate::Reply) publishes
+//! the server answers through the event's [`Reply`] publishes
 //! `A <request id> <answer>` to `node:<asking node>`. `PUBLISH` tells how many subscribers
 //! got the request, so a node that is gone (its connection closed, whether it stopped or
 //! was killed: Redis drops its subscriptions with the connection) is known at once:

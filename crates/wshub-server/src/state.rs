@@ -3,8 +3,8 @@
 //! the HTTP API perform (publish, send, broadcast, disconnect, presence, history).
 //!
 //! Every one of them goes through the [`Backplane`]: the memory one on a single node, Redis
-//! in a cluster. What this node delivers to its own connections is decided in
-//! [`delivery`](crate::delivery): per room, in offset order, exactly once.
+//! or NATS in a cluster. What this node delivers to its own connections is decided in the
+//! crate's `delivery` module: per room, in offset order, exactly once.
 
 use std::{
     sync::{Arc, OnceLock},
