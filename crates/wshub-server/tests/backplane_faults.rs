@@ -15,7 +15,8 @@
 //!   subscribers, whether it goes through the node that published before or through one
 //!   that only followed the room.
 //! - A node's Redis connection killed and refused for a moment while another node
-//!   publishes: the node catches up at once, without waiting for a later publish.
+//!   publishes (on NATS: the node's connection cut by a relay in between): the node
+//!   catches up at once, without waiting for a later publish.
 //! - The same, and a client that already saw those publications on the other node
 //!   resumes on the lagging one: `recovered: true`, nothing twice.
 //! - A room's history lost and found first by a subscribe (Redis and NATS): the room's
@@ -29,6 +30,10 @@ use std::{
     collections::HashSet,
     future::IntoFuture,
     net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -502,17 +507,30 @@ fn hex(room: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brief_redis_disconnect_is_caught_up_at_once() {
-    let Some(redis) = OwnServer::start("redis") else {
-        return;
-    };
-    let backplane = redis_backplane(&redis);
-    let (publisher, follower) = (node(&backplane).await, node(&backplane).await);
+    if let Some(setup) = Outage::redis() {
+        brief_disconnect(setup).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brief_nats_disconnect_is_caught_up_at_once() {
+    if let Some(setup) = Outage::nats().await {
+        brief_disconnect(setup).await;
+    }
+}
+
+async fn brief_disconnect(outage: Outage) {
+    let (publisher, follower) = outage.nodes().await;
     let mut watcher = Watcher::subscribe(follower.local_addr(), "r").await;
     let _marker = Watcher::subscribe(follower.local_addr(), "marker").await;
     let mut accepted = vec![publish(publisher.local_addr(), "r", json!(1)).await];
     watcher.read_until(&json!(1)).await;
 
-    accepted.extend(cut_off_while_published(&redis, publisher.local_addr(), data(2..=4)).await);
+    accepted.extend(
+        outage
+            .cut_off_while_published(publisher.local_addr(), data(2..=4))
+            .await,
+    );
     // No later publish, no other client: the follower catches up by itself.
     watcher.read_until(&json!(4)).await;
     assert_each_offset_once_or_told("follower's subscriber", &watcher, &accepted);
@@ -523,18 +541,31 @@ async fn a_brief_redis_disconnect_is_caught_up_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_ahead_of_a_lagging_node_resumes_with_everything() {
-    let Some(redis) = OwnServer::start("redis") else {
-        return;
-    };
-    let backplane = redis_backplane(&redis);
-    let (publisher, follower) = (node(&backplane).await, node(&backplane).await);
+    if let Some(setup) = Outage::redis() {
+        client_ahead(setup).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ahead_of_a_lagging_nats_node_resumes_with_everything() {
+    if let Some(setup) = Outage::nats().await {
+        client_ahead(setup).await;
+    }
+}
+
+async fn client_ahead(outage: Outage) {
+    let (publisher, follower) = outage.nodes().await;
     let mut watcher = Watcher::subscribe(follower.local_addr(), "r").await;
     let _marker = Watcher::subscribe(follower.local_addr(), "marker").await;
     let mut elsewhere = Watcher::subscribe(publisher.local_addr(), "r").await;
     let mut accepted = vec![publish(publisher.local_addr(), "r", json!(1)).await];
     watcher.read_until(&json!(1)).await;
 
-    accepted.extend(cut_off_while_published(&redis, publisher.local_addr(), data(2..=4)).await);
+    accepted.extend(
+        outage
+            .cut_off_while_published(publisher.local_addr(), data(2..=4))
+            .await,
+    );
     elsewhere.read_until(&json!(4)).await;
     // A client that saw offset 4 on the publisher's node resumes on the follower as soon
     // as it answers (most often before the follower has caught up): it is served from
@@ -572,28 +603,146 @@ async fn a_client_ahead_of_a_lagging_node_resumes_with_everything() {
     stop(follower).await;
 }
 
-/// Kills the follower's Redis connection (the only one with four channels: its node
-/// channel, the broadcast channel and two rooms') and refuses its reconnection (no new
-/// connection over a limit of 1) while `data` is published through `publisher`, then lets
-/// it back in: an outage far shorter than the node's 1 s health check.
-async fn cut_off_while_published(
-    redis: &OwnServer,
-    publisher: SocketAddr,
-    data: Vec<Value>,
-) -> Vec<Accepted> {
-    let id = redis_client_with_channels(redis, 4);
-    let mut session = redis.redis_session();
-    assert_eq!(
-        session.command(&["CONFIG", "SET", "maxclients", "1"]),
-        "+OK"
-    );
-    assert_eq!(session.command(&["CLIENT", "KILL", "ID", &id]), ":1");
-    let accepted = publish_all(publisher, "r", data).await;
-    assert_eq!(
-        session.command(&["CONFIG", "SET", "maxclients", "10000"]),
-        "+OK"
-    );
-    accepted
+/// Two nodes on one backplane, the publisher and the follower, and a way to cut the
+/// follower off its backplane for a moment far shorter than its health check while the
+/// publisher goes on.
+enum Outage {
+    /// The follower's Redis connection is killed and its reconnection refused.
+    Redis(OwnServer),
+    /// The follower reaches NATS through a relay of the test's, which drops its
+    /// connections and refuses new ones.
+    Nats { nats: OwnServer, relay: Relay },
+}
+
+impl Outage {
+    fn redis() -> Option<Outage> {
+        OwnServer::start("redis").map(Outage::Redis)
+    }
+
+    async fn nats() -> Option<Outage> {
+        let nats = OwnServer::start("nats")?;
+        let relay = Relay::start(&nats).await;
+        Some(Outage::Nats { nats, relay })
+    }
+
+    /// The publisher and the follower.
+    async fn nodes(&self) -> (RunningServer, RunningServer) {
+        match self {
+            Outage::Redis(redis) => {
+                let backplane = redis_backplane(redis);
+                (node(&backplane).await, node(&backplane).await)
+            }
+            Outage::Nats { nats, relay } => {
+                let nats_at = |url: String| BackplaneOptions::Nats {
+                    url,
+                    prefix: "bpcut".to_owned(),
+                };
+                (
+                    node(&nats_at(nats.url())).await,
+                    node(&nats_at(format!("nats://{}", relay.addr))).await,
+                )
+            }
+        }
+    }
+
+    /// Cuts the follower off while `data` is published through `publisher`, then lets it
+    /// back in.
+    async fn cut_off_while_published(
+        &self,
+        publisher: SocketAddr,
+        data: Vec<Value>,
+    ) -> Vec<Accepted> {
+        match self {
+            // Its connection is the only one with four channels: its node channel, the
+            // broadcast channel and two rooms'. No new connection over a limit of 1.
+            Outage::Redis(redis) => {
+                let id = redis_client_with_channels(redis, 4);
+                let mut session = redis.redis_session();
+                assert_eq!(
+                    session.command(&["CONFIG", "SET", "maxclients", "1"]),
+                    "+OK"
+                );
+                assert_eq!(session.command(&["CLIENT", "KILL", "ID", &id]), ":1");
+                let accepted = publish_all(publisher, "r", data).await;
+                assert_eq!(
+                    session.command(&["CONFIG", "SET", "maxclients", "10000"]),
+                    "+OK"
+                );
+                accepted
+            }
+            Outage::Nats { relay, .. } => {
+                relay.cut();
+                let accepted = publish_all(publisher, "r", data).await;
+                relay.reopen();
+                accepted
+            }
+        }
+    }
+}
+
+/// A TCP relay on a free loopback port in front of a test's own server: what passes
+/// through it can be cut at once, and new connections refused for a while.
+struct Relay {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(server: &OwnServer) -> Relay {
+        let upstream: SocketAddr = server
+            .url()
+            .split_once("://")
+            .and_then(|(_, addr)| addr.parse().ok())
+            .expect("the server's address");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay");
+        let addr = listener.local_addr().expect("the relay's address");
+        let open = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (accept_open, accept_links) = (Arc::clone(&open), Arc::clone(&links));
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accept_open.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                accept_links.lock().expect("links").push(link);
+            }
+        });
+        Relay {
+            addr,
+            open,
+            links,
+            accept,
+        }
+    }
+
+    /// Drops every connection through the relay and refuses new ones.
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Lets new connections through again.
+    fn reopen(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
 }
 
 /// The id of the one Redis client subscribed to `channels` channels.
