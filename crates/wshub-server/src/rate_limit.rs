@@ -78,6 +78,19 @@ impl RateLimiter {
         }
     }
 
+    /// A limiter for a connection from an address already known (connected now, or within
+    /// the time its bucket takes to refill): its own bucket starts with one second's worth
+    /// of commands instead of the whole burst, so that reconnecting does not buy a burst.
+    pub fn for_returning_address(config: &RateLimitConfig, now: Instant) -> RateLimiter {
+        let first = config.per_second.ceil().clamp(1.0, f64::from(config.burst));
+        let mut limiter = RateLimiter::new(config, now);
+        // `first` is a whole number within 1..=burst, so the cast is exact.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let first = first as u32;
+        limiter.bucket = TokenBucket::with_tokens(config.per_second, config.burst, first, now);
+        limiter
+    }
+
     /// The same limiter, also charging each command to its address's bucket.
     pub fn sharing(mut self, address: SharedBucket) -> RateLimiter {
         self.address = Some(address);
@@ -150,9 +163,16 @@ pub struct AddressSlot {
     limits: Arc<AddressLimits>,
     ip: IpAddr,
     commands: Option<SharedBucket>,
+    returning: bool,
 }
 
 impl AddressSlot {
+    /// Whether the address was known when this connection came: another connection from
+    /// it is open, or one left within the time its bucket takes to refill.
+    pub fn returning(&self) -> bool {
+        self.returning
+    }
+
     /// The command bucket shared by every connection from this address, if limited.
     pub fn commands(&self) -> Option<SharedBucket> {
         self.commands.clone()
@@ -175,6 +195,7 @@ impl AddressLimits {
     pub fn admit(limits: &Arc<AddressLimits>, ip: IpAddr, now: Instant) -> Option<AddressSlot> {
         let ip = ip.to_canonical();
         let mut addresses = limits.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        let returning = addresses.contains_key(&ip);
         let address = addresses.entry(ip).or_insert_with(|| Address {
             connections: 0,
             commands: limits.commands.map(|(per_second, burst)| {
@@ -191,6 +212,7 @@ impl AddressLimits {
             limits: Arc::clone(limits),
             ip,
             commands: address.commands.clone(),
+            returning,
         })
     }
 
@@ -248,6 +270,7 @@ mod tests {
         let start = Instant::now();
         let first = AddressLimits::admit(&limits, ip, start).expect("first");
         let second = AddressLimits::admit(&limits, ip, start).expect("second");
+        assert!(!first.returning() && second.returning());
         assert!(AddressLimits::admit(&limits, ip, start).is_none());
         let shared = first.commands().expect("bucket");
         for _ in 0..5 {
@@ -258,14 +281,41 @@ mod tests {
         limits.sweep(start);
         assert_eq!(limits.len(), 1);
         let again = AddressLimits::admit(&limits, ip, start).expect("again");
+        assert!(again.returning());
         assert!(!again.commands().expect("bucket").try_acquire(start));
         drop(again);
-        // Refilled (5 tokens at 10/s): forgotten.
-        limits.sweep(start + Duration::from_millis(600));
+        // Refilled (5 tokens at 10/s): forgotten, and new again.
+        let later = start + Duration::from_millis(600);
+        limits.sweep(later);
         assert!(limits.is_empty());
+        assert!(
+            !AddressLimits::admit(&limits, ip, later)
+                .expect("new")
+                .returning()
+        );
     }
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_returning_address_starts_with_one_seconds_worth() {
+        let config = RateLimitConfig {
+            per_second: 10.0,
+            burst: 40,
+            ..RateLimitConfig::default()
+        };
+        let start = Instant::now();
+        let allowed = |mut limiter: RateLimiter| {
+            (0..100)
+                .filter(|_| limiter.check(start) == Decision::Allow)
+                .count()
+        };
+        assert_eq!(allowed(RateLimiter::new(&config, start)), 40);
+        assert_eq!(
+            allowed(RateLimiter::for_returning_address(&config, start)),
+            10
+        );
+    }
 
     #[test]
     fn steady_rate_is_never_rejected() {

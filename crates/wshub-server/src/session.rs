@@ -44,7 +44,11 @@ pub async fn run(state: Arc<ServerState>, conn: Connection) {
     let address = address.flatten();
     let mut session = Session {
         limiter: state.options.rate_limit.map(|config| {
-            let limiter = RateLimiter::new(&config, now);
+            let limiter = if address.as_ref().is_some_and(AddressSlot::returning) {
+                RateLimiter::for_returning_address(&config, now)
+            } else {
+                RateLimiter::new(&config, now)
+            };
             match address.as_ref().and_then(AddressSlot::commands) {
                 Some(shared) => limiter.sharing(shared),
                 None => limiter,

@@ -172,3 +172,45 @@ async fn reconnecting_does_not_refill_the_address_command_budget() {
     still_served(&mut calm, "reconnections from another address").await;
     stop(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnection_gets_a_smaller_first_burst() {
+    // The defaults: 50 commands/s with bursts of 100 per connection, and an address budget.
+    let server = start(ServerOptions::default()).await;
+    let addr = server.local_addr();
+    // 100 pings at once on a fresh connection, then again on a connection opened at once
+    // after it from the same address.
+    let mut answered = Vec::new();
+    for _ in 0..2 {
+        let mut ws = connect_from([127, 0, 0, 3], addr).await;
+        assert_eq!(next(&mut ws).await["type"], "welcome");
+        for i in 0..100 {
+            within(
+                "feed",
+                ws.feed(WsMessage::text(json!({"type":"ping","id":i}).to_string())),
+            )
+            .await
+            .expect("feed");
+        }
+        within("flush", ws.flush()).await.expect("flush");
+        let mut pongs = 0;
+        for _ in 0..100 {
+            let reply = next(&mut ws).await;
+            match (reply["type"].as_str(), reply["code"].as_str()) {
+                (Some("pong"), _) => pongs += 1,
+                (Some("error"), Some("rate_limited")) => {}
+                _ => panic!("unexpected {reply}"),
+            }
+        }
+        answered.push(pongs);
+        drop(ws);
+    }
+    assert_eq!(answered[0], 100, "a new address gets the whole burst");
+    // One second's worth (50), and what refilled while the 100 arrived.
+    assert!(
+        (50..70).contains(&answered[1]),
+        "the reconnection was answered {} of 100",
+        answered[1]
+    );
+    stop(server).await;
+}

@@ -93,6 +93,15 @@ impl TokenBucket {
         }
     }
 
+    /// A bucket holding only `tokens` of its `burst` (at most `burst`): it refills at the
+    /// same rate to the same size, but starts with less, for a client that should not get
+    /// a whole burst at once (one reconnecting, say).
+    pub fn with_tokens(per_second: f64, burst: u32, tokens: u32, now: Instant) -> TokenBucket {
+        let mut bucket = TokenBucket::new(per_second, burst, now);
+        bucket.tokens = f64::from(tokens.min(burst));
+        bucket
+    }
+
     /// Takes a token if one is available at `now`. An instant earlier than a previous one
     /// counts as no time passing.
     pub fn try_acquire(&mut self, now: Instant) -> bool {
@@ -227,6 +236,19 @@ mod tests {
             assert!(bucket.try_acquire(later));
         }
         assert!(!bucket.try_acquire(later));
+    }
+
+    #[test]
+    fn a_bucket_can_start_with_less_than_its_burst() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::with_tokens(10.0, 5, 2, start);
+        assert!(bucket.try_acquire(start));
+        assert!(bucket.try_acquire(start));
+        assert!(!bucket.try_acquire(start));
+        // It refills to the whole burst.
+        assert!((bucket.available(start + Duration::from_secs(60)) - 5.0).abs() < 1e-9);
+        let capped = TokenBucket::with_tokens(10.0, 5, 50, start);
+        assert!((capped.available(start) - 5.0).abs() < 1e-9);
     }
 
     #[test]
