@@ -159,7 +159,10 @@ async fn sigterm_drains_the_clients_over_the_window_with_1012_and_exits_0() {
         assert_eq!(ok["type"], "ok", "{ok}");
         clients.push(ws);
     }
-    assert_eq!(http(addr, "GET", "/healthz", &[], None).await, (200, "ok".to_owned()));
+    assert_eq!(
+        http(addr, "GET", "/healthz", &[], None).await,
+        (200, "ok".to_owned())
+    );
 
     // A publish sent just before SIGTERM, not yet answered, still reaches every subscriber.
     let mut publisher = clients.pop().expect("a client");
