@@ -69,20 +69,26 @@ async fn a_drained_client_reconnects_promptly_and_resumes_on_the_next_node() {
     let Some(redis) = OwnServer::start("redis") else {
         return;
     };
-    let a = node("127.0.0.1:0".parse().unwrap(), &redis.url()).await;
-    let addr = a.local_addr();
-    // A slow backoff after failures, so a prompt return can only come from the 1012 rule.
+    // The client starts before the node: its first attempts fail, and with a connection
+    // never "stable" they would go on counting; only the 1012 rule starts them over.
+    let addr = closed_port().await;
     let (client, mut events) = WshubClient::builder(ws_url(addr))
         .connection(|c| {
             c.backoff(Backoff {
-                initial_delay: Duration::from_millis(400),
-                max_delay: Duration::from_secs(2),
+                initial_delay: Duration::from_millis(100),
+                max_delay: Duration::from_millis(400),
                 max_attempts: 0,
             })
             .stable_after(Duration::from_secs(3600))
         })
         .build()
         .unwrap();
+    next_wshub_event(
+        &mut events,
+        |e| matches!(e, WshubEvent::Reconnecting { attempt, .. } if *attempt >= 2),
+    )
+    .await;
+    let a = node(addr, &redis.url()).await;
     within("ready", client.ready()).await.unwrap();
     let mut sub = within("subscribe", client.subscribe("feed")).await.unwrap();
     for n in 0..3 {
@@ -113,7 +119,7 @@ async fn a_drained_client_reconnects_promptly_and_resumes_on_the_next_node() {
     {
         WshubEvent::Reconnecting { attempt, delay } => {
             assert_eq!(attempt, 1);
-            assert!(delay <= Duration::from_millis(400), "{delay:?}");
+            assert!(delay <= Duration::from_millis(100), "{delay:?}");
         }
         other => panic!("{other:?}"),
     }
