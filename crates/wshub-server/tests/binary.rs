@@ -210,6 +210,28 @@ async fn sigterm_drains_the_clients_over_the_window_with_1012_and_exits_0() {
         status.is_some_and(|s| s.success()),
         "exit status {status:?}"
     );
+    eprintln!(
+        "{CLIENTS} closes spread over {:?}; exit {:?} after the first close",
+        last - first,
+        first.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn post_api_drain_drains_the_binary_which_then_exits_0() {
+    let (mut process, addr) = start_binary(&["--drain-window", "300ms"], &[("WSHUB_API_KEY", "k")]);
+    let (mut ws, _) = connect(addr).await;
+    let (status, body) = api(addr, "k", "/api/drain", json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        close_frame(&mut ws).await,
+        Some((1012, "service restart".to_owned()))
+    );
+    let status = exit_within(&mut process, Duration::from_secs(5)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
 }
 
 #[test]
