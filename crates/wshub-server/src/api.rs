@@ -18,8 +18,8 @@ use wshub::Hub;
 use wshub_protocol::{
     ErrorCode, RoomName, encode,
     http::{
-        BroadcastRequest, DisconnectRequest, ErrorBody, HistoryParams, PresenceResponse,
-        PublishRequest, PublishResponse, RoomSummary, RoomsResponse, SendRequest,
+        BroadcastRequest, DisconnectRequest, DrainResponse, ErrorBody, HistoryParams,
+        PresenceResponse, PublishRequest, PublishResponse, RoomSummary, RoomsResponse, SendRequest,
     },
 };
 
@@ -316,12 +316,11 @@ async fn drain(State(api): State<Api>) -> Response {
         tokio::spawn(async move { hub.drain(window).await });
         api.state.drain_requested.notify_one();
     }
-    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-    let mut response = json_response(bytes::Bytes::from(format!(
-        "{{\"draining\":true,\"window_ms\":{window_ms}}}"
-    )));
-    *response.status_mut() = StatusCode::ACCEPTED;
-    response
+    let answer = DrainResponse {
+        draining: true,
+        window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+    };
+    (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
 }
 
 async fn rooms(State(api): State<Api>) -> Result<Response, ApiError> {
