@@ -234,6 +234,37 @@ async fn post_api_drain_drains_the_binary_which_then_exits_0() {
     );
 }
 
+#[tokio::test]
+async fn a_second_sigterm_during_the_drain_stops_at_once() {
+    let (mut process, addr) = start_binary(&["--drain-window", "60s"], &[]);
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(connect(addr).await.0);
+    }
+    sigterm(&process);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        http(addr, "GET", "/healthz", &[], None).await,
+        (503, "draining".to_owned())
+    );
+    sigterm(&process);
+    let status = exit_within(&mut process, Duration::from_secs(5)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
+    // Those the drain had not reached yet were closed by the shutdown, with 1001.
+    let mut codes = Vec::new();
+    for mut ws in clients {
+        codes.push(close_frame(&mut ws).await.map(|(code, _)| code));
+    }
+    assert!(codes.contains(&Some(1001)), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| matches!(c, Some(1001 | 1012))),
+        "{codes:?}"
+    );
+}
+
 #[test]
 fn a_bad_setting_stops_the_server_with_a_message_naming_it() {
     let output = Command::new(env!("CARGO_BIN_EXE_wshub"))
