@@ -183,3 +183,10 @@ export class WebSocketClient {
   /** With `handshake: true`: the greeting arrived, the connection is open. */
   completeHandshake(): void;
 }
+
+/**
+ * 1012, the close code of a draining server (service restart). After it the client
+ * reconnects promptly: the next attempt is the first of a new run (a random delay up to
+ * `minReconnectDelay`), not a failure's backoff.
+ */
+export const SERVICE_RESTART: 1012;

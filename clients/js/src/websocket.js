@@ -12,7 +12,8 @@
 //
 // - reconnection with exponential backoff and full jitter, capped, with a maximum number
 //   of attempts, and a decision per close code (`shouldReconnect`; by default not after
-//   1000, 1003, 1007 or 1009);
+//   1000, 1003, 1007 or 1009); a close with 1012 (the server is draining) is not a
+//   failure: the next attempt is the first of a new run, after at most `minReconnectDelay`;
 // - an offline queue: messages sent while (re)connecting wait, up to
 //   `offlineQueueCapacity` of them, and are written in call order once the connection is
 //   open; they are dropped when the client stops trying (`close()`, gave up, a final close);
@@ -39,6 +40,9 @@ const ignore = () => {};
 
 /** The heartbeat's defaults (the values react-use-websocket users know). */
 const HEARTBEAT = { interval: 25000, timeout: 60000, message: "ping", returnMessage: undefined };
+
+/** The close code of a draining server (service restart, RFC 6455 registry). */
+export const SERVICE_RESTART = 1012;
 
 /**
  * The delay before reconnect attempt `attempt` (1 for the first): "full jitter", a
@@ -470,6 +474,10 @@ export class WebSocketClient {
       this._setState("closed");
       return;
     }
+    // 1012 (service restart): the server is draining and spreads its closes over time.
+    // Not a failure: come back promptly, as the first attempt of a new run (a random delay
+    // up to `minReconnectDelay`).
+    if (code === SERVICE_RESTART) this._attempt = 0;
     this._scheduleReconnect();
   }
 

@@ -130,3 +130,57 @@ test("an unrecoverable frame moves the room's position forward", { timeout: 30_0
   assert.notEqual(frame.epoch, before.epoch);
   assert.deepEqual(client.position("lost"), { epoch: frame.epoch, offset: frame.offset });
 });
+
+test("a drained node closes with 1012: the client comes back promptly and resumes on the next node", { timeout: 30_000 }, async () => {
+  await waitFor("a connected backplane", async () => (await health()).startsWith("ok"), { timeout: 10_000 });
+  const args = ["--redis", `redis://127.0.0.1:${redis.port}`, "--drain-window", "300ms"];
+  // The client starts before the node: its first attempts fail, and with a connection
+  // never "stable" they would go on counting; only the 1012 rule starts them over.
+  const port = await freePort();
+  const client = new WshubClient({
+    url: `ws://127.0.0.1:${port}/ws`,
+    WebSocket,
+    minReconnectDelay: 100,
+    maxReconnectDelay: 400,
+    stableAfter: 3_600_000,
+    requestTimeout: 3000,
+  });
+  clients.push(client);
+  const failing = nextEvent(client, "reconnecting", { filter: (e) => e.attempt >= 2 });
+  client.connect();
+  await failing;
+  const opened = nextEvent(client, "open");
+  let node = await startServer({ port, args });
+  try {
+    await opened;
+    const got = [];
+    await client.subscribe("drained", (frame) => {
+      if (frame.type === "message") got.push([frame.data, frame.offset]);
+    });
+    for (let n = 0; n < 3; n++) await node.api("POST", "/api/publish", { room: "drained", data: n });
+    await waitFor("three messages", () => got.length === 3);
+
+    const closed = nextEvent(client, "close");
+    const reconnecting = nextEvent(client, "reconnecting");
+    const drain = await node.api("POST", "/api/drain", {});
+    assert.deepEqual(drain, { status: 202, body: { draining: true, window_ms: 300 } });
+    assert.deepEqual(await closed, { code: 1012, reason: "service restart" });
+    const next = await reconnecting;
+    assert.equal(next.attempt, 1, "not counted as a failure");
+    assert.ok(next.delay <= 100, `a prompt reconnect, not ${next.delay} ms`);
+    // Its last client gone, the drained node exits by itself, with status 0.
+    assert.deepEqual(await node.process.exited, { code: 0, signal: null });
+
+    const resubscribed = nextEvent(client, "subscribed", { timeout: 15_000, filter: (e) => e.resubscribed });
+    node = await startServer({ port, args });
+    for (let n = 3; n < 5; n++) await node.api("POST", "/api/publish", { room: "drained", data: n });
+    const event = await resubscribed;
+    assert.equal(event.recovered, true);
+    assert.equal(event.lost, undefined);
+    await waitFor("five messages", () => got.length >= 5);
+    await sleep(100); // room for a duplicate to show up
+    assert.deepEqual(got, [0, 1, 2, 3, 4].map((n) => [n, n + 1]));
+  } finally {
+    await node.kill();
+  }
+});

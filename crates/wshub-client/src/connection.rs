@@ -11,6 +11,10 @@
 //! current run, and `close` or dropping the last handle cancels everything and closes the
 //! tracker, so no task outlives the client.
 //!
+//! A close with 1012 (service restart: the server is draining) is not counted as a
+//! failure: the attempt count starts over and the next attempt comes after a small random
+//! delay within the backoff's first bound ([`Backoff::initial_delay`], 500 ms by default).
+//!
 //! # Events
 //!
 //! Events are delivered in order, first to the callbacks (synchronously, on the
@@ -743,7 +747,11 @@ async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
                 if !shared.emit(event, &cancel).await {
                     break;
                 }
-                if started.elapsed() >= settings.stable_after {
+                // A draining node (1012) is not a failure: the next attempt is the first of
+                // a new run, after a small random delay within the backoff's first bound.
+                let restart =
+                    ended.close_code == Some(wshub_protocol::CloseCode::SERVICE_RESTART.as_u16());
+                if restart || started.elapsed() >= settings.stable_after {
                     lock(&shared.schedule).reset();
                 }
                 if stopping {

@@ -42,6 +42,12 @@ impl CloseCode {
     /// 1011: the server met an unexpected condition (an internal error); reconnect with
     /// backoff.
     pub const INTERNAL_ERROR: Self = Self(1011);
+    /// 1012: service restart: the node is draining (it is being restarted or taken out of
+    /// service) and closes its connections one by one, each at its own random moment
+    /// within the drain window. Reconnect promptly, after a small random delay (not as a
+    /// failure: no backoff), and resume from your positions; the load balancer sends you
+    /// to another node.
+    pub const SERVICE_RESTART: Self = Self(1012);
     /// 1013: try again later: the connection was too slow to keep up (its send queue
     /// overflowed); reconnect later, with backoff.
     pub const TRY_AGAIN_LATER: Self = Self(1013);
@@ -69,7 +75,7 @@ impl CloseCode {
     /// Whether a client should reconnect automatically (with backoff) after this code.
     ///
     /// False for 1000 and for closes caused by the client's own input (1003, 1007, 1009);
-    /// true for every other code, 1001, 1011 and 1013 among them. For 1008 it is true: a
+    /// true for every other code, 1001, 1011, 1012 and 1013 among them. For 1008 it is true: a
     /// client with a fresh token or a slower pace is welcome back. (1002 is true as well,
     /// although docs/PROTOCOL.md calls it a client bug not to retry.)
     pub const fn should_reconnect(self) -> bool {
@@ -119,6 +125,7 @@ mod tests {
             (CloseCode::MESSAGE_TOO_BIG, 1009),
             (CloseCode::MANDATORY_EXTENSION, 1010),
             (CloseCode::INTERNAL_ERROR, 1011),
+            (CloseCode::SERVICE_RESTART, 1012),
             (CloseCode::TRY_AGAIN_LATER, 1013),
         ];
         for (code, value) in codes {
@@ -131,6 +138,7 @@ mod tests {
         assert!(CloseCode::GOING_AWAY.should_reconnect());
         assert!(!CloseCode::MESSAGE_TOO_BIG.should_reconnect());
         assert!(CloseCode::TRY_AGAIN_LATER.should_reconnect());
+        assert!(CloseCode::SERVICE_RESTART.should_reconnect());
     }
 
     #[test]

@@ -77,6 +77,17 @@ pub struct DisconnectRequest {
     pub client: String,
 }
 
+/// `POST /api/drain` answer (202): `{"draining":true,"window_ms":...}`, the same while a
+/// drain is under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainResponse {
+    /// Always true: the node is draining.
+    pub draining: bool,
+    /// The drain window (`--drain-window`) in milliseconds: every connection is closed with
+    /// 1012 within it.
+    pub window_ms: u64,
+}
+
 /// `{}`: the answer of `/api/broadcast`, `/api/send` and `/api/disconnect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct EmptyResponse {}

@@ -18,8 +18,8 @@ use wshub::Hub;
 use wshub_protocol::{
     ErrorCode, RoomName, encode,
     http::{
-        BroadcastRequest, DisconnectRequest, ErrorBody, HistoryParams, PresenceResponse,
-        PublishRequest, PublishResponse, RoomSummary, RoomsResponse, SendRequest,
+        BroadcastRequest, DisconnectRequest, DrainResponse, ErrorBody, HistoryParams,
+        PresenceResponse, PublishRequest, PublishResponse, RoomSummary, RoomsResponse, SendRequest,
     },
 };
 
@@ -46,6 +46,7 @@ pub(crate) fn routes(api: Api) -> Router {
         .route("/api/broadcast", post(broadcast))
         .route("/api/send", post(send))
         .route("/api/disconnect", post(disconnect))
+        .route("/api/drain", post(drain))
         .route("/api/rooms", get(rooms))
         .route("/api/rooms/{room}/presence", get(presence))
         .route("/api/rooms/{room}/history", get(history))
@@ -303,6 +304,23 @@ async fn disconnect(State(api): State<Api>, body: Bytes) -> Result<Response, Api
         .await
         .map_err(failed)?;
     Ok(json_response(bytes::Bytes::from_static(b"{}")))
+}
+
+/// Starts a drain (see `RunningServer::drain`) and answers at once: 202 with the window.
+/// A drain already under way is left as it is, with the same answer.
+async fn drain(State(api): State<Api>) -> Response {
+    let window = api.state.options.drain_window;
+    if !api.hub.is_draining() {
+        tracing::info!(?window, "drain requested over the HTTP API");
+        let hub = api.hub.clone();
+        tokio::spawn(async move { hub.drain(window).await });
+        api.state.drain_requested.notify_one();
+    }
+    let answer = DrainResponse {
+        draining: true,
+        window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+    };
+    (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
 }
 
 async fn rooms(State(api): State<Api>) -> Result<Response, ApiError> {

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Router,
     extract::State,
-    http::header,
+    http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
@@ -213,8 +213,12 @@ fn finish(hub: Hub, state: Arc<ServerState>, backplane: Arc<dyn Backplane>) -> A
 
 /// `ok`, or `degraded: backplane unreachable` when it is (still 200: the node keeps
 /// serving its own connections). Why it is unreachable is in the logs, not here: the
-/// backplane's errors can name hosts and credentials.
+/// backplane's errors can name hosts and credentials. 503 `draining` once a drain or
+/// shutdown has begun, so that a load balancer sends no one new.
 async fn healthz(State(api): State<Api>) -> Response {
+    if api.hub.is_draining() || api.hub.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
     match api.state.backplane_health() {
         Health::Connected => "ok".into_response(),
         Health::Degraded(_) => "degraded: backplane unreachable".into_response(),
@@ -382,6 +386,21 @@ impl RunningServer {
             }
         });
         Ok(())
+    }
+
+    /// Drains the node ([`Hub::drain`] over `--drain-window`): `/healthz` answers 503
+    /// `draining`, new upgrades get 503, and each connection is closed with 1012 at its own
+    /// random moment within the window. Returns when the last connection has ended or the
+    /// window plus [`wshub::DRAIN_GRACE`] has passed; [`RunningServer::stop`] then ends the
+    /// rest. Calling it while a drain runs (`POST /api/drain`) waits for that drain.
+    pub async fn drain(&self) {
+        self.hub().drain(self.state.options.drain_window).await;
+    }
+
+    /// Resolves when `POST /api/drain` has started a drain (at once if one was started
+    /// before the call).
+    pub async fn drain_requested(&self) {
+        self.state.drain_requested.notified().await;
     }
 
     /// Stops accepting and closes every connection with 1001 within `deadline`.

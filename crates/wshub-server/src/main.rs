@@ -1,12 +1,15 @@
-//! The `wshub` binary: read the settings, start logging, serve until SIGINT or SIGTERM,
-//! then shut down gracefully (every client gets 1001). SIGHUP reloads the TLS certificate.
+//! The `wshub` binary: read the settings, start logging, serve until SIGINT, SIGTERM or
+//! `POST /api/drain`, then drain (`/healthz` answers 503 `draining`, no new connections,
+//! every client closed with 1012 at its own random moment within `--drain-window`) and exit
+//! 0. A second SIGINT or SIGTERM during the drain stops at once (1001 to those left).
+//! SIGHUP reloads the TLS certificate.
 
 use std::{process::ExitCode, time::Duration};
 
 use wshub_server::{app, logging, settings::Settings, state::ServerOptions};
 
-/// How long connections get to drain and close at shutdown.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long connections still open after the drain get to close (with 1001).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -54,7 +57,14 @@ async fn main() -> ExitCode {
     if let Err(error) = server.reload_tls_on_sighup() {
         tracing::warn!(%error, "cannot listen for SIGHUP; the TLS certificate is not reloaded on it");
     }
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("signal received: draining"),
+        () = server.drain_requested() => {}
+    }
+    tokio::select! {
+        () = server.drain() => {}
+        () = shutdown_signal() => tracing::warn!("second signal: stopping without waiting for the drain"),
+    }
     tracing::info!("shutting down");
     server.stop(SHUTDOWN_DEADLINE).await;
     ExitCode::SUCCESS

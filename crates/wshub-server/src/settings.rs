@@ -339,6 +339,15 @@ settings! {
         help: "How long an HTTP API request body may take to arrive; a slower one is \
                answered 408.",
     }
+    /// How long a drain (SIGTERM, `POST /api/drain`) spreads the closing of the node's
+    /// connections over: each is closed with 1012 at its own random moment within it.
+    drain_window: Duration = Duration::from_secs(10) => DRAIN_WINDOW {
+        flag: "drain-window", env: "WSHUB_DRAIN_WINDOW", key: "drain_window",
+        value_name: "DURATION",
+        parse: parse_duration,
+        help: "On SIGTERM or POST /api/drain, close the connections with 1012 spread at \
+               random over this long, then exit.",
+    }
     /// The most HTTP connections open at once that are not WebSockets: API calls, `/stats`,
     /// idle keep-alive connections, upgrade requests before the upgrade; one more is
     /// answered 503 and closed.

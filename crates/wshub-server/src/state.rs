@@ -99,6 +99,8 @@ pub struct ServerOptions {
     pub presence_ttl: std::time::Duration,
     /// TLS: with it the server serves `wss://` and `https://`. Default none.
     pub tls: Option<wshub::TlsConfig>,
+    /// How long a drain spreads the closing of connections over (`--drain-window`).
+    pub drain_window: std::time::Duration,
 }
 
 /// The `wshub` binary's defaults: each is written once, in its setting's declaration
@@ -141,6 +143,7 @@ impl From<&crate::settings::Settings> for ServerOptions {
             presence_ttl: settings.presence_ttl,
             // Reading the certificate can fail; `main` loads it and reports which file.
             tls: None,
+            drain_window: settings.drain_window,
         }
     }
 }
@@ -201,6 +204,8 @@ pub struct ServerState {
     pub addresses: Arc<AddressLimits>,
     /// The presence events of big rooms waiting for the end of their tick.
     pub(crate) presence_batcher: PresenceBatcher,
+    /// Told when `POST /api/drain` starts a drain, so the binary exits once it is over.
+    pub(crate) drain_requested: tokio::sync::Notify,
 }
 
 impl ServerState {
@@ -222,6 +227,7 @@ impl ServerState {
                 options.rate_limit.and_then(|limit| limit.per_address),
             )),
             presence_batcher: PresenceBatcher::default(),
+            drain_requested: tokio::sync::Notify::new(),
             options,
         })
     }

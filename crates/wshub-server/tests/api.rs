@@ -271,3 +271,64 @@ async fn the_demo_page_follows_a_custom_path() {
     );
     stop(server).await;
 }
+
+/// `POST /api/drain` behind the key: 202 with the window, again 202 changing nothing;
+/// meanwhile `/healthz` answers 503 `draining`, upgrades get 503, and every client is
+/// closed with 1012 at its own moment within the window.
+#[tokio::test]
+async fn drain_over_the_api_closes_the_clients_spread_over_the_window() {
+    const CLIENTS: usize = 20;
+    let server = start(ServerOptions {
+        drain_window: std::time::Duration::from_secs(1),
+        ..with_key()
+    })
+    .await;
+    let addr = server.local_addr();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(connect(addr).await.0);
+    }
+    let (status, _) = api(addr, "wrong-key", "/api/drain", json!({})).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        http(addr, "GET", "/healthz", &[], None).await,
+        (200, "ok".to_owned())
+    );
+
+    let (status, body) = api(addr, "secret-key", "/api/drain", json!({})).await;
+    assert_eq!(
+        (status, &body),
+        (202, &json!({"draining":true,"window_ms":1000}))
+    );
+    let (status, again) = api(addr, "secret-key", "/api/drain", json!({})).await;
+    assert_eq!((status, again), (202, body));
+    assert_eq!(
+        http(addr, "GET", "/healthz", &[], None).await,
+        (503, "draining".to_owned())
+    );
+    assert_eq!(try_connect(addr, "", &[]).await.err(), Some(503));
+
+    let closes: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let close = close_frame(&mut ws).await;
+                (close, std::time::Instant::now())
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for close in closes {
+        let (close, at) = close.await.expect("reader");
+        assert_eq!(close, Some((1012, "service restart".to_owned())));
+        times.push(at);
+    }
+    let spread = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    assert!(
+        spread >= std::time::Duration::from_millis(300),
+        "20 closes within {spread:?} of a 1 s window"
+    );
+    within("drain ends", server.drain()).await;
+    assert_eq!(server.hub().connection_count(), 0);
+    stop(server).await;
+}

@@ -6,7 +6,7 @@ use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde_json::json;
@@ -47,10 +47,38 @@ fn start_binary(args: &[&str], env: &[(&str, &str)]) -> (Process, SocketAddr) {
     (process, addr)
 }
 
+fn sigterm(process: &Process) {
+    let pid = process.0.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+}
+
+/// Waits (bounded) for the process to exit; its status, or `None` if it is still running.
+async fn exit_within(process: &mut Process, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = process.0.try_wait().expect("wait") {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
+}
+
 #[tokio::test]
-async fn the_binary_serves_the_protocol_the_api_and_shuts_down_with_1001() {
+async fn the_binary_serves_the_protocol_the_api_and_drains_with_1012_on_sigterm() {
     let (mut process, addr) = start_binary(
-        &["--history-size", "10", "--presence-events", "false"],
+        &[
+            "--history-size",
+            "10",
+            "--presence-events",
+            "false",
+            "--drain-window",
+            "100ms",
+        ],
         &[("WSHUB_API_KEY", "from-env")],
     );
     let (mut ws, _) = connect(addr).await;
@@ -67,25 +95,173 @@ async fn the_binary_serves_the_protocol_the_api_and_shuts_down_with_1001() {
     assert_eq!(next(&mut ws).await["data"], "deploy");
     assert_eq!(http(addr, "GET", "/healthz", &[], None).await.0, 200);
 
-    // SIGTERM: a graceful shutdown closes every client with 1001 and exits 0.
-    let pid = process.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    assert_eq!(close_frame(&mut ws).await.map(|(code, _)| code), Some(1001));
-    let mut status = None;
-    for _ in 0..200 {
-        if let Some(s) = process.0.try_wait().expect("wait") {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // SIGTERM: a drain closes every client with 1012 and exits 0.
+    sigterm(&process);
+    assert_eq!(close_frame(&mut ws).await.map(|(code, _)| code), Some(1012));
+    let status = exit_within(&mut process, Duration::from_secs(5)).await;
     assert!(
         status.is_some_and(|s| s.success()),
         "exit status {status:?}"
+    );
+}
+
+/// What one client saw during a drain: whether the last publish reached it, and its close.
+struct Seen {
+    got_last_words: bool,
+    close: Option<(u16, String)>,
+    closed_at: Instant,
+}
+
+/// Reads `ws` until the server closes it (bounded), noting the publish `last words`.
+async fn watch_until_closed(mut ws: Client) -> Seen {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let mut got_last_words = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(WsMessage::Text(text)))) => {
+                let frame: serde_json::Value = serde_json::from_str(&text).expect("json");
+                if frame["type"] == "message" && frame["data"] == "last words" {
+                    got_last_words = true;
+                }
+            }
+            Ok(Some(Ok(WsMessage::Close(frame)))) => {
+                let closed_at = Instant::now();
+                // Keep polling so the closing handshake completes.
+                while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, ws.next()).await {}
+                return Seen {
+                    got_last_words,
+                    close: frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    closed_at,
+                };
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) | Err(_) => {
+                return Seen {
+                    got_last_words,
+                    close: None,
+                    closed_at: Instant::now(),
+                };
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_clients_over_the_window_with_1012_and_exits_0() {
+    const CLIENTS: usize = 40;
+    let (mut process, addr) = start_binary(&["--drain-window", "2s"], &[]);
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (mut ws, _) = connect(addr).await;
+        let ok = request(&mut ws, json!({"type":"subscribe","room":"r","id":1})).await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+        clients.push(ws);
+    }
+    assert_eq!(
+        http(addr, "GET", "/healthz", &[], None).await,
+        (200, "ok".to_owned())
+    );
+
+    // A publish sent just before SIGTERM, not yet answered, still reaches every subscriber.
+    let mut publisher = clients.pop().expect("a client");
+    send(
+        &mut publisher,
+        json!({"type":"publish","room":"r","data":"last words","id":2}),
+    )
+    .await;
+    sigterm(&process);
+    let watchers: Vec<_> = clients
+        .into_iter()
+        .chain([publisher])
+        .map(|ws| tokio::spawn(watch_until_closed(ws)))
+        .collect();
+
+    // During the window: the load balancer's check fails and no one new gets in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        http(addr, "GET", "/healthz", &[], None).await,
+        (503, "draining".to_owned())
+    );
+    assert_eq!(try_connect(addr, "", &[]).await.err(), Some(503));
+
+    let mut seen = Vec::new();
+    for watcher in watchers {
+        seen.push(watcher.await.expect("watcher"));
+    }
+    for (i, client) in seen.iter().enumerate() {
+        assert!(client.got_last_words, "client {i} lost the last publish");
+        assert_eq!(
+            client.close,
+            Some((1012, "service restart".to_owned())),
+            "client {i}"
+        );
+    }
+    let first = seen.iter().map(|s| s.closed_at).min().expect("closes");
+    let last = seen.iter().map(|s| s.closed_at).max().expect("closes");
+    assert!(
+        last - first >= Duration::from_secs(1),
+        "closes not spread over the 2 s window: {:?} between the first and the last",
+        last - first
+    );
+    let status = exit_within(&mut process, Duration::from_secs(6)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
+    eprintln!(
+        "{CLIENTS} closes spread over {:?}; exit {:?} after the first close",
+        last - first,
+        first.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn post_api_drain_drains_the_binary_which_then_exits_0() {
+    let (mut process, addr) = start_binary(&["--drain-window", "300ms"], &[("WSHUB_API_KEY", "k")]);
+    let (mut ws, _) = connect(addr).await;
+    let (status, body) = api(addr, "k", "/api/drain", json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        close_frame(&mut ws).await,
+        Some((1012, "service restart".to_owned()))
+    );
+    let status = exit_within(&mut process, Duration::from_secs(5)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_sigterm_during_the_drain_stops_at_once() {
+    let (mut process, addr) = start_binary(&["--drain-window", "60s"], &[]);
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(connect(addr).await.0);
+    }
+    sigterm(&process);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        http(addr, "GET", "/healthz", &[], None).await,
+        (503, "draining".to_owned())
+    );
+    sigterm(&process);
+    let status = exit_within(&mut process, Duration::from_secs(5)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}"
+    );
+    // Those the drain had not reached yet were closed by the shutdown, with 1001.
+    let mut codes = Vec::new();
+    for mut ws in clients {
+        codes.push(close_frame(&mut ws).await.map(|(code, _)| code));
+    }
+    assert!(codes.contains(&Some(1001)), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| matches!(c, Some(1001 | 1012))),
+        "{codes:?}"
     );
 }
 

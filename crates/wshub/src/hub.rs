@@ -30,6 +30,9 @@ use crate::{
     users::Users,
 };
 
+/// How long [`Hub::drain`] waits after its window for the last closing handshakes.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 /// A boxed, sendable future, as the hub stores handlers and auth hooks.
 type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 type OnConnect = Arc<dyn Fn(&Connection) + Send + Sync>;
@@ -99,6 +102,8 @@ pub(crate) struct HubInner {
     /// Connections open or being upgraded; bounded by `config.max_connections`.
     admitted: AtomicUsize,
     shutting_down: AtomicBool,
+    /// Set by [`Hub::drain`]: new connections are refused as during shutdown.
+    draining: AtomicBool,
     /// Every connection task and handler task, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
 }
@@ -147,6 +152,11 @@ impl HubInner {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
+    /// Whether new connections are refused: shutdown or a drain has begun.
+    pub(crate) fn refuses_connections(&self) -> bool {
+        self.is_shutting_down() || self.draining.load(Ordering::SeqCst)
+    }
+
     /// Takes a slot under the connection limit, or `None` when the hub is full.
     pub(crate) fn admit(self: &Arc<Self>) -> Option<Admission> {
         let max = self.config.max_connections;
@@ -169,9 +179,9 @@ impl HubInner {
     /// Adds a connection; refused (false) once shutdown has begun.
     pub(crate) fn register(&self, shared: &Arc<Shared>) -> bool {
         let mut connections = self.write_connections();
-        // Checked under the lock: shutdown sets the flag before it walks the map, so a
-        // connection is either refused here or seen (and closed) by shutdown.
-        if self.is_shutting_down() {
+        // Checked under the lock: shutdown and drain set their flag before they walk the
+        // map, so a connection is either refused here or seen (and closed) by them.
+        if self.refuses_connections() {
             return false;
         }
         connections.insert(shared.info.id, Arc::clone(shared));
@@ -494,6 +504,52 @@ impl Hub {
         self.inner.is_shutting_down()
     }
 
+    /// Whether [`drain`](Self::drain) has begun.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Drains the hub without a reconnect storm: new upgrades get 503 (as during
+    /// [`shutdown`](Self::shutdown)), and each open connection is closed at its own random
+    /// moment within `window`, with [`CloseCode::SERVICE_RESTART`] (1012) and the reason
+    /// `service restart`, after what was queued for it. Clients that reconnect promptly on
+    /// 1012 thus arrive elsewhere spread over the window instead of all at once.
+    ///
+    /// Returns when every connection task and handler has ended, or when `window` plus
+    /// [`DRAIN_GRACE`] has passed; call [`shutdown`](Self::shutdown) afterwards to drop
+    /// what is left. Calling it again (or concurrently) starts nothing new: it waits in the
+    /// same way. Needs a Tokio runtime (the closes are timed by a task of their own).
+    pub async fn drain(&self, window: Duration) {
+        if !self.inner.draining.swap(true, Ordering::SeqCst) {
+            // The flag is set before the map is read: a connection registering now is
+            // either refused or in this list.
+            let keys = RandomState::new();
+            let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+            let mut closes: Vec<(Duration, Connection)> = self
+                .connections()
+                .into_iter()
+                .map(|conn| {
+                    let at = match window_ms {
+                        0 => 0,
+                        ms => keys.hash_one(conn.id()) % ms,
+                    };
+                    (Duration::from_millis(at), conn)
+                })
+                .collect();
+            closes.sort_by_key(|(at, _)| *at);
+            tracing::info!(connections = closes.len(), ?window, "draining");
+            let start = tokio::time::Instant::now();
+            tokio::spawn(async move {
+                for (at, conn) in closes {
+                    tokio::time::sleep_until(start + at).await;
+                    conn.close(CloseCode::SERVICE_RESTART, "service restart");
+                }
+            });
+            self.inner.tasks.close();
+        }
+        let _ = tokio::time::timeout(window + DRAIN_GRACE, self.inner.tasks.wait()).await;
+    }
+
     /// Shuts the hub down gracefully: new upgrades get 503; every connection gets what was
     /// queued for it, then a close frame with 1001; once `deadline` has passed, connections
     /// still open are dropped. Returns when every connection task and handler has ended
@@ -637,6 +693,7 @@ impl HubBuilder {
                 counters: Counters::default(),
                 admitted: AtomicUsize::new(0),
                 shutting_down: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
                 tasks: TaskTracker::new(),
             }),
         }

@@ -47,7 +47,7 @@ pub use config::{HubConfig, LOOPBACK_HOSTS, OriginCheck, OriginPolicy, OverflowP
 pub use connection::{Connection, ConnectionId, ConnectionInfo, Identity, InvalidConnectionId};
 pub use deflate::Compression;
 pub use error::Error;
-pub use hub::{Hub, HubBuilder};
+pub use hub::{DRAIN_GRACE, Hub, HubBuilder};
 pub use message::{Message, MessageKind};
 pub use rate_limit::RateLimitConfig;
 pub use server::Server;

@@ -186,7 +186,7 @@ pub(crate) async fn upgrade(hub: Hub, request: Request<Body>) -> Response {
 async fn accept(hub: &Hub, mut request: Request<Body>) -> Result<Response, Rejection> {
     let accept_key = validate(&request)?;
     let inner = &hub.inner;
-    if inner.is_shutting_down() {
+    if inner.refuses_connections() {
         return Err(Rejection::unavailable("the server is shutting down"));
     }
     let admission = inner

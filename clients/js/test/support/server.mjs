@@ -177,7 +177,7 @@ async function startOnce(port, args, timeout) {
     process: child,
     /** Kills the process (SIGKILL: no goodbye to the clients) and waits for it to exit. */
     kill: () => stop(child, "SIGKILL"),
-    /** Stops it gracefully (SIGTERM: close 1001), killing it if it takes over 5 s. */
+    /** Stops it gracefully (SIGTERM: a drain, its clients closed with 1012), killing it if it takes over 5 s. */
     stop: () => stop(child, "SIGTERM"),
     /** Freezes the process: its sockets stay open but nothing is answered. */
     freeze: () => child.kill("SIGSTOP"),

@@ -125,6 +125,7 @@ jwt_issuer = "auth.example"
 api_key = "file-key"
 api_max_body = "1KiB"
 api_body_timeout = "2s"
+drain_window = "4s"
 max_http_connections = 20
 max_http_connections_per_ip = 4
 history_size = 7
@@ -171,6 +172,7 @@ compression_client_no_context_takeover = true
         api_key: Some("file-key".to_owned()),
         api_max_body_bytes: 1024,
         api_body_timeout: Duration::from_secs(2),
+        drain_window: Duration::from_secs(4),
         max_http_connections: 20,
         max_http_connections_per_ip: 4,
         history_size: 7,
@@ -233,6 +235,7 @@ compression_client_no_context_takeover = true
         (&API_KEY, "file-key"),
         (&API_MAX_BODY, "1KiB"),
         (&API_BODY_TIMEOUT, "2s"),
+        (&DRAIN_WINDOW, "4s"),
         (&MAX_HTTP_CONNECTIONS, "20"),
         (&MAX_HTTP_CONNECTIONS_PER_IP, "4"),
         (&HISTORY_SIZE, "7"),
