@@ -324,7 +324,7 @@ test("in the browser: the plain WebSocket client routes JSON, queues while recon
   await withScreenshots("plain-client", async () => {
     const page = await openDemo("plain");
     const exported = await page.evaluate(async () => Object.keys(await import("/websocket.js")).sort());
-    assert.deepEqual(exported, ["WebSocketClient", "backoffDelay", "reconnectsAfter"]);
+    assert.deepEqual(exported, ["SERVICE_RESTART", "WebSocketClient", "backoffDelay", "reconnectsAfter"]);
 
     // A plain client on the page's own host ("/ws" resolves to ws://host/ws): the server's
     // frames are JSON with a `type`, routed like an application's. /api/disconnect closes
