@@ -51,19 +51,30 @@ impl Default for RateLimitConfig {
     }
 }
 
+impl RateLimitConfig {
+    /// The library's configuration of one connection's own limiter: this without
+    /// [`per_address`](Self::per_address).
+    pub fn per_connection(&self) -> wshub::rate_limit::RateLimitConfig {
+        wshub::rate_limit::RateLimitConfig {
+            per_second: self.per_second,
+            burst: self.burst,
+            max_rejections: self.max_rejections,
+            rejection_window: self.rejection_window,
+        }
+    }
+}
+
 // The bucket, the detector and their decision are the library's (one home for each);
 // what the server adds is the bucket an address's connections share.
 pub use wshub::rate_limit::{AbuseDetector, Decision, TokenBucket};
 
-/// The rate limiter of one connection: a [`TokenBucket`] of its own, the bucket of its
-/// address that it shares with the other connections from there, and an
-/// [`AbuseDetector`].
+/// The rate limiter of one connection: the library's limiter (a [`TokenBucket`] of its own
+/// and an [`AbuseDetector`]), and the bucket of its address that it shares with the other
+/// connections from there.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    bucket: TokenBucket,
+    connection: wshub::rate_limit::RateLimiter,
     address: Option<SharedBucket>,
-    abuse: AbuseDetector,
-    closed: bool,
 }
 
 impl RateLimiter {
@@ -71,10 +82,8 @@ impl RateLimiter {
     /// address bucket.
     pub fn new(config: &RateLimitConfig, now: Instant) -> RateLimiter {
         RateLimiter {
-            bucket: TokenBucket::new(config.per_second, config.burst, now),
+            connection: wshub::rate_limit::RateLimiter::new(&config.per_connection(), now),
             address: None,
-            abuse: AbuseDetector::new(config.max_rejections, config.rejection_window),
-            closed: false,
         }
     }
 
@@ -83,12 +92,17 @@ impl RateLimiter {
     /// of commands instead of the whole burst, so that reconnecting does not buy a burst.
     pub fn for_returning_address(config: &RateLimitConfig, now: Instant) -> RateLimiter {
         let first = config.per_second.ceil().clamp(1.0, f64::from(config.burst));
-        let mut limiter = RateLimiter::new(config, now);
         // `first` is a whole number within 1..=burst, so the cast is exact.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let first = first as u32;
-        limiter.bucket = TokenBucket::with_tokens(config.per_second, config.burst, first, now);
-        limiter
+        RateLimiter {
+            connection: wshub::rate_limit::RateLimiter::with_tokens(
+                &config.per_connection(),
+                first,
+                now,
+            ),
+            address: None,
+        }
     }
 
     /// The same limiter, also charging each command to its address's bucket.
@@ -99,23 +113,12 @@ impl RateLimiter {
 
     /// Decides about one command arriving at `now`.
     pub fn check(&mut self, now: Instant) -> Decision {
-        if self.closed {
-            return Decision::Close;
-        }
-        if self.bucket.try_acquire(now)
-            && self
-                .address
+        let address = &self.address;
+        self.connection.check_also(now, || {
+            address
                 .as_ref()
                 .is_none_or(|shared| shared.try_acquire(now))
-        {
-            return Decision::Allow;
-        }
-        if self.abuse.record_rejection(now) {
-            self.closed = true;
-            Decision::Close
-        } else {
-            Decision::Reject
-        }
+        })
     }
 }
 
@@ -295,8 +298,6 @@ mod tests {
         );
     }
 
-    const MS: Duration = Duration::from_millis(1);
-
     #[test]
     fn a_returning_address_starts_with_one_seconds_worth() {
         let config = RateLimitConfig {
@@ -318,81 +319,37 @@ mod tests {
     }
 
     #[test]
-    fn steady_rate_is_never_rejected() {
+    fn connections_of_one_address_share_its_bucket() {
         let config = RateLimitConfig {
             per_second: 10.0,
-            burst: 1,
+            burst: 40,
+            max_rejections: 3,
             ..RateLimitConfig::default()
         };
+        let limits = Arc::new(AddressLimits::new(10, Some((1.0, 5))));
+        let ip: IpAddr = [192, 0, 2, 7].into();
         let start = Instant::now();
-        let mut limiter = RateLimiter::new(&config, start);
-        for i in 0..1000u32 {
-            assert_eq!(limiter.check(start + i * 100 * MS), Decision::Allow);
+        let slots = [
+            AddressLimits::admit(&limits, ip, start).expect("first"),
+            AddressLimits::admit(&limits, ip, start).expect("second"),
+        ];
+        let [mut first, mut second] = slots
+            .each_ref()
+            .map(|slot| RateLimiter::new(&config, start).sharing(slot.commands().expect("bucket")));
+        // Each has 40 of its own, but the address has 5 for both together.
+        let allowed = (0..3)
+            .filter(|_| first.check(start) == Decision::Allow)
+            .count()
+            + (0..3)
+                .filter(|_| second.check(start) == Decision::Allow)
+                .count();
+        assert_eq!(allowed, 5);
+        // A refusal by the address counts towards sustained abuse like any other: more
+        // than 3 in the window close.
+        for _ in 0..3 {
+            assert_eq!(first.check(start), Decision::Reject);
         }
-    }
-
-    #[test]
-    fn occasional_bursts_are_rejected_but_not_closed() {
-        let config = RateLimitConfig {
-            per_second: 10.0,
-            burst: 10,
-            max_rejections: 20,
-            rejection_window: Duration::from_secs(10),
-            per_address: None,
-        };
-        let start = Instant::now();
-        let mut limiter = RateLimiter::new(&config, start);
-        // Every 10 s, a burst of 25: 10 allowed, 15 rejected. Never more than 20 per window.
-        for round in 0..10u32 {
-            let t = start + round * Duration::from_secs(10);
-            let decisions: Vec<Decision> = (0..25).map(|_| limiter.check(t)).collect();
-            assert_eq!(
-                decisions.iter().filter(|d| **d == Decision::Allow).count(),
-                10
-            );
-            assert_eq!(
-                decisions.iter().filter(|d| **d == Decision::Reject).count(),
-                15
-            );
-        }
-    }
-
-    #[test]
-    fn flooding_is_closed_even_though_some_commands_get_through() {
-        let config = RateLimitConfig {
-            per_second: 50.0,
-            burst: 100,
-            max_rejections: 100,
-            rejection_window: Duration::from_secs(10),
-            per_address: None,
-        };
-        let start = Instant::now();
-        let mut limiter = RateLimiter::new(&config, start);
-        // 1000 commands per second: the bucket lets one through every 20 ms.
-        let mut allowed_after_burst = 0;
-        let mut closed_at = None;
-        for i in 0..5000u32 {
-            match limiter.check(start + i * MS) {
-                Decision::Allow if i >= 100 => allowed_after_burst += 1,
-                Decision::Allow | Decision::Reject => {}
-                Decision::Close => {
-                    closed_at = Some(i);
-                    break;
-                }
-            }
-        }
-        assert!(
-            allowed_after_burst > 0,
-            "a consecutive count would have reset"
-        );
-        let closed_at = closed_at.unwrap();
-        // 100 burst, then ~95% rejected: the 101st rejection comes near 100 + 106 ms.
-        assert!((200..260).contains(&closed_at), "{closed_at}");
-        // Once closed, always closed.
-        assert_eq!(
-            limiter.check(start + Duration::from_secs(3600)),
-            Decision::Close
-        );
+        assert_eq!(first.check(start), Decision::Close);
     }
 
     #[test]

@@ -193,12 +193,29 @@ impl RateLimiter {
         }
     }
 
+    /// A limiter whose bucket starts with only `tokens` of its burst (see
+    /// [`TokenBucket::with_tokens`]).
+    pub fn with_tokens(config: &RateLimitConfig, tokens: u32, now: Instant) -> RateLimiter {
+        RateLimiter {
+            bucket: TokenBucket::with_tokens(config.per_second, config.burst, tokens, now),
+            ..RateLimiter::new(config, now)
+        }
+    }
+
     /// Decides about one message arriving at `now`.
     pub fn check(&mut self, now: Instant) -> Decision {
+        self.check_also(now, || true)
+    }
+
+    /// Decides about one message arriving at `now` that another limit must allow too
+    /// (a bucket shared with other connections, say): `also` is asked only when this
+    /// limiter's own bucket allows the message, and a refusal by either counts towards
+    /// sustained abuse.
+    pub fn check_also(&mut self, now: Instant, also: impl FnOnce() -> bool) -> Decision {
         if self.closed {
             return Decision::Close;
         }
-        if self.bucket.try_acquire(now) {
+        if self.bucket.try_acquire(now) && also() {
             return Decision::Allow;
         }
         if self.abuse.record_rejection(now) {
