@@ -24,6 +24,12 @@ async fn main() -> ExitCode {
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
+    // One descriptor per connection: take the hard limit of open files rather than the
+    // soft one (often 1024), as Go programs do by themselves.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
     let mut options = ServerOptions::from(&settings);
     // The settings hold both or neither (a `SettingsError::Conflict` otherwise).
     if let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) {

@@ -349,3 +349,40 @@ async fn on_a_loopback_address_browsers_must_use_a_loopback_name() {
             .is_ok()
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_raises_its_open_files_limit_to_the_hard_limit() {
+    // Started with a soft limit of 256 (a shell's `ulimit -Sn`), it runs with the hard one.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 256 && exec {} --listen 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_wshub")
+        ))
+        .env_remove("WSHUB_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wshub");
+    let stdout = child.stdout.take().expect("stdout");
+    let process = Process(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    assert!(line.starts_with("wshub listening"), "{line:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", process.0.id()))
+        .expect("/proc/PID/limits");
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("the open files line");
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{open_files}");
+    assert_ne!(numbers[0], "256", "{open_files}");
+    assert_eq!(
+        numbers[0], numbers[1],
+        "soft limit raised to the hard one: {open_files}"
+    );
+}
