@@ -124,8 +124,12 @@ async fn history_over_many_rooms_stays_within_its_byte_budget() {
     let kept = stats["history_bytes"].as_u64().expect("history_bytes");
     assert!(kept <= BUDGET as u64, "{kept} bytes of history kept");
     assert!(stats["history_evicted"].as_u64() > Some(600), "{stats}");
+    // Without the budget the history alone would hold the 48 MB. With it: 8 MiB of
+    // history, plus what is in flight (each attacker's inbox holds up to 64 messages of
+    // 60 KB: ~15 MiB for four), plus the allocator's slack, which varies from run to run
+    // (31 to 33 MiB seen on the CI machine).
     assert!(
-        grown < 32 * 1024 * 1024,
+        grown < 40 * 1024 * 1024,
         "RSS grew by {} KiB for 48 MB published",
         grown / 1024
     );
